@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# Proxy overhead benchmark: in one run on this machine, wrk through
+#   (a) nginx as a plain TLS reverse proxy, and
+#   (b) the Tsuzuku gateway with a valid session and a 20-policy set,
+# both in front of the same small upstream (an nginx that answers `200 ok`), for several rounds.
+# Prints per-round and median throughput and p99 latency of both, a markdown snippet for
+# docs/BENCHMARKS.md, and, as its last line, `gateway/nginx throughput ratio: X`.
+# Targets (issue): X >= 0.9, and p99 latency added by the gateway over nginx <= 1 ms.
+#
+# Like with like: both sides terminate TLS with the same certificate and key (the gateway's,
+# from its data directory), both keep HTTP/1.1 connections to the upstream alive, and both
+# write one record per request (nginx its access log, the gateway its audit event).
+# Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
+#
+# Usage: bench/proxy/run.sh [--smoke]
+#   --smoke   1 round of 2 s per side: checks that the script works, figures mean little.
+# Environment: ROUNDS (5), DURATION (seconds per side per round, 10), CONNS (64), THREADS (2),
+#   TSUZUKU_LOG (gateway log filter, default as shipped), KEEP_TMP=1 keeps the temp directory.
+# Needs nginx, wrk, curl and openssl (scripts/install-test-deps.sh installs nginx and wrk).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+smoke=0
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) smoke=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "run.sh: unknown argument '$arg' (only --smoke)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if [ "$smoke" = 1 ]; then
+  ROUNDS="${ROUNDS:-1}"
+  DURATION="${DURATION:-2}"
+fi
+ROUNDS="${ROUNDS:-5}"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-64}"
+THREADS="${THREADS:-2}"
+WARMUP="$((DURATION < 3 ? 1 : 3))"
+for v in ROUNDS DURATION CONNS THREADS; do
+  if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "run.sh: $v must be a positive whole number, got '${!v}'" >&2
+    exit 2
+  fi
+done
+
+nginx_bin="$(command -v nginx || true)"
+[ -n "$nginx_bin" ] || { [ -x /usr/sbin/nginx ] && nginx_bin=/usr/sbin/nginx; }
+for need in wrk curl openssl; do
+  command -v "$need" >/dev/null 2>&1 || {
+    echo "run.sh: '$need' is not installed (scripts/install-test-deps.sh installs nginx and wrk)" >&2
+    exit 1
+  }
+done
+[ -n "$nginx_bin" ] || {
+  echo "run.sh: 'nginx' is not installed (scripts/install-test-deps.sh installs it)" >&2
+  exit 1
+}
+
+log() { echo "[bench] $*" >&2; }
+
+# ---------------------------------------------------------------- temp dir, cleanup
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/tsuzuku-bench.XXXXXX")"
+pids=()
+cleanup() {
+  local rc=$?
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    # Give each up to 5 s, then kill it.
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then
+    log "kept $tmp"
+  else
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port nobody listens on now (checked by connecting).
+used_ports=" "
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 40000))
+    [[ "$used_ports" == *" $p "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      used_ports+="$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "run.sh: found no free port on 127.0.0.1" >&2
+  return 1
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1 (or the process $2 dies).
+wait_port() {
+  local port="$1" pid="$2" what="$3"
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "run.sh: $what exited before listening on 127.0.0.1:$port" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "run.sh: $what did not listen on 127.0.0.1:$port within 10 s" >&2
+  return 1
+}
+
+up_port="$(free_port)"
+ngx_port="$(free_port)"
+gw_port="$(free_port)"
+
+# ---------------------------------------------------------------- build
+log "building the gateway (cargo build --release -p tsuzuku)"
+(cd "$root" && cargo build --release -p tsuzuku --quiet)
+tsuzuku="$root/target/release/tsuzuku"
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  tsuzuku="$CARGO_TARGET_DIR/release/tsuzuku"
+fi
+[ -x "$tsuzuku" ] || {
+  echo "run.sh: no binary at $tsuzuku after the build" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- gateway data dir
+data="$tmp/gateway"
+tz() { "$tsuzuku" --data-dir "$data" "$@"; }
+
+log "initialising the gateway data directory"
+tz init --listen "127.0.0.1:$gw_port" >"$tmp/init.log"
+app_host="bench.localhost:$gw_port"
+portal_host="auth.localhost:$gw_port"
+cert="$data/tls/gateway.pem"
+key="$data/tls/gateway-key.pem"
+ca="$data/tls/ca.pem"
+for f in "$cert" "$key" "$ca"; do
+  [ -f "$f" ] || {
+    echo "run.sh: tsuzuku init did not create $f" >&2
+    exit 1
+  }
+done
+
+bench_user="bench"
+bench_pw="bench-$(openssl rand -hex 16)"
+printf '%s\n' "$bench_pw" | tz user add "$bench_user" --group staff --password-stdin >"$tmp/user.log"
+tz app add bench --host "$app_host" --upstream "http://127.0.0.1:$up_port" --data-class internal \
+  >"$tmp/app.log"
+
+# 20 policies: 19 that are evaluated but do not decide the bench request (other groups and apps,
+# conditions the request does not meet, forbids that do not apply), and 1 that permits it.
+pol="$tmp/policies"
+mkdir -p "$pol"
+n=0
+put() {
+  n=$((n + 1))
+  printf '%s\n' "$1" >"$pol/$(printf '%02d' "$n")-$2.cedar"
+}
+for team in sales finance hr legal marketing support ops research; do
+  put "permit (principal in Tsuzuku::Group::\"$team\", action in Tsuzuku::Action::\"access\", resource == Tsuzuku::App::\"$team-portal\")
+when { context.local_time >= duration(\"7h\") && context.local_time <= duration(\"21h\") };" "team-$team"
+done
+put 'permit (principal in Tsuzuku::Group::"admins", action in Tsuzuku::Action::"access", resource)
+when { principal.mfa && principal.auth_age_secs < 43200 };' admins-mfa
+put 'permit (principal in Tsuzuku::Group::"contractors", action == Tsuzuku::Action::"read", resource)
+when { resource.data_class == "public" };' contractors-public
+put 'permit (principal in Tsuzuku::Group::"payroll", action in Tsuzuku::Action::"access", resource == Tsuzuku::App::"payroll")
+when { principal.mfa && context has device && context.device.company_issued && context.device.disk_encrypted };' payroll-device
+put 'permit (principal in Tsuzuku::Group::"oncall", action in Tsuzuku::Action::"access", resource)
+when { resource.critical && principal.mfa };' oncall-critical
+put 'permit (principal in Tsuzuku::Group::"partners", action == Tsuzuku::Action::"read", resource)
+when { resource.isolated && ["Mon", "Tue", "Wed", "Thu", "Fri"].contains(context.weekday) };' partners-isolated
+put 'permit (principal == Tsuzuku::User::"auditor", action == Tsuzuku::Action::"read", resource == Tsuzuku::App::"audit-viewer");' auditor
+put 'forbid (principal, action == Tsuzuku::Action::"write", resource)
+when { resource.data_class == "restricted" && !principal.mfa };' restricted-write-mfa
+put 'forbid (principal, action in Tsuzuku::Action::"access", resource)
+when { context.source_ip.isInRange(ip("203.0.113.0/24")) || context.source_ip.isInRange(ip("198.51.100.0/24")) };' blocked-ranges
+put 'forbid (principal, action in Tsuzuku::Action::"access", resource)
+when { context.path like "/admin/*" && !(principal in Tsuzuku::Group::"admins") };' admin-paths
+put 'forbid (principal, action in Tsuzuku::Action::"access", resource)
+when { resource.data_class == "confidential" && context has device && !context.device.antivirus_running };' confidential-antivirus
+put 'forbid (principal in Tsuzuku::Group::"suspended", action in Tsuzuku::Action::"access", resource);' suspended
+put 'permit (principal in Tsuzuku::Group::"staff", action in Tsuzuku::Action::"access", resource == Tsuzuku::App::"bench");' staff-bench
+if [ "$n" -ne 20 ]; then
+  echo "run.sh: internal error: wrote $n policies, not 20" >&2
+  exit 1
+fi
+tz policy validate "$pol"/*.cedar >"$tmp/validate.log"
+tz policy apply "$pol"/*.cedar -m "proxy benchmark: 20 policies" >"$tmp/apply.log"
+
+# ---------------------------------------------------------------- nginx: upstream and proxy
+# Both nginx instances run in the foreground of their own background processes, from a temp
+# prefix with their own configuration; neither reads the system configuration.
+mime_types=""
+for f in /etc/nginx/mime.types /usr/share/nginx/mime.types; do
+  [ -f "$f" ] && mime_types="include $f;" && break
+done
+nginx_common() {
+  local name="$1"
+  cat <<EOF
+daemon off;
+master_process on;
+$([ "$(id -u)" -eq 0 ] && echo "user root;")
+worker_processes auto;
+pid $tmp/$name/nginx.pid;
+error_log $tmp/$name/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+EOF
+}
+for name in upstream proxy; do
+  mkdir -p "$tmp/$name"
+done
+
+{
+  nginx_common upstream
+  cat <<EOF
+http {
+  $mime_types
+  access_log off;
+  client_body_temp_path $tmp/upstream/body;
+  proxy_temp_path $tmp/upstream/proxy;
+  fastcgi_temp_path $tmp/upstream/fastcgi;
+  uwsgi_temp_path $tmp/upstream/uwsgi;
+  scgi_temp_path $tmp/upstream/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$up_port;
+    default_type text/plain;
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+} >"$tmp/upstream/nginx.conf"
+
+{
+  nginx_common proxy
+  cat <<EOF
+http {
+  $mime_types
+  log_format bench '\$remote_addr [\$time_local] "\$request" \$status \$body_bytes_sent \$request_time';
+  access_log $tmp/proxy/access.log bench;
+  client_body_temp_path $tmp/proxy/body;
+  proxy_temp_path $tmp/proxy/proxy;
+  fastcgi_temp_path $tmp/proxy/fastcgi;
+  uwsgi_temp_path $tmp/proxy/uwsgi;
+  scgi_temp_path $tmp/proxy/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream bench_upstream {
+    server 127.0.0.1:$up_port;
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:$ngx_port ssl;
+    server_name bench.localhost;
+    ssl_certificate $cert;
+    ssl_certificate_key $key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }
+}
+EOF
+} >"$tmp/proxy/nginx.conf"
+
+for name in upstream proxy; do
+  "$nginx_bin" -t -q -p "$tmp/$name" -c "$tmp/$name/nginx.conf" -e "$tmp/$name/error.log" || {
+    echo "run.sh: nginx rejected $tmp/$name/nginx.conf:" >&2
+    cat "$tmp/$name/error.log" >&2 || true
+    exit 1
+  }
+done
+"$nginx_bin" -p "$tmp/upstream" -c "$tmp/upstream/nginx.conf" -e "$tmp/upstream/error.log" \
+  >"$tmp/upstream/stdout.log" 2>&1 &
+pids+=("$!")
+wait_port "$up_port" "$!" "upstream nginx"
+"$nginx_bin" -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" -e "$tmp/proxy/error.log" \
+  >"$tmp/proxy/stdout.log" 2>&1 &
+pids+=("$!")
+wait_port "$ngx_port" "$!" "proxy nginx"
+
+# ---------------------------------------------------------------- gateway
+log "starting the gateway on 127.0.0.1:$gw_port"
+"$tsuzuku" --data-dir "$data" serve >"$tmp/gateway.out" 2>"$tmp/gateway.err" &
+gw_pid=$!
+pids+=("$gw_pid")
+for _ in $(seq 150); do
+  grep -q '^READY ' "$tmp/gateway.out" 2>/dev/null && break
+  if ! kill -0 "$gw_pid" 2>/dev/null; then
+    echo "run.sh: the gateway exited before it was ready; its stderr:" >&2
+    cat "$tmp/gateway.err" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+grep -q '^READY ' "$tmp/gateway.out" || {
+  echo "run.sh: the gateway did not print READY within 15 s; its stderr:" >&2
+  cat "$tmp/gateway.err" >&2
+  exit 1
+}
+
+gateway_failed() {
+  echo "run.sh: $*" >&2
+  echo "--- gateway stderr (last 40 lines) ---" >&2
+  tail -n 40 "$tmp/gateway.err" >&2 || true
+  exit 1
+}
+
+# curl against the gateway: host names resolve to 127.0.0.1, certificates checked against its CA.
+gcurl() {
+  curl -sS --max-time 10 --cacert "$ca" \
+    --resolve "bench.localhost:$gw_port:127.0.0.1" \
+    --resolve "auth.localhost:$gw_port:127.0.0.1" "$@"
+}
+
+# ---------------------------------------------------------------- sign in
+log "signing in as $bench_user"
+jar="$tmp/cookies.txt"
+# 1. The app without a session redirects to the portal's login page.
+gcurl -o /dev/null -D "$tmp/h1" "https://$app_host/" || gateway_failed "GET https://$app_host/ failed"
+status="$(awk 'NR==1{print $2}' "$tmp/h1")"
+login_url="$(tr -d '\r' <"$tmp/h1" | awk 'tolower($1)=="location:"{print $2}')"
+[ "$status" = 302 ] && [[ "$login_url" == "https://$portal_host/.tsuzuku/login?"* ]] ||
+  gateway_failed "GET https://$app_host/ without a session: expected 302 to https://$portal_host/.tsuzuku/login?..., got $status '$login_url'"
+# 2. The login page sets the CSRF cookie and carries the csrf and rd fields.
+gcurl -c "$jar" -b "$jar" -o "$tmp/login.html" "$login_url" || gateway_failed "GET $login_url failed"
+field() {
+  # Value of the hidden input named $1 in the login form (either attribute order).
+  tr '\n' ' ' <"$tmp/login.html" | grep -o "<input[^>]*name=\"$1\"[^>]*>" | head -n 1 |
+    grep -o 'value="[^"]*"' | head -n 1 | sed 's/^value="//; s/"$//' |
+    sed 's/&amp;/\&/g; s/&#x2F;/\//g; s/&#47;/\//g; s/&quot;/"/g; s/&#x27;/'"'"'/g; s/&#39;/'"'"'/g; s/&lt;/</g; s/&gt;/>/g' || true
+}
+csrf="$(field csrf)"
+rd="$(field rd)"
+[ -n "$csrf" ] || gateway_failed "the login page $login_url has no csrf field"
+grep -q '__Host-tsuzuku_csrf' "$jar" || gateway_failed "the login page did not set __Host-tsuzuku_csrf"
+# 3. POST the form: 303 to the app host's handoff.
+gcurl -c "$jar" -b "$jar" -o /dev/null -D "$tmp/h3" \
+  --data-urlencode "csrf=$csrf" --data-urlencode "rd=$rd" \
+  --data-urlencode "username=$bench_user" --data-urlencode "password=$bench_pw" \
+  --data-urlencode "totp=" \
+  "https://$portal_host/.tsuzuku/login" || gateway_failed "POST https://$portal_host/.tsuzuku/login failed"
+status="$(awk 'NR==1{print $2}' "$tmp/h3")"
+handoff="$(tr -d '\r' <"$tmp/h3" | awk 'tolower($1)=="location:"{print $2}')"
+[ "$status" = 303 ] && [[ "$handoff" == "https://$app_host/.tsuzuku/handoff?"* ]] ||
+  gateway_failed "POST /.tsuzuku/login: expected 303 to https://$app_host/.tsuzuku/handoff?..., got $status '$handoff'"
+# 4. The handoff sets the host-only session cookie on the app host.
+gcurl -c "$jar" -b "$jar" -o /dev/null -D "$tmp/h4" "$handoff" || gateway_failed "GET $handoff failed"
+session="$(tr -d '\r' <"$tmp/h4" | grep -i '^set-cookie: *__Host-tsuzuku_session=' | head -n 1 |
+  sed 's/^[^=]*=//; s/;.*$//')"
+[ -n "$session" ] || gateway_failed "GET $handoff set no __Host-tsuzuku_session cookie: $(head -n 1 "$tmp/h4")"
+cookie="__Host-tsuzuku_session=$session"
+
+# The session works: the app answers through the gateway.
+check_session() {
+  local body
+  body="$(gcurl -H "Cookie: $cookie" -o - -w '\n%{http_code}' "https://$app_host/")" ||
+    gateway_failed "GET https://$app_host/ with the session failed"
+  [ "$body" = $'ok\n200' ] ||
+    gateway_failed "GET https://$app_host/ with the session: expected 200 'ok', got: $(printf '%q' "$body")"
+}
+check_session
+body="$(curl -sS --max-time 10 --cacert "$ca" --resolve "bench.localhost:$ngx_port:127.0.0.1" \
+  "https://bench.localhost:$ngx_port/")"
+[ "$body" = ok ] || {
+  echo "run.sh: nginx proxy answered '$body' instead of 'ok'" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- wrk
+# wrk connects to the host in its URL and sends that name as SNI. *.localhost names do not
+# resolve through the system resolver here, so wrk connects to localhost (a name both
+# certificates cover) and the Host header names the app, as a browser would send it.
+wrk_url_host="localhost"
+if getent hosts "bench.localhost" >/dev/null 2>&1; then
+  wrk_url_host="bench.localhost"
+fi
+
+# Latency from wrk ("1.23ms", "850.00us", "1.02s") in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { printf "nan" }
+  }'
+}
+
+# run_wrk SIDE SECONDS OUTFILE: one wrk run against nginx or the gateway.
+run_wrk() {
+  local side="$1" secs="$2" out="$3"
+  local args=(--latency -t "$THREADS" -c "$CONNS" -d "${secs}s" --timeout 5s)
+  case "$side" in
+    nginx)
+      wrk "${args[@]}" -H "Host: bench.localhost:$ngx_port" "https://$wrk_url_host:$ngx_port/" >"$out" 2>&1
+      ;;
+    gateway)
+      wrk "${args[@]}" -H "Host: $app_host" -H "Cookie: $cookie" "https://$wrk_url_host:$gw_port/" >"$out" 2>&1
+      ;;
+  esac
+}
+
+# Reads a wrk report: prints "RPS P99_MS", fails on errors or non-2xx/3xx answers.
+parse_wrk() {
+  local side="$1" out="$2" rps p99
+  rps="$(awk '/^Requests\/sec:/{print $2}' "$out")"
+  p99="$(awk '$1=="99%"{print $2}' "$out")"
+  if [ -z "$rps" ] || [ -z "$p99" ]; then
+    echo "run.sh: could not read wrk's report for $side:" >&2
+    cat "$out" >&2
+    return 1
+  fi
+  if grep -q 'Non-2xx or 3xx responses' "$out"; then
+    echo "run.sh: $side answered with errors during the run:" >&2
+    cat "$out" >&2
+    [ "$side" = gateway ] && gateway_failed "the gateway answered non-2xx/3xx to wrk"
+    return 1
+  fi
+  if grep -q 'Socket errors' "$out"; then
+    log "$side: $(grep 'Socket errors' "$out" | sed 's/^ *//')"
+  fi
+  echo "$rps $(to_ms "$p99")"
+}
+
+median() {
+  tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {
+    if (NR == 0) { print "nan"; exit }
+    if (NR % 2) printf "%.3f", a[(NR + 1) / 2]; else printf "%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2
+  }'
+}
+
+log "warm-up: ${WARMUP} s per side"
+run_wrk nginx "$WARMUP" "$tmp/warm-nginx.txt"
+parse_wrk nginx "$tmp/warm-nginx.txt" >/dev/null
+run_wrk gateway "$WARMUP" "$tmp/warm-gateway.txt"
+parse_wrk gateway "$tmp/warm-gateway.txt" >/dev/null
+check_session
+
+echo "Proxy benchmark: $ROUNDS round(s) x ${DURATION} s per side, wrk -t $THREADS -c $CONNS, HTTPS, keep-alive"
+printf '%-6s %-8s %14s %10s\n' round side requests/s p99_ms
+nginx_rps=() nginx_p99=() gw_rps=() gw_p99=()
+for r in $(seq "$ROUNDS"); do
+  # Alternate which side goes first, so neither always runs on a warmer (or hotter) machine.
+  if [ $((r % 2)) = 1 ]; then order=(nginx gateway); else order=(gateway nginx); fi
+  for side in "${order[@]}"; do
+    out="$tmp/round$r-$side.txt"
+    run_wrk "$side" "$DURATION" "$out"
+    res="$(parse_wrk "$side" "$out")"
+    read -r rps p99 <<<"$res"
+    if [ "$side" = nginx ]; then
+      nginx_rps+=("$rps") nginx_p99+=("$p99")
+    else
+      gw_rps+=("$rps") gw_p99+=("$p99")
+      check_session
+    fi
+    printf '%-6s %-8s %14.0f %10.3f\n' "$r" "$side" "$rps" "$p99"
+  done
+done
+
+m_nginx_rps="$(echo "${nginx_rps[*]}" | median)"
+m_nginx_p99="$(echo "${nginx_p99[*]}" | median)"
+m_gw_rps="$(echo "${gw_rps[*]}" | median)"
+m_gw_p99="$(echo "${gw_p99[*]}" | median)"
+ratio="$(awk -v g="$m_gw_rps" -v n="$m_nginx_rps" 'BEGIN { printf "%.2f", (n > 0 ? g / n : 0) }')"
+added="$(awk -v g="$m_gw_p99" -v n="$m_nginx_p99" 'BEGIN { printf "%.3f", g - n }')"
+ratio_ok="$(awk -v r="$ratio" 'BEGIN { print (r >= 0.9 ? "met" : "NOT met") }')"
+added_ok="$(awk -v a="$added" 'BEGIN { print (a <= 1.0 ? "met" : "NOT met") }')"
+
+echo
+echo "Medians over $ROUNDS round(s):"
+printf '  nginx:   %10.0f requests/s   p99 %8.3f ms\n' "$m_nginx_rps" "$m_nginx_p99"
+printf '  gateway: %10.0f requests/s   p99 %8.3f ms\n' "$m_gw_rps" "$m_gw_p99"
+echo "p99 latency added by the gateway: $added ms (target <= 1 ms: $added_ok)"
+echo "throughput ratio target >= 0.9: $ratio_ok"
+
+nginx_version="$("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //')"
+wrk_version="$(wrk --version 2>&1 | head -n 1 | awk '{print $2}')"
+echo
+echo "Markdown (docs/BENCHMARKS.md):"
+echo
+cat <<EOF
+### Proxy overhead: Tsuzuku gateway vs nginx
+
+$(date -u +%Y-%m-%d), $(nproc) cores, \`bench/proxy/run.sh\`$([ "$smoke" = 1 ] && echo " --smoke"): wrk $wrk_version \`-t $THREADS -c $CONNS\`,
+$ROUNDS round(s) of $DURATION s per side (alternating), HTTPS with keep-alive, both in front of the
+same nginx upstream answering \`200 ok\` on 127.0.0.1. nginx ($nginx_version) is a plain TLS
+reverse proxy with an access log; the gateway checks a session cookie, evaluates a 20-policy
+Cedar set and writes an audit event for every request. Medians:
+
+| proxy | requests/s | p99 latency |
+| --- | ---: | ---: |
+| nginx | $(printf '%.0f' "$m_nginx_rps") | $(printf '%.2f' "$m_nginx_p99") ms |
+| Tsuzuku gateway | $(printf '%.0f' "$m_gw_rps") | $(printf '%.2f' "$m_gw_p99") ms |
+
+Throughput ratio gateway/nginx: **$ratio** (target >= 0.9: $ratio_ok). p99 latency added by the
+gateway: **$(printf '%.2f' "$added") ms** (target <= 1 ms: $added_ok).
+EOF
+echo
+echo "gateway/nginx throughput ratio: $ratio"

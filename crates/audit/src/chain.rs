@@ -1,0 +1,401 @@
+//! The hash chain: how an event is turned into bytes ([`canonical_bytes`]), hashed
+//! ([`chain_hash`]) and linked to its predecessor ([`link`]), and how a sequence of stored events
+//! is checked ([`verify`], [`Verifier`]).
+//!
+//! Each event's hash is SHA-256 over its canonical bytes, which include its sequence number and
+//! the previous event's hash. Changing an event's content breaks its own hash ([`ChainProblem::Altered`]);
+//! re-hashing a changed event breaks the next event's link ([`ChainProblem::BrokenLink`]);
+//! deleting events leaves a sequence gap ([`ChainProblem::Removed`]); moving events puts a
+//! sequence number where another was due ([`ChainProblem::Reordered`]). Removing the newest
+//! events is only visible against an independently kept head ([`VerifyReport::check_head`]).
+//! Rewriting the whole chain from some point on, hashes included, is only visible against a head
+//! recorded elsewhere (for example in a backup or a SIEM).
+
+use std::fmt;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::event::{AuditEvent, ChainedEvent};
+
+/// The `prev_hash` of the first event of every chain: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Version of the canonical byte format; part of the hashed bytes.
+const FORMAT_VERSION: i64 = 1;
+
+/// The deterministic bytes that [`chain_hash`] hashes: a JSON object with keys in sorted order,
+/// no whitespace, and every nested object in `detail` also with sorted keys:
+///
+/// `{"actor":…,"detail":…,"kind":"…","prev_hash":"…","seq":N,"tenant":"…","time_ms":N,"v":1}`
+///
+/// The result does not depend on serde_json's map ordering features.
+pub fn canonical_bytes(seq: i64, prev_hash: &str, ev: &AuditEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"actor\":");
+    match &ev.actor {
+        Some(actor) => write_json_string(&mut out, actor),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"detail\":");
+    write_canonical(&mut out, &ev.detail);
+    out.extend_from_slice(b",\"kind\":");
+    write_json_string(&mut out, ev.kind.as_str());
+    out.extend_from_slice(b",\"prev_hash\":");
+    write_json_string(&mut out, prev_hash);
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"tenant\":");
+    write_json_string(&mut out, &ev.tenant);
+    out.extend_from_slice(b",\"time_ms\":");
+    out.extend_from_slice(ev.time_ms.to_string().as_bytes());
+    out.extend_from_slice(b",\"v\":");
+    out.extend_from_slice(FORMAT_VERSION.to_string().as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// Lowercase hex SHA-256 over [`canonical_bytes`].
+pub fn chain_hash(seq: i64, prev_hash: &str, ev: &AuditEvent) -> String {
+    hex::encode(Sha256::digest(canonical_bytes(seq, prev_hash, ev)))
+}
+
+/// Appends `ev` after `prev` (or starts a chain with `seq = 1` and [`GENESIS_HASH`]).
+pub fn link(prev: Option<&ChainedEvent>, ev: AuditEvent) -> ChainedEvent {
+    match prev {
+        Some(p) => link_to(p.seq, &p.hash, ev),
+        None => link_to(0, GENESIS_HASH, ev),
+    }
+}
+
+/// Appends `ev` after the chain head `(prev_seq, prev_hash)`; an empty chain's head is
+/// `(0, GENESIS_HASH)`. For stores that keep only the head, not the whole previous event.
+pub fn link_to(prev_seq: i64, prev_hash: &str, ev: AuditEvent) -> ChainedEvent {
+    let seq = prev_seq.saturating_add(1);
+    let hash = chain_hash(seq, prev_hash, &ev);
+    ChainedEvent {
+        seq,
+        prev_hash: prev_hash.to_owned(),
+        hash,
+        event: ev,
+    }
+}
+
+fn write_canonical(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        // serde_json's Display for Number is its JSON form (itoa / ryu shortest round-trip).
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_json_string(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(out, k);
+                out.push(b':');
+                write_canonical(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// JSON string with the minimal escapes (RFC 8259): `"`, `\` and control characters.
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x00..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
+                out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Something wrong with a chain, naming the event(s) concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainProblem {
+    /// The event's content (or its `seq` / `prev_hash`) no longer matches its stored hash.
+    Altered { seq: i64 },
+    /// Events `missing_from..=missing_to` are absent; `after_seq` is the last event before them.
+    Removed {
+        after_seq: i64,
+        missing_from: i64,
+        missing_to: i64,
+    },
+    /// Event `seq` appeared at the position where event `expected` was due.
+    Reordered { seq: i64, expected: i64 },
+    /// Event `seq`'s `prev_hash` is not the hash of event `seq - 1`.
+    BrokenLink { seq: i64 },
+    /// Event `seq` appeared more than once.
+    Duplicate { seq: i64 },
+    /// The chain ends at `last_seq` (0: no events) but the independently recorded head is
+    /// `head_seq`, or the hashes at the head differ.
+    HeadMismatch { last_seq: i64, head_seq: i64 },
+}
+
+impl fmt::Display for ChainProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainProblem::Altered { seq } => write!(
+                f,
+                "event #{seq} was altered: its content no longer matches its stored hash"
+            ),
+            ChainProblem::Removed {
+                after_seq,
+                missing_from,
+                missing_to,
+            } => {
+                if missing_from == missing_to {
+                    write!(
+                        f,
+                        "event #{missing_from} was removed: the chain jumps from event #{after_seq} to a later one"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "events #{missing_from} to #{missing_to} were removed: the chain jumps from event #{after_seq} to a later one"
+                    )
+                }
+            }
+            ChainProblem::Reordered { seq, expected } => write!(
+                f,
+                "event #{seq} is out of order: it appears where event #{expected} was expected (events were moved or swapped)"
+            ),
+            ChainProblem::BrokenLink { seq } => write!(
+                f,
+                "event #{seq} does not link to event #{}: its prev_hash is not that event's hash (an event was replaced and re-hashed, or the chain forked)",
+                seq.saturating_sub(1)
+            ),
+            ChainProblem::Duplicate { seq } => {
+                write!(f, "event #{seq} appears more than once")
+            }
+            ChainProblem::HeadMismatch { last_seq, head_seq } => {
+                if last_seq < head_seq {
+                    write!(
+                        f,
+                        "the chain ends at event #{last_seq} but its recorded head is event #{head_seq}: the newest events were removed"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "the chain ends at event #{last_seq} but its recorded head is event #{head_seq} with another hash: events at the end were replaced or appended behind the log's back"
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of verifying a chain (or a contiguous part of one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// How many events were looked at.
+    pub checked: u64,
+    /// `(seq, hash)` of the highest-numbered event seen, if any.
+    pub head: Option<(i64, String)>,
+    /// Everything found wrong, in the order found. Empty means intact.
+    pub problems: Vec<ChainProblem>,
+}
+
+impl VerifyReport {
+    /// True when no problem was found.
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Compares the verified chain's end with a head recorded independently of the events (for
+    /// example a chain-head row, a backup manifest or a SIEM). `recorded` of `None` means the
+    /// recorder has seen no events. Adds [`ChainProblem::HeadMismatch`] on a difference.
+    pub fn check_head(&mut self, recorded: Option<(i64, &str)>) {
+        let found = self.head.as_ref().map(|(s, h)| (*s, h.as_str()));
+        if found != recorded {
+            self.problems.push(ChainProblem::HeadMismatch {
+                last_seq: found.map_or(0, |(s, _)| s),
+                head_seq: recorded.map_or(0, |(s, _)| s),
+            });
+        }
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.head, self.problems.len()) {
+            (None, 0) => write!(f, "chain empty, nothing to verify"),
+            (Some((seq, _)), 0) => write!(
+                f,
+                "chain intact: {} events checked, head is event #{seq}",
+                self.checked
+            ),
+            (_, n) => {
+                write!(
+                    f,
+                    "chain NOT intact: {n} problem(s) in {} events checked",
+                    self.checked
+                )?;
+                for p in &self.problems {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Streaming chain verifier: feed events in stored order with [`Verifier::push`], then
+/// [`Verifier::finish`]. Memory use is constant except for open sequence gaps.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    anchor_seq: i64,
+    /// Highest seq seen so far (or the anchor).
+    max_seq: i64,
+    /// Hash of the event `max_seq` (or the anchor's hash).
+    max_hash: String,
+    /// Ranges of sequence numbers skipped so far and not (yet) seen late.
+    gaps: Vec<(i64, i64)>,
+    checked: u64,
+    problems: Vec<ChainProblem>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Verifier {
+    /// Verifies a chain from its start: the first event must be #1 with [`GENESIS_HASH`].
+    pub fn new() -> Self {
+        Self::from_anchor(0, GENESIS_HASH)
+    }
+
+    /// Verifies the part of a chain that follows a trusted event `(anchor_seq, anchor_hash)`:
+    /// the first event must be `anchor_seq + 1` and link to `anchor_hash`.
+    pub fn from_anchor(anchor_seq: i64, anchor_hash: &str) -> Self {
+        Verifier {
+            anchor_seq,
+            max_seq: anchor_seq,
+            max_hash: anchor_hash.to_owned(),
+            gaps: Vec::new(),
+            checked: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Checks one event, in stored order.
+    pub fn push(&mut self, ev: &ChainedEvent) {
+        let intact = chain_hash(ev.seq, &ev.prev_hash, &ev.event) == ev.hash;
+        self.check(ev.seq, &ev.prev_hash, &ev.hash, intact);
+    }
+
+    /// Records a stored event whose content cannot even be read back into an [`AuditEvent`]
+    /// (say, an unknown kind or invalid JSON written behind the log's back): it counts as
+    /// [`ChainProblem::Altered`], and its sequence number and hashes are still checked.
+    pub fn push_unreadable(&mut self, seq: i64, prev_hash: &str, hash: &str) {
+        self.check(seq, prev_hash, hash, false);
+    }
+
+    fn check(&mut self, seq: i64, prev_hash: &str, hash: &str, intact: bool) {
+        self.checked = self.checked.saturating_add(1);
+        if !intact {
+            self.problems.push(ChainProblem::Altered { seq });
+        }
+        let expected = self.max_seq.saturating_add(1);
+        if seq == expected {
+            if prev_hash != self.max_hash {
+                self.problems.push(ChainProblem::BrokenLink { seq });
+            }
+            self.advance(seq, hash);
+        } else if seq > expected {
+            self.gaps.push((expected, seq.saturating_sub(1)));
+            self.advance(seq, hash);
+        } else if let Some(i) = self.gaps.iter().position(|&(a, b)| a <= seq && seq <= b) {
+            // Seen late: it was skipped earlier and shows up now.
+            let (a, b) = self.gaps.swap_remove(i);
+            if a < seq {
+                self.gaps.push((a, seq.saturating_sub(1)));
+            }
+            if seq < b {
+                self.gaps.push((seq.saturating_add(1), b));
+            }
+            self.problems
+                .push(ChainProblem::Reordered { seq, expected });
+        } else if seq <= self.anchor_seq {
+            self.problems
+                .push(ChainProblem::Reordered { seq, expected });
+        } else {
+            self.problems.push(ChainProblem::Duplicate { seq });
+        }
+    }
+
+    fn advance(&mut self, seq: i64, hash: &str) {
+        self.max_seq = seq;
+        hash.clone_into(&mut self.max_hash);
+    }
+
+    /// Ends verification: sequence gaps never filled become [`ChainProblem::Removed`].
+    pub fn finish(mut self) -> VerifyReport {
+        self.gaps.sort_unstable();
+        for (from, to) in self.gaps {
+            self.problems.push(ChainProblem::Removed {
+                after_seq: from.saturating_sub(1),
+                missing_from: from,
+                missing_to: to,
+            });
+        }
+        let head = (self.max_seq > self.anchor_seq).then_some((self.max_seq, self.max_hash));
+        VerifyReport {
+            checked: self.checked,
+            head,
+            problems: self.problems,
+        }
+    }
+}
+
+/// Verifies a whole chain, in stored order, starting at event #1.
+pub fn verify<I: IntoIterator<Item = ChainedEvent>>(events: I) -> VerifyReport {
+    verify_from(0, GENESIS_HASH, events)
+}
+
+/// Verifies the events that follow the trusted event `(anchor_seq, anchor_hash)`.
+pub fn verify_from<I: IntoIterator<Item = ChainedEvent>>(
+    anchor_seq: i64,
+    anchor_hash: &str,
+    events: I,
+) -> VerifyReport {
+    let mut v = Verifier::from_anchor(anchor_seq, anchor_hash);
+    for ev in events {
+        v.push(&ev);
+    }
+    v.finish()
+}
+
+#[cfg(test)]
+mod tests;

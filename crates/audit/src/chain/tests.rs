@@ -1,0 +1,412 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::event::EventKind;
+
+/// Small deterministic PRNG (xorshift64*), so failures reproduce from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn event(rng: &mut Rng, i: i64) -> AuditEvent {
+    let kind = EventKind::ALL[rng.below(6) as usize];
+    AuditEvent {
+        time_ms: 1_700_000_000_000 + i * 17,
+        kind,
+        actor: (rng.below(3) != 0).then(|| format!("user-{}", rng.below(50))),
+        tenant: "default".into(),
+        detail: json!({
+            "i": i,
+            "allowed": rng.below(2) == 0,
+            "latency": (rng.below(100_000) as f64) / 7.0,
+            "path": format!("/app/{}\n\"quoted\"", rng.below(1000)),
+            "nested": {"z": [1, 2, {"b": null, "a": "x"}], "a": "é\u{1}"},
+        }),
+    }
+}
+
+fn chain(seed: u64, n: i64) -> Vec<ChainedEvent> {
+    let mut rng = Rng(seed.max(1));
+    let mut out: Vec<ChainedEvent> = Vec::new();
+    for i in 1..=n {
+        let ev = event(&mut rng, i);
+        let linked = link(out.last(), ev);
+        out.push(linked);
+    }
+    out
+}
+
+fn problems(events: Vec<ChainedEvent>) -> Vec<ChainProblem> {
+    verify(events).problems
+}
+
+#[test]
+fn canonical_bytes_format_is_frozen() {
+    let ev = AuditEvent {
+        time_ms: 1_700_000_000_123,
+        kind: EventKind::Login,
+        actor: Some("alice \"a\"".into()),
+        tenant: "default".into(),
+        detail: json!({"z": 1, "a": [true, null, 1.5], "m": {"y": "\n", "b": "\u{1f}"}}),
+    };
+    let expected = concat!(
+        r#"{"actor":"alice \"a\"","detail":{"a":[true,null,1.5],"m":{"b":"\u001f","y":"\n"},"z":1},"#,
+        r#""kind":"login","prev_hash":"abc","seq":7,"tenant":"default","time_ms":1700000000123,"v":1}"#
+    );
+    let bytes = canonical_bytes(7, "abc", &ev);
+    assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+    // The canonical bytes are valid JSON that means the same as the event.
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(parsed["detail"], ev.detail);
+    assert_eq!(parsed["actor"], "alice \"a\"");
+    assert_eq!(
+        chain_hash(7, "abc", &ev),
+        hex::encode(Sha256::digest(expected.as_bytes()))
+    );
+}
+
+#[test]
+fn canonical_bytes_ignore_map_insertion_order() {
+    let mut a = serde_json::Map::new();
+    a.insert("b".into(), json!(1));
+    a.insert("a".into(), json!({"y": 2, "x": 3}));
+    let mut b = serde_json::Map::new();
+    b.insert("a".into(), json!({"x": 3, "y": 2}));
+    b.insert("b".into(), json!(1));
+    let ev = |detail| AuditEvent {
+        time_ms: 1,
+        kind: EventKind::System,
+        actor: None,
+        tenant: "t".into(),
+        detail,
+    };
+    assert_eq!(
+        canonical_bytes(1, GENESIS_HASH, &ev(serde_json::Value::Object(a))),
+        canonical_bytes(1, GENESIS_HASH, &ev(serde_json::Value::Object(b)))
+    );
+}
+
+#[test]
+fn link_starts_at_genesis_and_chains() {
+    let c = chain(1, 3);
+    assert_eq!(GENESIS_HASH.len(), 64);
+    assert!(GENESIS_HASH.bytes().all(|b| b == b'0'));
+    assert_eq!(c[0].seq, 1);
+    assert_eq!(c[0].prev_hash, GENESIS_HASH);
+    assert_eq!(c[1].seq, 2);
+    assert_eq!(c[1].prev_hash, c[0].hash);
+    assert_eq!(c[2].prev_hash, c[1].hash);
+    assert_eq!(c[2].hash.len(), 64);
+    assert_ne!(c[1].hash, c[2].hash);
+}
+
+#[test]
+fn empty_chain_is_intact() {
+    let report = verify(Vec::new());
+    assert!(report.is_intact());
+    assert_eq!(report.checked, 0);
+    assert_eq!(report.head, None);
+}
+
+#[test]
+fn intact_chain_verifies_and_reports_head() {
+    let c = chain(2, 300);
+    let head = (300, c[299].hash.clone());
+    let report = verify(c);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.checked, 300);
+    assert_eq!(report.head, Some(head));
+    assert!(report.to_string().contains("head is event #300"));
+}
+
+#[test]
+fn events_survive_a_trip_through_stored_json() {
+    // Storage keeps `detail` as JSON text and rebuilds the value: floats must round-trip.
+    let c = chain(3, 200);
+    let reloaded: Vec<ChainedEvent> = c
+        .iter()
+        .map(|e| {
+            let text = serde_json::to_string(&e.event.detail).unwrap();
+            let mut e = e.clone();
+            e.event.detail = serde_json::from_str(&text).unwrap();
+            e
+        })
+        .collect();
+    assert!(verify(reloaded).is_intact());
+}
+
+#[test]
+fn altered_content_is_detected() {
+    let mut c = chain(4, 10);
+    c[4].event.actor = Some("mallory".into());
+    assert_eq!(problems(c), vec![ChainProblem::Altered { seq: 5 }]);
+
+    let mut c = chain(4, 10);
+    c[6].event.detail["allowed"] = json!("yes");
+    assert_eq!(problems(c), vec![ChainProblem::Altered { seq: 7 }]);
+
+    let mut c = chain(4, 10);
+    c[0].event.time_ms += 1;
+    assert_eq!(problems(c), vec![ChainProblem::Altered { seq: 1 }]);
+}
+
+#[test]
+fn altered_and_rehashed_event_breaks_the_next_link() {
+    let mut c = chain(5, 10);
+    c[4].event.kind = EventKind::Admin;
+    c[4].hash = chain_hash(c[4].seq, &c[4].prev_hash, &c[4].event);
+    let p = problems(c);
+    assert_eq!(p, vec![ChainProblem::BrokenLink { seq: 6 }]);
+    assert!(
+        p[0].to_string()
+            .contains("event #6 does not link to event #5")
+    );
+}
+
+#[test]
+fn prev_hash_not_matching_is_detected() {
+    let mut c = chain(6, 10);
+    c[3].prev_hash = c[1].hash.clone();
+    let p = problems(c.clone());
+    assert!(p.contains(&ChainProblem::BrokenLink { seq: 4 }), "{p:?}");
+    assert!(p.contains(&ChainProblem::Altered { seq: 4 }), "{p:?}");
+
+    // Re-hashed too: only the link betrays it.
+    c[3].hash = chain_hash(4, &c[3].prev_hash, &c[3].event);
+    c[4].prev_hash = c[3].hash.clone();
+    c[4].hash = chain_hash(5, &c[4].prev_hash, &c[4].event);
+    let p = problems(c);
+    assert!(p.contains(&ChainProblem::BrokenLink { seq: 4 }), "{p:?}");
+}
+
+#[test]
+fn removed_events_are_detected() {
+    let mut c = chain(7, 10);
+    c.remove(4);
+    let p = problems(c);
+    assert_eq!(
+        p,
+        vec![ChainProblem::Removed {
+            after_seq: 4,
+            missing_from: 5,
+            missing_to: 5
+        }]
+    );
+    assert!(
+        p[0].to_string().contains("event #5 was removed"),
+        "{}",
+        p[0]
+    );
+
+    let mut c = chain(7, 10);
+    c.drain(2..6);
+    let p = problems(c);
+    assert_eq!(
+        p,
+        vec![ChainProblem::Removed {
+            after_seq: 2,
+            missing_from: 3,
+            missing_to: 6
+        }]
+    );
+    assert!(p[0].to_string().contains("#3 to #6"), "{}", p[0]);
+
+    let mut c = chain(7, 10);
+    c.remove(0);
+    assert_eq!(
+        problems(c),
+        vec![ChainProblem::Removed {
+            after_seq: 0,
+            missing_from: 1,
+            missing_to: 1
+        }]
+    );
+}
+
+#[test]
+fn swapped_events_are_detected() {
+    let mut c = chain(8, 10);
+    c.swap(3, 4); // order: 1 2 3 5 4 6 ...
+    let p = problems(c);
+    assert_eq!(
+        p,
+        vec![ChainProblem::Reordered {
+            seq: 4,
+            expected: 6
+        }]
+    );
+    assert!(p[0].to_string().contains("event #4 is out of order"));
+
+    let mut c = chain(8, 10);
+    c.swap(1, 7); // 1 8 3 4 5 6 7 2 9 10
+    let p = problems(c);
+    assert!(
+        p.contains(&ChainProblem::Reordered {
+            seq: 3,
+            expected: 9
+        }),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&ChainProblem::Reordered {
+            seq: 2,
+            expected: 9
+        }),
+        "{p:?}"
+    );
+    assert!(
+        !p.iter().any(|x| matches!(x, ChainProblem::Removed { .. })),
+        "nothing was removed: {p:?}"
+    );
+}
+
+#[test]
+fn duplicated_event_is_detected() {
+    let mut c = chain(9, 5);
+    let dup = c[2].clone();
+    c.insert(4, dup);
+    assert_eq!(problems(c), vec![ChainProblem::Duplicate { seq: 3 }]);
+}
+
+#[test]
+fn verify_from_an_anchor_checks_the_first_link() {
+    let c = chain(10, 20);
+    let tail: Vec<_> = c[10..].to_vec();
+    let ok = verify_from(10, &c[9].hash, tail.clone());
+    assert!(ok.is_intact(), "{ok}");
+    assert_eq!(ok.checked, 10);
+    let bad = verify_from(10, &c[8].hash, tail.clone());
+    assert_eq!(bad.problems, vec![ChainProblem::BrokenLink { seq: 11 }]);
+    // Without an anchor the missing start shows as removed events.
+    assert_eq!(
+        verify(tail).problems,
+        vec![ChainProblem::Removed {
+            after_seq: 0,
+            missing_from: 1,
+            missing_to: 10
+        }]
+    );
+}
+
+#[test]
+fn truncated_tail_is_detected_against_a_recorded_head() {
+    let c = chain(11, 10);
+    let head_hash = c[9].hash.clone();
+    let mut report = verify(c[..8].to_vec());
+    assert!(report.is_intact());
+    report.check_head(Some((10, &head_hash)));
+    assert_eq!(
+        report.problems,
+        vec![ChainProblem::HeadMismatch {
+            last_seq: 8,
+            head_seq: 10
+        }]
+    );
+    assert!(report.to_string().contains("newest events were removed"));
+
+    let mut full = verify(c);
+    full.check_head(Some((10, &head_hash)));
+    assert!(full.is_intact());
+
+    let mut empty = verify(Vec::new());
+    empty.check_head(None);
+    assert!(empty.is_intact());
+}
+
+/// Many chains, one random tampering each; the verifier must report exactly what was done.
+#[test]
+fn random_tampering_is_always_detected_precisely() {
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed * 7919);
+        let n = 5 + rng.below(60) as i64;
+        let mut c = chain(seed, n);
+        let k = 1 + rng.below((n - 2) as u64) as usize; // index 1..n-2, never first or last
+        let seq = c[k].seq;
+        let op = rng.below(5);
+        let expected = match op {
+            0 => {
+                c[k].event.detail["i"] = json!(-1);
+                vec![ChainProblem::Altered { seq }]
+            }
+            1 => {
+                c[k].event.tenant = "other".into();
+                c[k].hash = chain_hash(seq, &c[k].prev_hash, &c[k].event);
+                vec![ChainProblem::BrokenLink { seq: seq + 1 }]
+            }
+            2 => {
+                let len = 1 + rng.below((n as u64 - 1 - k as u64).min(5)) as usize;
+                c.drain(k..k + len);
+                vec![ChainProblem::Removed {
+                    after_seq: seq - 1,
+                    missing_from: seq,
+                    missing_to: seq + len as i64 - 1,
+                }]
+            }
+            3 => {
+                c.swap(k, k + 1);
+                vec![ChainProblem::Reordered {
+                    seq,
+                    expected: seq + 2,
+                }]
+            }
+            _ => {
+                let dup = c[k - 1].clone();
+                c.insert(k + 1, dup);
+                vec![ChainProblem::Duplicate { seq: seq - 1 }]
+            }
+        };
+        let report = verify(c);
+        assert_eq!(
+            report.problems, expected,
+            "seed {seed}, op {op}, k {k}, n {n}"
+        );
+        assert!(!report.is_intact());
+        assert!(report.to_string().contains("NOT intact"));
+    }
+}
+
+#[test]
+fn link_to_a_head_equals_link_to_the_event() {
+    let c = chain(12, 3);
+    let next = event(&mut Rng(99), 4);
+    assert_eq!(
+        link_to(c[2].seq, &c[2].hash, next.clone()),
+        link(Some(&c[2]), next.clone())
+    );
+    assert_eq!(link_to(0, GENESIS_HASH, next.clone()), link(None, next));
+}
+
+#[test]
+fn unreadable_events_count_as_altered_and_keep_the_sequence() {
+    let c = chain(13, 5);
+    let mut v = Verifier::new();
+    for (i, e) in c.iter().enumerate() {
+        if i == 2 {
+            v.push_unreadable(e.seq, &e.prev_hash, &e.hash);
+        } else {
+            v.push(e);
+        }
+    }
+    let report = v.finish();
+    assert_eq!(report.problems, vec![ChainProblem::Altered { seq: 3 }]);
+    assert_eq!(report.checked, 5);
+    assert_eq!(report.head, Some((5, c[4].hash.clone())));
+}

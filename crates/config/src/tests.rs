@@ -1,0 +1,116 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/tsuzuku.toml"))
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c, Config::default());
+}
+
+#[test]
+fn defaults_round_trip_through_toml() {
+    let text = Config::default().to_toml().unwrap();
+    assert_eq!(parse(&text).unwrap(), Config::default());
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let err = parse("[gateway]\nlisen = \"127.0.0.1:1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/etc/tsuzuku.toml"), "{err}");
+    assert!(err.contains("lisen"), "{err}");
+    assert!(err.contains("listen"), "expected keys are listed: {err}");
+}
+
+#[test]
+fn wrong_type_names_key_and_expected_form() {
+    let err = parse("[session]\nidle_timeout_secs = \"thirty\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("idle_timeout_secs"), "{err}");
+    assert!(err.contains("expected i64"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn bad_listen_address() {
+    let err = parse("[gateway]\nlisten = \"localhost\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listen"), "{err}");
+}
+
+#[test]
+fn unknown_time_zone() {
+    let err = parse("[gateway]\ntimezone = \"Mars/Olympus\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gateway.timezone"), "{err}");
+    assert!(err.contains("Mars/Olympus"), "{err}");
+}
+
+#[test]
+fn bad_portal_host() {
+    for bad in [
+        "Auth.Example.com",
+        "auth..x",
+        "a:0",
+        "a:99999",
+        "evil.com/x",
+        "",
+    ] {
+        let text = format!("[gateway]\nportal_host = {bad:?}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("gateway.portal_host"), "{bad}: {err}");
+    }
+    assert!(parse("[gateway]\nportal_host = \"auth.example.com:443\"\n").is_ok());
+}
+
+#[test]
+fn trusted_proxies_parse_as_cidrs() {
+    let c = parse("[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
+    assert_eq!(c.gateway.trusted_proxies.len(), 2);
+    let err = parse("[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trusted_proxies"), "{err}");
+}
+
+#[test]
+fn session_timeouts_must_be_ordered() {
+    let err = parse("[session]\nidle_timeout_secs = 3600\nabsolute_timeout_secs = 60\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("session.absolute_timeout_secs"), "{err}");
+}
+
+#[test]
+fn oidc_requires_openid_scope() {
+    let err = parse(
+        "[oidc]\nissuer = \"https://idp.example\"\nclient_id = \"x\"\nscopes = [\"profile\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("oidc.scopes"), "{err}");
+    let ok = parse("[oidc]\nissuer = \"https://idp.example\"\nclient_id = \"x\"\n").unwrap();
+    assert_eq!(ok.oidc.unwrap().groups_claim, "groups");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope.toml");
+    let err = Config::load(&p).unwrap_err().to_string();
+    assert!(err.contains("nope.toml"), "{err}");
+}

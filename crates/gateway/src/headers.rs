@@ -1,0 +1,174 @@
+//! Header hygiene between client and upstream: hop-by-hop headers, Tsuzuku's identity headers,
+//! the session cookie, and which `X-Forwarded-For` to believe.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+#[cfg(test)]
+mod tests;
+
+/// Prefix of every header Tsuzuku adds for upstreams; a client's copies are always removed.
+pub const IDENTITY_PREFIX: &str = "x-tsuzuku-";
+/// The signed identity assertion (JWT) header.
+pub const ASSERTION_HEADER: &str = "x-tsuzuku-assertion";
+/// Plain user name and groups, for upstreams that do not verify the JWT (informational only).
+pub const USER_HEADER: &str = "x-tsuzuku-user";
+pub const GROUPS_HEADER: &str = "x-tsuzuku-groups";
+/// Name of the session cookie (the `__Host-` prefix pins it to this host, `Secure`, `Path=/`).
+pub const SESSION_COOKIE: &str = "__Host-tsuzuku_session";
+/// Double-submit token of the login form.
+pub const CSRF_COOKIE: &str = "__Host-tsuzuku_csrf";
+/// Binds an OIDC `state` to the browser that started the login.
+pub const OIDC_COOKIE: &str = "__Host-tsuzuku_oidc";
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("proxy-authenticate");
+}
+
+/// Removes every `X-Tsuzuku-*` header a client sent.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// Values of the cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Removes Tsuzuku's own cookies from the `Cookie` header so upstreams never see session tokens.
+pub fn strip_own_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("__Host-tsuzuku_"))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// A `Set-Cookie` value for a host-only, `Secure; HttpOnly; SameSite=Lax` cookie.
+/// `max_age` of `None` makes a browser-session cookie; `Some(0)` deletes it.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> String {
+    let mut s = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        s.push_str(&format!("; Max-Age={age}"));
+    }
+    s
+}
+
+/// The client's address: the TCP peer, or — only when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().parse::<IpAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// Sets the forwarding headers for the upstream: `X-Forwarded-For` is rebuilt from the trusted
+/// chain (a client's own value is dropped unless its peer is a trusted proxy).
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet], host: &str) {
+    let peer_trusted = trusted.iter().any(|n| n.contains(&peer));
+    let prior: Option<String> = if peer_trusted {
+        let joined = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        (!joined.is_empty()).then_some(joined)
+    } else {
+        None
+    };
+    for n in [
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "forwarded",
+        "x-real-ip",
+    ] {
+        headers.remove(n);
+    }
+    let xff = match prior {
+        Some(p) => format!("{p}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    let conn_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    conn_upgrade && headers.contains_key(header::UPGRADE)
+}

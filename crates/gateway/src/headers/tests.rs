@@ -1,0 +1,120 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_go() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("transfer-encoding", "chunked"),
+        ("accept", "text/html"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("accept"));
+}
+
+#[test]
+fn identity_headers_from_clients_are_removed() {
+    let mut h = map(&[
+        ("x-tsuzuku-assertion", "forged"),
+        ("X-Tsuzuku-User", "admin"),
+        ("x-tsuzuku-groups", "admins"),
+        ("x-other", "kept"),
+    ]);
+    strip_identity_headers(&mut h);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("x-other"));
+}
+
+#[test]
+fn cookies_are_found_and_own_cookies_stripped() {
+    let mut h = map(&[
+        ("cookie", "a=1; __Host-tsuzuku_session=tok; b=2"),
+        ("cookie", "__Host-tsuzuku_csrf=c"),
+    ]);
+    assert_eq!(cookie(&h, SESSION_COOKIE), Some("tok"));
+    assert_eq!(cookie(&h, CSRF_COOKIE), Some("c"));
+    assert_eq!(cookie(&h, "zz"), None);
+    strip_own_cookies(&mut h);
+    assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+    let mut only_ours = map(&[("cookie", "__Host-tsuzuku_session=tok")]);
+    strip_own_cookies(&mut only_ours);
+    assert!(!only_ours.contains_key("cookie"));
+}
+
+#[test]
+fn set_cookie_has_security_attributes() {
+    let c = set_cookie(SESSION_COOKIE, "v", None);
+    assert_eq!(
+        c,
+        "__Host-tsuzuku_session=v; Path=/; Secure; HttpOnly; SameSite=Lax"
+    );
+    assert!(set_cookie(SESSION_COOKIE, "", Some(0)).ends_with("Max-Age=0"));
+}
+
+#[test]
+fn forwarded_for_is_ignored_from_untrusted_peers() {
+    let h = map(&[("x-forwarded-for", "1.2.3.4")]);
+    let peer: IpAddr = "203.0.113.9".parse().unwrap();
+    assert_eq!(client_ip(peer, &h, &[]), peer);
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    assert_eq!(client_ip(peer, &h, &trusted), peer);
+}
+
+#[test]
+fn forwarded_for_is_used_from_trusted_proxies() {
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let peer: IpAddr = "10.0.0.2".parse().unwrap();
+    // The client may prepend anything; the right-most untrusted hop is the real client.
+    let h = map(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
+    assert_eq!(
+        client_ip(peer, &h, &trusted),
+        "198.51.100.7".parse::<IpAddr>().unwrap()
+    );
+    let garbage = map(&[("x-forwarded-for", "not-an-ip")]);
+    assert_eq!(client_ip(peer, &garbage, &trusted), peer);
+}
+
+#[test]
+fn upstream_forwarding_headers_are_rebuilt() {
+    let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
+    set_forwarded(
+        &mut h,
+        "203.0.113.9".parse().unwrap(),
+        &[],
+        "app.example.com",
+    );
+    assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9");
+    assert!(!h.contains_key("forwarded"));
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
+}
+
+#[test]
+fn upgrade_detection() {
+    assert!(wants_upgrade(&map(&[
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket")
+    ])));
+    assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+}

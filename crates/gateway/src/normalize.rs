@@ -1,0 +1,107 @@
+//! Request-target checks: the path a policy sees is byte for byte the path the upstream gets.
+//!
+//! The gateway never rewrites a path. Instead it refuses (400) every encoding that two HTTP
+//! implementations could read differently, because that difference is where authorization
+//! bypasses live (Pomerium, oauth2-proxy and Spring advisories): encoded dots or slashes,
+//! backslashes, NUL and control bytes, dot segments (also Tomcat's `..;` form), empty segments
+//! and percent-encodings that are not valid UTF-8 (overlong forms included).
+
+#[cfg(test)]
+mod tests;
+
+/// Why a request target was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    #[error("the path must start with '/'")]
+    NotAbsolute,
+    #[error("the path contains a backslash")]
+    Backslash,
+    #[error("the path contains a control character or NUL")]
+    Control,
+    #[error("the path has a malformed percent-encoding at byte {0}")]
+    BadPercent(usize),
+    #[error("the path encodes '{0}' with percent-encoding, which is ambiguous")]
+    EncodedDelimiter(char),
+    #[error("the path has a '.' or '..' segment")]
+    DotSegment,
+    #[error("the path has an empty segment ('//')")]
+    EmptySegment,
+    #[error("the path's percent-encoded bytes are not valid UTF-8")]
+    NotUtf8,
+    #[error("the path is longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// Longest path accepted.
+pub const MAX_PATH: usize = 8192;
+
+/// Checks a raw (still percent-encoded) request path. On success the same string is what both
+/// the policy and the upstream see.
+pub fn check_path(path: &str) -> Result<(), PathError> {
+    if path.len() > MAX_PATH {
+        return Err(PathError::TooLong(MAX_PATH));
+    }
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::Control),
+            b'%' => {
+                let hi = bytes.get(i + 1).and_then(|c| hex_val(*c));
+                let lo = bytes.get(i + 2).and_then(|c| hex_val(*c));
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::BadPercent(i));
+                };
+                let v = hi << 4 | lo;
+                match v {
+                    b'/' => return Err(PathError::EncodedDelimiter('/')),
+                    b'\\' => return Err(PathError::EncodedDelimiter('\\')),
+                    b'.' => return Err(PathError::EncodedDelimiter('.')),
+                    b'%' => return Err(PathError::EncodedDelimiter('%')),
+                    b';' => return Err(PathError::EncodedDelimiter(';')),
+                    0..=0x1f | 0x7f => return Err(PathError::Control),
+                    _ => {}
+                }
+                decoded.push(v);
+                i += 3;
+            }
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Rust's UTF-8 validation rejects overlong forms and surrogates.
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err(PathError::NotUtf8);
+    }
+    // Segments, skipping the leading '/'. A trailing '/' (empty last segment) is fine.
+    let rest = path.get(1..).unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (n, seg) in segments.iter().enumerate() {
+        let name = seg.split(';').next().unwrap_or("");
+        if name == "." || name == ".." {
+            return Err(PathError::DotSegment);
+        }
+        if seg.is_empty() && n != last {
+            return Err(PathError::EmptySegment);
+        }
+    }
+    Ok(())
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}

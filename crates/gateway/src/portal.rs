@@ -1,0 +1,754 @@
+//! The sign-in portal (its own host) and the few `/.tsuzuku/` endpoints on app hosts.
+//!
+//! Flow (like Pomerium's authenticate service): an app host without a session redirects to the
+//! portal with `rd=https://<app host><path>`; after sign-in the portal redirects to
+//! `https://<app host>/.tsuzuku/handoff?code=…` with a single-use code (30 s), and the app host
+//! swaps it for its own host-only session cookie. All cookies of one sign-in share a `login_id`,
+//! so signing out anywhere ends them all. No session cookie is ever minted on a refused flow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tsuzuku_audit::{AuditEvent, EventKind};
+use tsuzuku_identity::token::{ct_eq, hash_token, new_token};
+use tsuzuku_identity::{password, totp};
+use tsuzuku_store::{App, Session, User};
+
+use crate::assertion::{JWKS_PATH, jwks};
+use crate::headers::{self, CSRF_COOKIE, OIDC_COOKIE, SESSION_COOKIE, set_cookie};
+use crate::pages::{self, LoginPage};
+use crate::redirect::{ReturnTo, check_local_path, parse_return_to};
+use crate::respond;
+use crate::service::{Authn, Ctx, authenticate};
+use crate::state::{Body, Gateway, now_ms, now_unix};
+
+/// Largest sign-in form accepted.
+const MAX_FORM: usize = 16 * 1024;
+/// Lifetime of a handoff code.
+const HANDOFF_SECS: i64 = 30;
+/// Lifetime of a pending OIDC sign-in.
+const OIDC_PENDING_SECS: i64 = 600;
+
+/// Requests to the portal host.
+pub(crate) async fn handle(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET | Method::HEAD, "/.tsuzuku/login") => login_form(gw, ctx, &req).await,
+        (Method::POST, "/.tsuzuku/login") => login_submit(gw, ctx, req).await,
+        (Method::GET, "/.tsuzuku/oidc/start") => oidc_start(gw, ctx, &req).await,
+        (Method::GET, "/.tsuzuku/oidc/callback") => oidc_callback(gw, ctx, &req).await,
+        (Method::GET | Method::HEAD, "/.tsuzuku/logout") => logout_page(),
+        (Method::POST, "/.tsuzuku/logout") => logout(gw, ctx, req).await,
+        (Method::GET | Method::HEAD, p) if p == JWKS_PATH => {
+            respond::json(StatusCode::OK, &jwks(&[&gw.signer]))
+        }
+        (Method::GET | Method::HEAD, "/") => home(gw, ctx, &req).await,
+        (
+            _,
+            "/.tsuzuku/login"
+            | "/.tsuzuku/logout"
+            | "/"
+            | "/.tsuzuku/oidc/start"
+            | "/.tsuzuku/oidc/callback",
+        ) => respond::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            &format!("{} is not supported here.", req.method()),
+            &ctx.id,
+        ),
+        _ => respond::error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page on the sign-in portal.",
+            &ctx.id,
+        ),
+    }
+}
+
+/// `/.tsuzuku/*` requests on an app host.
+pub(crate) async fn handle_app_internal(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    _app: &App,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/.tsuzuku/handoff") => handoff(gw, ctx, &req).await,
+        (Method::GET | Method::HEAD, "/.tsuzuku/logout") => logout_page(),
+        (Method::POST, "/.tsuzuku/logout") => logout(gw, ctx, req).await,
+        _ => respond::error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such gateway page.",
+            &ctx.id,
+        ),
+    }
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn is_known_host(gw: &Gateway, host: &str) -> bool {
+    host == gw.settings.portal_host || gw.snapshot.load().apps.contains_key(host)
+}
+
+/// Parses `rd`, where empty means "the portal home".
+fn return_to(gw: &Gateway, rd: &str) -> Result<Option<ReturnTo>, String> {
+    if rd.is_empty() {
+        return Ok(None);
+    }
+    parse_return_to(rd, |h| is_known_host(gw, h))
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn new_csrf() -> (String, String) {
+    let t = new_token();
+    let c = set_cookie(CSRF_COOKIE, &t, None);
+    (t, c)
+}
+
+fn csrf_ok(req_headers: &http::HeaderMap, form_value: Option<&String>) -> bool {
+    match (headers::cookie(req_headers, CSRF_COOKIE), form_value) {
+        (Some(c), Some(f)) => !c.is_empty() && ct_eq(c, f),
+        _ => false,
+    }
+}
+
+fn render_login(
+    gw: &Gateway,
+    status: StatusCode,
+    error: Option<&str>,
+    rd: &str,
+    username: &str,
+) -> Response<Body> {
+    let (csrf, cookie) = new_csrf();
+    let page = pages::login(&LoginPage {
+        error,
+        csrf: &csrf,
+        return_to: rd,
+        username,
+        sso_label: gw.settings.sso_label.as_deref(),
+    });
+    respond::with_cookie(respond::html(status, page), &cookie)
+}
+
+async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let q = query(req);
+    let rd = q.get("rd").map(String::as_str).unwrap_or("");
+    let target = match return_to(gw, rd) {
+        Ok(t) => t,
+        Err(e) => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in link",
+                &format!("This sign-in link cannot be used: {e}."),
+                &ctx.id,
+            );
+        }
+    };
+    // Already signed in at the portal: go straight on.
+    if let Authn::Ok(session, _) = authenticate(gw, ctx, req).await {
+        if let Some(t) = target {
+            return continue_to(gw, ctx, &session, &t, None).await;
+        }
+        return respond::redirect(StatusCode::FOUND, "/");
+    }
+    render_login(gw, StatusCode::OK, None, rd, "")
+}
+
+async fn read_form(
+    req: Request<Incoming>,
+) -> Result<(http::HeaderMap, HashMap<String, String>), String> {
+    let (parts, body) = req.into_parts();
+    let ct_ok = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.starts_with("application/x-www-form-urlencoded"))
+        .unwrap_or(false);
+    if !ct_ok {
+        return Err("the form must be sent as application/x-www-form-urlencoded".into());
+    }
+    let bytes = Limited::new(body, MAX_FORM)
+        .collect()
+        .await
+        .map_err(|_| format!("the form is larger than {MAX_FORM} bytes or was cut off"))?
+        .to_bytes();
+    let form = form_urlencoded::parse(&bytes).into_owned().collect();
+    Ok((parts.headers, form))
+}
+
+fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map(String::as_str).unwrap_or("")
+}
+
+async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    if !gw
+        .ip_limiter
+        .check(ctx.client_ip, std::time::Instant::now())
+    {
+        audit_login(gw, ctx, None, false, "rate limited", "password").await;
+        return respond::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many sign-in attempts from your address. Wait a minute and try again.",
+            &ctx.id,
+        );
+    }
+    let (hdrs, form) = match read_form(req).await {
+        Ok(f) => f,
+        Err(e) => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in form",
+                &format!("The sign-in was refused: {e}."),
+                &ctx.id,
+            );
+        }
+    };
+    let rd = field(&form, "rd");
+    let username = field(&form, "username").trim();
+    if !csrf_ok(&hdrs, form.get("csrf")) {
+        return render_login(
+            gw,
+            StatusCode::BAD_REQUEST,
+            Some("The sign-in form expired. Please sign in again."),
+            rd,
+            username,
+        );
+    }
+    let target = match return_to(gw, rd) {
+        Ok(t) => t,
+        Err(e) => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in link",
+                &format!("This sign-in link cannot be used: {e}."),
+                &ctx.id,
+            );
+        }
+    };
+    let pw = field(&form, "password");
+    let code = field(&form, "totp").trim();
+    let now = now_unix();
+    let generic = "The user name, password or one-time code is not right.";
+
+    let user = match gw.store.get_user_by_name(username).await {
+        Ok(u) => u,
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
+    let Some(user) = user.filter(|u| !u.disabled && u.password_hash.is_some()) else {
+        // Spend the same time as a real check so that timing does not reveal which names exist.
+        password::verify_dummy(pw);
+        audit_login(gw, ctx, None, false, "unknown or disabled user", "password").await;
+        tracing::info!(request_id = %ctx.id, "sign-in failed: unknown or disabled user");
+        return render_login(gw, StatusCode::UNAUTHORIZED, Some(generic), rd, username);
+    };
+    if let Some(until) = user.locked_until.filter(|t| *t > now) {
+        password::verify_dummy(pw);
+        audit_login(gw, ctx, Some(&user), false, "account locked", "password").await;
+        let when = jiff::Timestamp::from_second(until)
+            .map(|t| {
+                t.to_zoned(gw.settings.tz.clone())
+                    .strftime("%H:%M %Z")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        return render_login(
+            gw,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many failed sign-ins: this account is locked until {when}. Ask your IT team if you need access sooner."
+            )),
+            rd,
+            username,
+        );
+    }
+    let pw_ok = match user.password_hash.as_deref() {
+        Some(hash) => password::verify(pw, hash).unwrap_or(false),
+        None => false,
+    };
+    let mut reason = "wrong password";
+    let mut ok = pw_ok;
+    let mut mfa = false;
+    if pw_ok {
+        if let Some(secret) = user.totp_secret.as_deref() {
+            if code.is_empty() {
+                // Right password, no code yet: ask for it without counting a failure.
+                return render_login(
+                    gw,
+                    StatusCode::UNAUTHORIZED,
+                    Some("Enter the one-time code from your authenticator app."),
+                    rd,
+                    username,
+                );
+            }
+            match totp::verify(secret, code, now) {
+                Ok(Some(step)) => match gw.store.consume_totp_step(&user.id, step).await {
+                    Ok(true) => mfa = true,
+                    Ok(false) => {
+                        ok = false;
+                        reason = "one-time code already used";
+                    }
+                    Err(e) => return store_down(ctx, &e.to_string()),
+                },
+                _ => {
+                    ok = false;
+                    reason = "wrong one-time code";
+                }
+            }
+        }
+    }
+    if !ok {
+        let failures = user.failed_logins.saturating_add(1);
+        let lock = gw.settings.lockout.lock_after(failures, now);
+        if let Err(e) = gw.store.record_login_failure(&user.id, now, lock).await {
+            return store_down(ctx, &e.to_string());
+        }
+        audit_login(gw, ctx, Some(&user), false, reason, "password").await;
+        let msg = if reason == "one-time code already used" {
+            "This one-time code was already used. Wait for the next code and try again."
+        } else {
+            generic
+        };
+        return render_login(gw, StatusCode::UNAUTHORIZED, Some(msg), rd, username);
+    }
+    if user.failed_logins > 0 {
+        if let Err(e) = gw.store.reset_login_failures(&user.id).await {
+            tracing::warn!(error = %e, "could not reset failed-login count");
+        }
+    }
+    let method = if mfa { "password+totp" } else { "password" };
+    finish_login(gw, ctx, &hdrs, &user, method, mfa, target).await
+}
+
+/// Creates the portal session (rotating any old one) and continues to the target.
+async fn finish_login(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    hdrs: &http::HeaderMap,
+    user: &User,
+    method: &str,
+    mfa: bool,
+    target: Option<ReturnTo>,
+) -> Response<Body> {
+    let now = now_unix();
+    // Rotate: whatever session cookie the browser had is ended, a fresh one is made.
+    if let Some(old) = headers::cookie(hdrs, SESSION_COOKIE) {
+        let _ = gw.store.delete_session(&hash_token(old)).await;
+    }
+    let login_id = new_token();
+    let token = new_token();
+    let session = Session {
+        token_hash: hash_token(&token),
+        login_id,
+        user_id: user.id.clone(),
+        auth_method: method.to_owned(),
+        mfa,
+        auth_time: now,
+        created_at: now,
+        last_seen: now,
+        absolute_expiry: now + gw.settings.absolute_timeout_secs,
+        source_ip: ctx.client_ip.to_string(),
+        scope: gw.settings.portal_host.clone(),
+    };
+    if let Err(e) = gw.store.create_session(&session).await {
+        return store_down(ctx, &e.to_string());
+    }
+    audit_login(gw, ctx, Some(user), true, "signed in", method).await;
+    let cookie = set_cookie(SESSION_COOKIE, &token, None);
+    let resp = match target {
+        Some(t) => continue_to(gw, ctx, &session, &t, Some(&cookie)).await,
+        None => respond::redirect(StatusCode::SEE_OTHER, "/"),
+    };
+    respond::with_cookie(resp, &cookie)
+}
+
+/// Sends a signed-in browser on to its target: directly on the portal, or via a handoff code.
+async fn continue_to(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    session: &Session,
+    target: &ReturnTo,
+    _new_cookie: Option<&str>,
+) -> Response<Body> {
+    if target.host == gw.settings.portal_host {
+        return respond::redirect(StatusCode::SEE_OTHER, &target.path);
+    }
+    let code = new_token();
+    let expires = now_unix() + HANDOFF_SECS;
+    if let Err(e) = gw
+        .store
+        .create_handoff(&hash_token(&code), &session.login_id, &target.host, expires)
+        .await
+    {
+        return store_down(ctx, &e.to_string());
+    }
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", &code)
+        .append_pair("rd", &target.path)
+        .finish();
+    respond::redirect(
+        StatusCode::SEE_OTHER,
+        &format!("https://{}/.tsuzuku/handoff?{q}", target.host),
+    )
+}
+
+/// On an app host: swap a handoff code for a host-only session cookie.
+async fn handoff(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let q = query(req);
+    let code = q.get("code").map(String::as_str).unwrap_or("");
+    let rd = q.get("rd").map(String::as_str).unwrap_or("/");
+    let Ok(path) = check_local_path(rd) else {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Bad sign-in link",
+            "The address to return to after sign-in is not a path of this application.",
+            &ctx.id,
+        );
+    };
+    let now = now_unix();
+    let handoff = match gw.store.take_handoff(&hash_token(code), now).await {
+        Ok(h) => h,
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
+    let Some(h) = handoff.filter(|h| h.app_host == ctx.host) else {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Sign-in link expired",
+            "This sign-in link has expired or was already used. Open the application again.",
+            &ctx.id,
+        );
+    };
+    // The portal session of this login carries the user and how they authenticated.
+    let portal = match gw.store.login_sessions(&h.login_id).await {
+        Ok(s) => s.into_iter().find(|s| s.scope == gw.settings.portal_host),
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
+    let Some(p) = portal.filter(|p| p.absolute_expiry > now) else {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Signed out",
+            "You were signed out before the sign-in finished. Open the application again.",
+            &ctx.id,
+        );
+    };
+    let token = new_token();
+    let session = Session {
+        token_hash: hash_token(&token),
+        login_id: p.login_id.clone(),
+        user_id: p.user_id.clone(),
+        auth_method: p.auth_method.clone(),
+        mfa: p.mfa,
+        auth_time: p.auth_time,
+        created_at: now,
+        last_seen: now,
+        absolute_expiry: p.absolute_expiry,
+        source_ip: ctx.client_ip.to_string(),
+        scope: ctx.host.clone(),
+    };
+    if let Some(old) = headers::cookie(req.headers(), SESSION_COOKIE) {
+        let _ = gw.store.delete_session(&hash_token(old)).await;
+    }
+    if let Err(e) = gw.store.create_session(&session).await {
+        return store_down(ctx, &e.to_string());
+    }
+    respond::with_cookie(
+        respond::redirect(StatusCode::SEE_OTHER, &path),
+        &set_cookie(SESSION_COOKIE, &token, None),
+    )
+}
+
+async fn home(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    match authenticate(gw, ctx, req).await {
+        Authn::Ok(_, user) => {
+            let snap = gw.snapshot.load();
+            let mut apps: Vec<(String, String)> = snap
+                .apps
+                .values()
+                .map(|a| (a.name.clone(), a.host.clone()))
+                .collect();
+            apps.sort();
+            let (csrf, cookie) = new_csrf();
+            respond::with_cookie(
+                respond::html(StatusCode::OK, pages::home(&user.username, &apps, &csrf)),
+                &cookie,
+            )
+        }
+        Authn::None => respond::redirect(StatusCode::FOUND, "/.tsuzuku/login"),
+        Authn::Unavailable(e) => store_down(ctx, &e),
+    }
+}
+
+fn logout_page() -> Response<Body> {
+    let (csrf, cookie) = new_csrf();
+    respond::with_cookie(
+        respond::html(StatusCode::OK, pages::logout_page(&csrf)),
+        &cookie,
+    )
+}
+
+async fn logout(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let (hdrs, form) = match read_form(req).await {
+        Ok(f) => f,
+        Err(e) => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad sign-out form",
+                &format!("The sign-out was refused: {e}."),
+                &ctx.id,
+            );
+        }
+    };
+    if !csrf_ok(&hdrs, form.get("csrf")) {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Sign-out form expired",
+            "The sign-out form expired. Open /.tsuzuku/logout and try again.",
+            &ctx.id,
+        );
+    }
+    if let Some(token) = headers::cookie(&hdrs, SESSION_COOKIE) {
+        let hash = hash_token(token);
+        match gw.store.get_session(&hash).await {
+            Ok(Some(s)) => {
+                if let Err(e) = gw.store.delete_login(&s.login_id).await {
+                    return store_down(ctx, &e.to_string());
+                }
+                let user = gw.store.get_user(&s.user_id).await.ok().flatten();
+                record(
+                    gw,
+                    EventKind::Logout,
+                    user.as_ref().map(|u| u.username.clone()),
+                    serde_json::json!({
+                        "request_id": ctx.id,
+                        "node": gw.settings.node_id,
+                        "host": ctx.host,
+                        "source_ip": ctx.client_ip.to_string(),
+                    }),
+                )
+                .await;
+            }
+            Ok(None) => {}
+            Err(e) => return store_down(ctx, &e.to_string()),
+        }
+    }
+    respond::with_cookie(
+        respond::html(StatusCode::OK, pages::signed_out()),
+        &set_cookie(SESSION_COOKIE, "", Some(0)),
+    )
+}
+
+async fn oidc_start(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let Some(client) = &gw.oidc else {
+        return respond::error(
+            StatusCode::NOT_FOUND,
+            "Single sign-on is not configured",
+            "This gateway has no OpenID Connect provider configured. Sign in with a password.",
+            &ctx.id,
+        );
+    };
+    let q = query(req);
+    let rd = q.get("rd").map(String::as_str).unwrap_or("");
+    if let Err(e) = return_to(gw, rd) {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Bad sign-in link",
+            &format!("This sign-in link cannot be used: {e}."),
+            &ctx.id,
+        );
+    }
+    let pending = client.begin();
+    let expires = now_unix() + OIDC_PENDING_SECS;
+    if let Err(e) = gw
+        .store
+        .put_oidc_pending(
+            &pending.state,
+            &pending.nonce,
+            &pending.pkce_verifier,
+            rd,
+            expires,
+        )
+        .await
+    {
+        return store_down(ctx, &e.to_string());
+    }
+    // Bind the state to this browser, so a callback URL planted in someone else's browser fails.
+    respond::with_cookie(
+        respond::redirect(StatusCode::FOUND, &pending.authorize_url),
+        &set_cookie(
+            OIDC_COOKIE,
+            &hash_token(&pending.state),
+            Some(OIDC_PENDING_SECS),
+        ),
+    )
+}
+
+async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let Some(client) = &gw.oidc else {
+        return respond::error(
+            StatusCode::NOT_FOUND,
+            "Single sign-on is not configured",
+            "This gateway has no OpenID Connect provider configured.",
+            &ctx.id,
+        );
+    };
+    let q = query(req);
+    if let Some(err) = q.get("error") {
+        let desc = q.get("error_description").map(String::as_str).unwrap_or("");
+        audit_login(
+            gw,
+            ctx,
+            None,
+            false,
+            &format!("identity provider: {err} {desc}"),
+            "oidc",
+        )
+        .await;
+        return respond::error(
+            StatusCode::UNAUTHORIZED,
+            "Single sign-on failed",
+            &format!(
+                "The identity provider refused the sign-in ({err}). Try again, or ask your IT team."
+            ),
+            &ctx.id,
+        );
+    }
+    let state = q.get("state").map(String::as_str).unwrap_or("");
+    let code = q.get("code").map(String::as_str).unwrap_or("");
+    let bound = headers::cookie(req.headers(), OIDC_COOKIE)
+        .map(|c| ct_eq(c, &hash_token(state)))
+        .unwrap_or(false);
+    let bad = || {
+        respond::error(
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "This single sign-on response is expired, was already used, or was started in another browser. Open the application again.",
+            &ctx.id,
+        )
+    };
+    if state.is_empty() || code.is_empty() || !bound {
+        return bad();
+    }
+    let pending = match gw.store.take_oidc_pending(state, now_unix()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return bad(),
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
+    let identity = match client
+        .finish(code, &pending.nonce, &pending.pkce_verifier)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.id, error = %e, "OIDC sign-in failed");
+            audit_login(gw, ctx, None, false, &e.to_string(), "oidc").await;
+            return respond::error(
+                StatusCode::UNAUTHORIZED,
+                "Single sign-on failed",
+                "The identity provider's answer could not be verified. Try again, or ask your IT team.",
+                &ctx.id,
+            );
+        }
+    };
+    let user = match gw
+        .store
+        .upsert_oidc_user(
+            &identity.issuer,
+            &identity.subject,
+            &identity.username,
+            identity.name.as_deref().unwrap_or(&identity.username),
+            identity.email.clone(),
+            identity.groups.clone(),
+            now_unix(),
+        )
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            audit_login(gw, ctx, None, false, &e.to_string(), "oidc").await;
+            return respond::error(
+                StatusCode::FORBIDDEN,
+                "Account conflict",
+                &format!("The single sign-on account cannot be used here: {e}"),
+                &ctx.id,
+            );
+        }
+    };
+    if user.disabled {
+        audit_login(gw, ctx, Some(&user), false, "disabled user", "oidc").await;
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "Account disabled",
+            "This account is disabled. Ask your IT team.",
+            &ctx.id,
+        );
+    }
+    let mfa = identity
+        .amr
+        .iter()
+        .any(|m| matches!(m.as_str(), "mfa" | "otp" | "hwk" | "swk" | "fido"));
+    let target = return_to(gw, &pending.return_to).ok().flatten();
+    let mut resp = finish_login(gw, ctx, req.headers(), &user, "oidc", mfa, target).await;
+    if let Ok(v) = http::HeaderValue::from_str(&set_cookie(OIDC_COOKIE, "", Some(0))) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn store_down(ctx: &Ctx, e: &str) -> Response<Body> {
+    tracing::error!(request_id = %ctx.id, error = %e, "store unavailable");
+    respond::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "Sign-in cannot be completed right now. Try again in a moment.",
+        &ctx.id,
+    )
+}
+
+async fn audit_login(
+    gw: &Gateway,
+    ctx: &Ctx,
+    user: Option<&User>,
+    success: bool,
+    reason: &str,
+    method: &str,
+) {
+    record(
+        gw,
+        EventKind::Login,
+        user.map(|u| u.username.clone()),
+        serde_json::json!({
+            "request_id": ctx.id,
+            "node": gw.settings.node_id,
+            "success": success,
+            "reason": reason,
+            "method": method,
+            "user_id": user.map(|u| u.id.clone()),
+            "source_ip": ctx.client_ip.to_string(),
+        }),
+    )
+    .await;
+}
+
+async fn record(gw: &Gateway, kind: EventKind, actor: Option<String>, detail: serde_json::Value) {
+    let ev = AuditEvent {
+        time_ms: now_ms(),
+        kind,
+        actor,
+        tenant: gw.store.tenant_id().to_owned(),
+        detail,
+    };
+    if let Err(e) = gw.audit.record(ev).await {
+        tracing::error!(error = %e, "could not record audit event");
+    }
+}

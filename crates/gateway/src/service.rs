@@ -1,0 +1,298 @@
+//! One request through the gateway. The order is the design, so it is all here:
+//!
+//! 1. **normalise** — refuse ambiguous request targets (400), never rewrite them;
+//! 2. **route** — health endpoints, the sign-in portal, or a configured app by `Host`;
+//! 3. **authenticate** — the session cookie (stored hash, idle and absolute limits, user active);
+//! 4. **build context** — user, app, method, path, client address (forwarded headers only from
+//!    trusted proxies), time;
+//! 5. **decide** — the Cedar policy engine; default deny;
+//! 6. **audit** — the decision is durably recorded *before* anything is forwarded; if the audit
+//!    log cannot record it, the request is refused (fail closed);
+//! 7. **forward** — to the app's upstream with a signed identity assertion.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tsuzuku_audit::{AuditEvent, EventKind};
+use tsuzuku_identity::token::hash_token;
+use tsuzuku_policy::{AppFacts, RequestFacts, UserFacts};
+use tsuzuku_store::{App, Session, User};
+
+use crate::headers::{self, SESSION_COOKIE};
+use crate::normalize::check_path;
+use crate::portal;
+use crate::proxy;
+use crate::respond;
+use crate::state::{Body, Gateway, now_ms, now_unix};
+
+/// A short random id that ties a response, the log and the audit event together.
+pub(crate) fn request_id() -> String {
+    use rand::RngCore as _;
+    let mut b = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Request-scoped facts every handler needs.
+pub(crate) struct Ctx {
+    pub id: String,
+    pub peer: SocketAddr,
+    pub client_ip: IpAddr,
+    pub host: String,
+}
+
+/// Entry point for every request on every connection.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let ctx = Ctx {
+        id: request_id(),
+        peer,
+        client_ip: headers::client_ip(peer.ip(), req.headers(), &gw.settings.trusted_proxies),
+        host: request_host(&req),
+    };
+    let resp = route(&gw, &ctx, req).await;
+    Ok(resp)
+}
+
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    raw.to_ascii_lowercase()
+}
+
+async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    // 1. normalise
+    // (Conflicting Content-Length and Transfer-Encoding never get here: hyper lets
+    // Transfer-Encoding win, drops Content-Length and closes the connection after the
+    // response, RFC 9112 §6.3; the body is re-framed towards the upstream.)
+    let path = req.uri().path();
+    if let Err(e) = check_path(path) {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &format!("The address was refused because {e}."),
+            &ctx.id,
+        );
+    }
+    // 2. route
+    let snapshot = gw.snapshot.load_full();
+    let app = snapshot.apps.get(&ctx.host);
+    let is_portal = ctx.host == gw.settings.portal_host;
+    match path {
+        "/.tsuzuku/healthz" => return health(gw, false).await,
+        "/.tsuzuku/readyz" => return health(gw, true).await,
+        "/healthz" if app.is_none() => return health(gw, false).await,
+        "/readyz" if app.is_none() => return health(gw, true).await,
+        _ => {}
+    }
+    if is_portal {
+        return portal::handle(gw, ctx, req).await;
+    }
+    let Some(app) = app else {
+        return respond::error(
+            StatusCode::NOT_FOUND,
+            "Unknown application",
+            &format!(
+                "No application is configured for the address {:?}. Check the link, or ask your IT team to add the application.",
+                ctx.host
+            ),
+            &ctx.id,
+        );
+    };
+    if path.starts_with("/.tsuzuku/") {
+        return portal::handle_app_internal(gw, ctx, app, req).await;
+    }
+    protected(gw, ctx, app.clone(), snapshot.engine.clone(), req).await
+}
+
+async fn health(gw: &Gateway, ready: bool) -> Response<Body> {
+    if !ready {
+        return respond::text(StatusCode::OK, "ok\n");
+    }
+    match gw.ready().await {
+        Ok(()) => respond::text(StatusCode::OK, "ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            respond::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        }
+    }
+}
+
+/// What authentication found for a request.
+pub(crate) enum Authn {
+    Ok(Session, User),
+    None,
+    Unavailable(String),
+}
+
+/// Looks up and checks the session cookie for this host.
+pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming>) -> Authn {
+    let Some(token) = headers::cookie(req.headers(), SESSION_COOKIE) else {
+        return Authn::None;
+    };
+    // Tokens are looked up by their SHA-256, so no comparison of the secret itself happens here;
+    // the database index compares hashes of uniformly random values.
+    let hash = hash_token(token);
+    let session = match gw.store.get_session(&hash).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Authn::None,
+        Err(e) => return Authn::Unavailable(e.to_string()),
+    };
+    let now = now_unix();
+    let idle = gw.settings.idle_timeout_secs;
+    if session.scope != ctx.host
+        || now >= session.absolute_expiry
+        || now.saturating_sub(session.last_seen) >= idle
+    {
+        return Authn::None;
+    }
+    let user = match gw.store.get_user(&session.user_id).await {
+        Ok(Some(u)) if !u.disabled => u,
+        Ok(_) => return Authn::None,
+        Err(e) => return Authn::Unavailable(e.to_string()),
+    };
+    // Refresh the idle clock at most once a minute, so requests do not each write.
+    if now.saturating_sub(session.last_seen) >= 60 {
+        if let Err(e) = gw.store.touch_session(&hash, now).await {
+            tracing::warn!(error = %e, "could not refresh session activity");
+        }
+    }
+    Authn::Ok(session, user)
+}
+
+pub(crate) fn login_redirect(gw: &Gateway, ctx: &Ctx, path_and_query: &str) -> Response<Body> {
+    let rd = format!("https://{}{}", ctx.host, path_and_query);
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("rd", &rd)
+        .finish();
+    respond::redirect(
+        StatusCode::FOUND,
+        &format!("https://{}/.tsuzuku/login?{q}", gw.settings.portal_host),
+    )
+}
+
+async fn protected(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    app: App,
+    engine: Arc<tsuzuku_policy::PolicyEngine>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    // 3. authenticate
+    let (session, user) = match authenticate(gw, ctx, &req).await {
+        Authn::Ok(s, u) => (s, u),
+        Authn::None => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into());
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                return login_redirect(gw, ctx, &pq);
+            }
+            return respond::error(
+                StatusCode::UNAUTHORIZED,
+                "Sign-in required",
+                "Your session has ended or you have not signed in. Open the application again to sign in.",
+                &ctx.id,
+            );
+        }
+        Authn::Unavailable(e) => {
+            tracing::error!(request_id = %ctx.id, error = %e, "session store unavailable");
+            return respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Sign-in information cannot be checked right now. Try again in a moment.",
+                &ctx.id,
+            );
+        }
+    };
+    // 4. build context
+    let user_facts = UserFacts {
+        id: user.id.clone(),
+        username: user.username.clone(),
+        groups: user.groups.clone(),
+        auth_method: session.auth_method.clone(),
+        mfa: session.mfa,
+        auth_time: session.auth_time,
+    };
+    let app_facts = AppFacts {
+        name: app.name.clone(),
+        data_class: app.data_class.clone(),
+        critical: app.critical,
+        isolated: app.isolated,
+    };
+    let path = req.uri().path().to_owned();
+    let req_facts = RequestFacts {
+        method: req.method().as_str().to_owned(),
+        path: path.clone(),
+        source_ip: ctx.client_ip,
+        now_unix: now_unix(),
+    };
+    // 5. decide
+    let decision = engine.decide(&user_facts, None, &app_facts, &req_facts);
+    // 6. audit, before anything reaches the app
+    let event = AuditEvent {
+        time_ms: now_ms(),
+        kind: EventKind::Decision,
+        actor: Some(user.username.clone()),
+        tenant: gw.store.tenant_id().to_owned(),
+        detail: serde_json::json!({
+            "request_id": ctx.id,
+            "node": gw.settings.node_id,
+            "allowed": decision.allowed,
+            "user": user.username,
+            "user_id": user.id,
+            "groups": user.groups,
+            "auth_method": session.auth_method,
+            "mfa": session.mfa,
+            "app": app.name,
+            "host": ctx.host,
+            "method": req_facts.method,
+            "path": path,
+            "source_ip": ctx.client_ip.to_string(),
+            "peer_ip": ctx.peer.ip().to_string(),
+            "policies": decision.determining,
+            "errors": decision.errors,
+            "reason": decision.reason,
+            "context": decision.context_summary,
+            "policy_version": gw.policy_version(),
+        }),
+    };
+    if let Err(e) = gw.audit.record(event).await {
+        tracing::error!(request_id = %ctx.id, error = %e, "audit log unavailable; refusing request");
+        return respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "Access cannot be recorded right now, so it is not granted. Try again in a moment.",
+            &ctx.id,
+        );
+    }
+    if !decision.allowed {
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "Access denied",
+            &format!(
+                "{} may not {} {} on {}: {}",
+                user.username, req_facts.method, path, app.name, decision.reason
+            ),
+            &ctx.id,
+        );
+    }
+    // 7. forward
+    proxy::forward(gw, ctx, &app, &user, &session, req).await
+}

@@ -1,0 +1,234 @@
+//! The gateway's shared state: settings, the current policy engine and app table (swapped
+//! atomically on reload), the assertion signer, and handles to the store and audit writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tsuzuku_audit::AuditWriter;
+use tsuzuku_identity::oidc::OidcClient;
+use tsuzuku_identity::throttle::{IpRateLimiter, LockoutPolicy};
+use tsuzuku_policy::{PolicyDoc, PolicyEngine};
+use tsuzuku_store::{App, Store};
+
+use crate::assertion::Signer;
+
+/// Error type of bodies the gateway produces.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of every response and forwarded request.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Key purpose under which the assertion signing key is stored.
+pub const ASSERTION_KEY_PURPOSE: &str = "assertion";
+
+/// Why the gateway could not start or reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("store: {0}")]
+    Store(#[from] tsuzuku_store::StoreError),
+    #[error("identity assertion key: {0}")]
+    Key(#[from] crate::assertion::AssertionError),
+    #[error("policy: {0}")]
+    Policy(#[from] tsuzuku_policy::PolicyError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings the binary derives from the configuration file.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `host[:port]` of the sign-in portal.
+    pub portal_host: String,
+    pub tz: jiff::tz::TimeZone,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub idle_timeout_secs: i64,
+    pub absolute_timeout_secs: i64,
+    pub assertion_ttl_secs: i64,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub lockout: LockoutPolicy,
+    pub login_attempts_per_minute: u32,
+    pub reload_interval: Duration,
+    /// Names this gateway process in audit events.
+    pub node_id: String,
+    /// Label of the SSO button, when OIDC is configured.
+    pub sso_label: Option<String>,
+}
+
+/// Policies and apps as of one reload.
+pub(crate) struct Snapshot {
+    pub policy_version: i64,
+    pub engine: Arc<PolicyEngine>,
+    pub apps: HashMap<String, App>,
+}
+
+/// One gateway process.
+pub struct Gateway {
+    pub(crate) settings: GatewaySettings,
+    pub(crate) store: Store,
+    pub(crate) audit: AuditWriter,
+    pub(crate) oidc: Option<OidcClient>,
+    pub(crate) signer: Signer,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) ip_limiter: IpRateLimiter,
+    pub(crate) client: Client<HttpConnector, Body>,
+}
+
+impl Gateway {
+    /// Builds a gateway: loads (or creates) the assertion key, policies and apps.
+    pub async fn new(
+        settings: GatewaySettings,
+        store: Store,
+        audit: AuditWriter,
+        oidc: Option<OidcClient>,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let signer = load_or_create_signer(&store).await?;
+        let snapshot = load_snapshot(&store, &settings.tz, None).await?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let per_minute = settings.login_attempts_per_minute;
+        Ok(Arc::new(Self {
+            ip_limiter: IpRateLimiter::new(per_minute, f64::from(per_minute) / 60.0),
+            settings,
+            store,
+            audit,
+            oidc,
+            signer,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            client,
+        }))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// The assertion signer (its public key is served at the JWKS URL).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// Re-reads policies (when their version changed) and apps from the store.
+    pub async fn reload(&self) -> Result<(), GatewayError> {
+        let current = self.snapshot.load_full();
+        let next = load_snapshot(&self.store, &self.settings.tz, Some(&current)).await?;
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Reloads every `reload_interval` until the gateway is dropped. A failed reload keeps the
+    /// last good policies and apps (and says so in the log).
+    pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let every = self.settings.reload_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { break };
+                if let Err(e) = gw.reload().await {
+                    tracing::warn!(error = %e, "reload failed; keeping the last good policies and apps");
+                }
+            }
+        })
+    }
+
+    /// Whether the gateway can serve: the store answers (keys are loaded at start).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.store
+            .ping()
+            .await
+            .map_err(|e| format!("store unavailable: {e}"))
+    }
+
+    /// The policy version in force.
+    pub fn policy_version(&self) -> i64 {
+        self.snapshot.load().policy_version
+    }
+}
+
+async fn load_or_create_signer(store: &Store) -> Result<Signer, GatewayError> {
+    let keys = store.keys(ASSERTION_KEY_PURPOSE).await?;
+    if let Some(newest) = keys.iter().max_by_key(|k| k.created_at) {
+        return Ok(Signer::from_pem(&newest.secret)?);
+    }
+    let (signer, pem) = Signer::generate()?;
+    let jwk = signer.jwk().to_string();
+    store
+        .put_key(signer.kid(), ASSERTION_KEY_PURPOSE, pem, jwk, now_unix())
+        .await?;
+    // Two nodes starting at once may both have created a key: use whichever is newest now.
+    let keys = store.keys(ASSERTION_KEY_PURPOSE).await?;
+    match keys.iter().max_by_key(|k| (k.created_at, k.kid.clone())) {
+        Some(k) => Ok(Signer::from_pem(&k.secret)?),
+        None => Ok(signer),
+    }
+}
+
+async fn load_snapshot(
+    store: &Store,
+    tz: &jiff::tz::TimeZone,
+    current: Option<&Arc<Snapshot>>,
+) -> Result<Snapshot, GatewayError> {
+    let apps: HashMap<String, App> = store
+        .list_apps()
+        .await?
+        .into_iter()
+        .map(|a| (a.host.clone(), a))
+        .collect();
+    let version = store.current_policy_version().await?;
+    if let Some(cur) = current {
+        if cur.policy_version == version {
+            return Ok(Snapshot {
+                policy_version: version,
+                engine: cur.engine.clone(),
+                apps,
+            });
+        }
+    }
+    let engine = match store.current_policy().await? {
+        Some(pv) => {
+            let docs: Vec<PolicyDoc<'_>> = pv
+                .docs
+                .iter()
+                .map(|d| PolicyDoc {
+                    id: &d.id,
+                    text: &d.text,
+                })
+                .collect();
+            PolicyEngine::compile(&docs, tz.clone())?
+        }
+        // No policy yet: nothing is permitted (default deny).
+        None => PolicyEngine::compile(&[], tz.clone())?,
+    };
+    Ok(Snapshot {
+        policy_version: version,
+        engine: Arc::new(engine),
+        apps,
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}

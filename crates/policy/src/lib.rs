@@ -1,0 +1,30 @@
+//! The Policy Decision Point (PDP) of Tsuzuku: it compiles Cedar policies
+//! against the published `Tsuzuku` schema and decides, for one request, from
+//! facts about the user, the device, the application and the request, whether
+//! it may proceed, and why.
+//!
+//! **Invariant:** this crate is pure. It knows nothing about HTTP, SQL,
+//! tokio, files or the network; it takes plain facts, a policy snapshot and a
+//! time zone, and returns a decision. The clock is an input
+//! ([`RequestFacts::now_unix`]). Default deny: nothing is allowed unless a
+//! permit policy matches, and a policy that fails to evaluate never allows.
+
+mod compile;
+mod engine;
+mod error;
+mod explain;
+mod facts;
+mod schema;
+
+pub use compile::{PolicyDoc, validate};
+pub use engine::{Decision, PolicyEngine};
+pub use error::{DocProblem, PolicyError};
+pub use explain::{Explanation, PolicyEffect, PolicyOutcome, PolicyStatus};
+pub use facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts, action_for_method, version_code};
+pub use jiff::tz::TimeZone;
+pub use schema::schema_text;
+
+#[cfg(test)]
+mod profile_tmp;
+#[cfg(test)]
+mod tests;

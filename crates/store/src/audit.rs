@@ -1,0 +1,334 @@
+//! The audit log's storage: one hash chain per tenant in `audit_events`, its head in
+//! `audit_head`. Appends link events with `tsuzuku-audit`'s chain functions inside one
+//! transaction that first locks the tenant's head row, so concurrent writers (several
+//! processes on one SQLite file, or several nodes on one PostgreSQL) queue up instead of
+//! forking the chain.
+//!
+//! Locking without backend-specific SQL: the transaction's first statement is a write
+//! (`INSERT … ON CONFLICT DO NOTHING` of the head row), which on SQLite takes the database
+//! write lock at once (the same effect as `BEGIN IMMEDIATE`, and no read-then-upgrade
+//! `SQLITE_BUSY`); the following `UPDATE audit_head SET seq = seq … RETURNING` is what a
+//! `SELECT … FOR UPDATE` would be on PostgreSQL: it row-locks the head until commit.
+
+use std::collections::BTreeMap;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::{Acquire, Row};
+use tsuzuku_audit::{
+    AuditBackend, AuditError, AuditEvent, ChainedEvent, GENESIS_HASH, Verifier, VerifyReport,
+    link_to,
+};
+
+use crate::error::{StoreError, corrupt, db, is_unique_violation};
+use crate::{Store, StoreRoot};
+
+/// Rows read per query when verifying a whole chain.
+const VERIFY_PAGE: i64 = 1000;
+
+/// A stored audit row before its kind and detail are decoded.
+struct AuditRow {
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+    time_ms: i64,
+    kind: String,
+    actor: Option<String>,
+    detail: String,
+}
+
+impl AuditRow {
+    fn from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
+        let bad = |e: sqlx::Error| corrupt("an audit_events row", e);
+        Ok(AuditRow {
+            seq: row.try_get("seq").map_err(bad)?,
+            prev_hash: row.try_get("prev_hash").map_err(bad)?,
+            hash: row.try_get("hash").map_err(bad)?,
+            time_ms: row.try_get("time_ms").map_err(bad)?,
+            kind: row.try_get("kind").map_err(bad)?,
+            actor: row.try_get("actor").map_err(bad)?,
+            detail: row.try_get("detail").map_err(bad)?,
+        })
+    }
+
+    fn into_event(self, tenant: &str) -> Result<ChainedEvent, StoreError> {
+        let seq = self.seq;
+        let kind = self
+            .kind
+            .parse()
+            .map_err(|e| corrupt(format!("audit event #{seq} of tenant {tenant:?}"), e))?;
+        let detail = serde_json::from_str(&self.detail).map_err(|e| {
+            corrupt(
+                format!("audit event #{seq} of tenant {tenant:?}: detail is not JSON"),
+                e,
+            )
+        })?;
+        Ok(ChainedEvent {
+            seq,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            event: AuditEvent {
+                time_ms: self.time_ms,
+                kind,
+                actor: self.actor,
+                tenant: tenant.to_owned(),
+                detail,
+            },
+        })
+    }
+}
+
+/// Links and inserts `events` after `tenant`'s chain head, inside the caller's transaction.
+async fn append_in_tx(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<i64>, StoreError> {
+    let what = format!(
+        "appending {} audit events for tenant {tenant:?}",
+        events.len()
+    );
+    sqlx::query(
+        "INSERT INTO audit_head (tenant_id, seq, hash) VALUES ($1, 0, $2)
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(GENESIS_HASH)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db(&what, e))?;
+    let head =
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE tenant_id = $1 RETURNING seq, hash")
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| db(&what, e))?;
+    let mut seq: i64 = head
+        .try_get("seq")
+        .map_err(|e| corrupt("the audit_head row", e))?;
+    let mut hash: String = head
+        .try_get("hash")
+        .map_err(|e| corrupt("the audit_head row", e))?;
+    let mut seqs = Vec::with_capacity(events.len());
+    for ev in events {
+        let detail = serde_json::to_string(&ev.detail).map_err(|e| {
+            StoreError::Invalid(format!("audit event detail cannot be stored as JSON: {e}"))
+        })?;
+        let linked = link_to(seq, &hash, ev);
+        sqlx::query(
+            "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(tenant)
+        .bind(linked.seq)
+        .bind(&linked.prev_hash)
+        .bind(&linked.hash)
+        .bind(linked.event.time_ms)
+        .bind(linked.event.kind.as_str())
+        .bind(linked.event.actor.as_deref())
+        .bind(detail)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Corrupt(format!(
+                    "audit event #{} of tenant {tenant:?} already exists although the chain head is #{seq}; \
+                     the audit tables were changed outside tsuzuku: run an audit verification",
+                    linked.seq
+                ))
+            } else {
+                db(&what, e)
+            }
+        })?;
+        seqs.push(linked.seq);
+        seq = linked.seq;
+        hash = linked.hash;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $2, hash = $3 WHERE tenant_id = $1")
+        .bind(tenant)
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db(&what, e))?;
+    Ok(seqs)
+}
+
+fn to_audit_error(e: StoreError) -> AuditError {
+    match e {
+        // Busy, unreachable, or a standby not yet promoted: may work on retry.
+        StoreError::Unavailable(_) | StoreError::ReadOnly(_) => {
+            AuditError::transient(e.to_string())
+        }
+        _ => AuditError::permanent(e.to_string()),
+    }
+}
+
+impl Store {
+    /// Appends events to this tenant's chain in one transaction and returns their sequence
+    /// numbers. Every event's `tenant` must be this store's tenant ([`StoreError::Invalid`]
+    /// otherwise, and nothing is written).
+    pub async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<Vec<i64>, StoreError> {
+        if let Some(ev) = events.iter().find(|e| *e.tenant != *self.tenant) {
+            return Err(StoreError::Invalid(format!(
+                "audit event for tenant {:?} was given to the store of tenant {:?}; append it through that tenant's store",
+                ev.tenant, self.tenant
+            )));
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = "appending audit events";
+        let mut tx = self.pool.begin().await.map_err(|e| db(what, e))?;
+        let seqs = append_in_tx(
+            tx.acquire().await.map_err(|e| db(what, e))?,
+            &self.tenant,
+            events,
+        )
+        .await?;
+        tx.commit().await.map_err(|e| db(what, e))?;
+        Ok(seqs)
+    }
+
+    /// Up to `limit` events with `seq >= from_seq`, oldest first.
+    pub async fn audit_events(
+        &self,
+        from_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<ChainedEvent>, StoreError> {
+        self.audit_rows(from_seq, i64::MAX, limit)
+            .await?
+            .into_iter()
+            .map(|r| r.into_event(&self.tenant))
+            .collect()
+    }
+
+    /// The newest `n` events, oldest first.
+    pub async fn audit_tail(&self, n: i64) -> Result<Vec<ChainedEvent>, StoreError> {
+        let mut events = sqlx::query(
+            "SELECT seq, prev_hash, hash, time_ms, kind, actor, detail FROM audit_events
+             WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(&*self.tenant)
+        .bind(n.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db("reading the newest audit events", e))?
+        .iter()
+        .map(|row| AuditRow::from_row(row).and_then(|r| r.into_event(&self.tenant)))
+        .collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// `(seq, hash)` of the chain's newest event as recorded in the head row; `None` if
+    /// nothing was ever appended.
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let Some(row) = sqlx::query("SELECT seq, hash FROM audit_head WHERE tenant_id = $1")
+            .bind(&*self.tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db("reading the audit chain head", e))?
+        else {
+            return Ok(None);
+        };
+        let bad = |e: sqlx::Error| corrupt("the audit_head row", e);
+        let seq: i64 = row.try_get("seq").map_err(bad)?;
+        let hash: String = row.try_get("hash").map_err(bad)?;
+        Ok((seq > 0).then_some((seq, hash)))
+    }
+
+    /// Verifies this tenant's whole chain, up to the head recorded when the check starts
+    /// (events appended meanwhile are left for the next check), and compares its end with the
+    /// head row, which catches removal of the newest events. Rows that cannot even be decoded
+    /// count as altered.
+    pub async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
+        let head = self.audit_head().await?;
+        let upto = head.as_ref().map_or(i64::MAX, |(s, _)| *s);
+        let mut verifier = Verifier::new();
+        let mut from = 1;
+        loop {
+            let rows = self.audit_rows(from, upto, VERIFY_PAGE).await?;
+            let full_page = i64::try_from(rows.len()).is_ok_and(|n| n >= VERIFY_PAGE);
+            for row in rows {
+                from = row.seq.saturating_add(1);
+                let (seq, prev_hash, hash) = (row.seq, row.prev_hash.clone(), row.hash.clone());
+                match row.into_event(&self.tenant) {
+                    Ok(ev) => verifier.push(&ev),
+                    Err(_) => verifier.push_unreadable(seq, &prev_hash, &hash),
+                }
+            }
+            if !full_page {
+                break;
+            }
+        }
+        let mut report = verifier.finish();
+        report.check_head(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+        Ok(report)
+    }
+
+    async fn audit_rows(
+        &self,
+        from_seq: i64,
+        to_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        sqlx::query(
+            "SELECT seq, prev_hash, hash, time_ms, kind, actor, detail FROM audit_events
+             WHERE tenant_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(&*self.tenant)
+        .bind(from_seq)
+        .bind(to_seq)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db(&format!("reading audit events from #{from_seq}"), e))?
+        .iter()
+        .map(AuditRow::from_row)
+        .collect()
+    }
+}
+
+/// One tenant's chain: every event must belong to this store's tenant.
+impl AuditBackend for Store {
+    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+        self.append_audit(batch)
+            .await
+            .map(drop)
+            .map_err(to_audit_error)
+    }
+}
+
+impl StoreRoot {
+    /// Appends events of any tenants, each to its own tenant's chain, all in one transaction.
+    pub async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        let mut by_tenant: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
+        for ev in events {
+            by_tenant.entry(ev.tenant.clone()).or_default().push(ev);
+        }
+        if by_tenant.is_empty() {
+            return Ok(());
+        }
+        let what = "appending audit events";
+        let mut tx = self.pool.begin().await.map_err(|e| db(what, e))?;
+        // Tenants in sorted order, so two writers lock head rows in the same order.
+        for (tenant, events) in by_tenant {
+            append_in_tx(
+                tx.acquire().await.map_err(|e| db(what, e))?,
+                &tenant,
+                events,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(|e| db(what, e))?;
+        Ok(())
+    }
+}
+
+/// All tenants: events go to the chain of their own `tenant`, atomically per batch.
+impl AuditBackend for StoreRoot {
+    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+        self.append_audit(batch).await.map_err(to_audit_error)
+    }
+}

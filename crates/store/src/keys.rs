@@ -1,0 +1,90 @@
+//! Signing keys (for identity assertions and the like), stored as the caller encoded them.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::Store;
+use crate::error::{StoreError, corrupt, db, is_unique_violation};
+
+/// A stored key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub purpose: String,
+    pub secret: String,
+    pub public: String,
+    pub created_at: i64,
+}
+
+fn key_from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
+    let bad = |e: sqlx::Error| corrupt("a signing_keys row", e);
+    Ok(StoredKey {
+        kid: row.try_get("kid").map_err(bad)?,
+        purpose: row.try_get("purpose").map_err(bad)?,
+        secret: row.try_get("secret_key").map_err(bad)?,
+        public: row.try_get("public_key").map_err(bad)?,
+        created_at: row.try_get("created_at").map_err(bad)?,
+    })
+}
+
+impl Store {
+    /// Stores a key. A `kid` already used in this tenant is a [`StoreError::Conflict`].
+    pub async fn put_key(
+        &self,
+        kid: &str,
+        purpose: &str,
+        secret: String,
+        public: String,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO signing_keys (tenant_id, kid, purpose, secret_key, public_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&*self.tenant)
+        .bind(kid)
+        .bind(purpose)
+        .bind(secret)
+        .bind(public)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "a key with id {kid:?} already exists in tenant {:?}; use a new key id",
+                self.tenant
+            ))),
+            Err(e) => Err(db(&format!("storing key {kid:?}"), e)),
+        }
+    }
+
+    /// Keys for `purpose`, newest first (the first is the one to sign with; the others
+    /// still verify).
+    pub async fn keys(&self, purpose: &str) -> Result<Vec<StoredKey>, StoreError> {
+        sqlx::query(
+            "SELECT kid, purpose, secret_key, public_key, created_at FROM signing_keys
+             WHERE tenant_id = $1 AND purpose = $2 ORDER BY created_at DESC, kid DESC",
+        )
+        .bind(&*self.tenant)
+        .bind(purpose)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db(&format!("reading {purpose:?} keys"), e))?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    /// Deletes a key (after rotation, once nothing signed with it is still valid).
+    pub async fn delete_key(&self, kid: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM signing_keys WHERE tenant_id = $1 AND kid = $2")
+            .bind(&*self.tenant)
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db(&format!("deleting key {kid:?}"), e))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+}

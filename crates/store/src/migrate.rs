@@ -1,0 +1,221 @@
+//! Schema migrations: an ordered list of embedded SQL statements, applied at open and recorded
+//! in `schema_migrations`. Portable SQL only (SQLite and PostgreSQL): BIGINT, TEXT, composite
+//! primary keys, `ON CONFLICT`.
+//!
+//! Every table except `schema_migrations` (which describes the database, not a tenant) has a
+//! `tenant_id TEXT NOT NULL` column leading its primary key.
+//!
+//! Several processes may open the same database at once: each migration runs in a transaction
+//! whose first statement claims its version row, so exactly one opener applies it and the
+//! others wait for it and skip.
+
+use sqlx::{AnyPool, Row};
+
+use crate::error::{StoreError, db};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    statements: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    statements: &[
+        "CREATE TABLE users (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            username TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            email TEXT,
+            password_hash TEXT,
+            totp_secret TEXT,
+            totp_last_step BIGINT,
+            groups_json TEXT NOT NULL,
+            disabled BIGINT NOT NULL DEFAULT 0,
+            failed_logins BIGINT NOT NULL DEFAULT 0,
+            last_failed_login BIGINT,
+            locked_until BIGINT,
+            oidc_issuer TEXT,
+            oidc_subject TEXT,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, id),
+            UNIQUE (tenant_id, username),
+            UNIQUE (tenant_id, oidc_issuer, oidc_subject)
+        )",
+        "CREATE TABLE apps (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            upstream TEXT NOT NULL,
+            data_class TEXT NOT NULL,
+            critical BIGINT NOT NULL,
+            isolated BIGINT NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, id),
+            UNIQUE (tenant_id, name),
+            UNIQUE (tenant_id, host)
+        )",
+        "CREATE TABLE sessions (
+            tenant_id TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            login_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            auth_method TEXT NOT NULL,
+            mfa BIGINT NOT NULL,
+            auth_time BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            absolute_expiry BIGINT NOT NULL,
+            source_ip TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, token_hash),
+            FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
+        )",
+        "CREATE INDEX sessions_login ON sessions (tenant_id, login_id)",
+        "CREATE INDEX sessions_user ON sessions (tenant_id, user_id)",
+        "CREATE INDEX sessions_expiry ON sessions (tenant_id, absolute_expiry)",
+        "CREATE TABLE handoffs (
+            tenant_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            login_id TEXT NOT NULL,
+            app_host TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, code_hash)
+        )",
+        "CREATE TABLE oidc_pending (
+            tenant_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            pkce_verifier TEXT NOT NULL,
+            return_to TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, state)
+        )",
+        "CREATE TABLE policy_head (
+            tenant_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id)
+        )",
+        "CREATE TABLE policy_versions (
+            tenant_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            author TEXT NOT NULL,
+            change_comment TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, version)
+        )",
+        "CREATE TABLE policy_docs (
+            tenant_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            doc_id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, version, doc_id),
+            FOREIGN KEY (tenant_id, version) REFERENCES policy_versions (tenant_id, version)
+        )",
+        "CREATE TABLE signing_keys (
+            tenant_id TEXT NOT NULL,
+            kid TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            secret_key TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, kid)
+        )",
+        "CREATE INDEX signing_keys_purpose ON signing_keys (tenant_id, purpose, created_at)",
+        "CREATE TABLE audit_head (
+            tenant_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (tenant_id)
+        )",
+        "CREATE TABLE audit_events (
+            tenant_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            time_ms BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT,
+            detail TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, seq)
+        )",
+    ],
+}];
+
+/// The schema version this build writes.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL,
+            PRIMARY KEY (version)
+        )",
+    )
+    .execute(pool)
+    .await
+    .map_err(|e| db("creating the schema_migrations table", e))?;
+
+    let newest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
+        .fetch_one(pool)
+        .await
+        .and_then(|row| row.try_get("v"))
+        .map_err(|e| db("reading the schema version", e))?;
+    let latest = latest_version();
+    if let Some(newest) = newest
+        && newest > latest
+    {
+        return Err(StoreError::Incompatible(format!(
+            "the database is at schema version {newest} but this build of tsuzuku knows only up to {latest}; run a newer tsuzuku"
+        )));
+    }
+
+    let now = unix_now();
+    for m in MIGRATIONS {
+        let what = format!("applying schema migration {} ({})", m.version, m.name);
+        let mut tx = pool.begin().await.map_err(|e| db(&what, e))?;
+        // Claiming the version row first takes the write lock (SQLite) or the row (PostgreSQL):
+        // a concurrent opener waits here and then finds the migration applied.
+        let claimed = sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
+             ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db(&what, e))?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await.map_err(|e| db(&what, e))?;
+            continue;
+        }
+        for statement in m.statements {
+            sqlx::query(*statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db(&what, e))?;
+        }
+        tx.commit().await.map_err(|e| db(&what, e))?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,5 @@
+//! Test helpers that start real components (OIDC provider, ...) for end-to-end tests.
+
+pub mod gateway;
+pub mod oidc;
+pub mod upstream;

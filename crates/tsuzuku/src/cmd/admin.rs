@@ -1,0 +1,470 @@
+//! `tsuzuku user …`, `tsuzuku app …`, `tsuzuku audit …`.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use rand::Rng as _;
+use tsuzuku_audit::{EventKind, verify};
+use tsuzuku_identity::{password, totp};
+use tsuzuku_store::{NewApp, NewUser, Store, User};
+
+use crate::cli::{AppCmd, AuditCmd, UserCmd};
+use crate::env::{self, Env};
+use crate::output::{print, time};
+
+/// A random 20-character password from an unambiguous alphabet.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..20)
+        .map(|_| {
+            let i = rng.gen_range(0..ALPHABET.len());
+            ALPHABET.get(i).copied().map(char::from).unwrap_or('x')
+        })
+        .collect()
+}
+
+fn read_password_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    let pw = s.trim_end_matches(['\n', '\r']).to_owned();
+    if pw.is_empty() {
+        bail!("the password read from standard input is empty");
+    }
+    Ok(pw)
+}
+
+async fn find_user(store: &Store, username: &str) -> Result<User> {
+    store
+        .get_user_by_name(username)
+        .await?
+        .with_context(|| format!("no user named {username:?} (see `tsuzuku user list`)"))
+}
+
+fn check_name(kind: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+    if !ok {
+        bail!(
+            "{kind} {s:?} is not valid: use 1-64 characters of letters, digits, '-', '_', '.', '@'"
+        );
+    }
+    Ok(())
+}
+
+pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
+    let store = env.store().await?;
+    let now = tsuzuku_gateway::now_unix();
+    match c {
+        UserCmd::Add {
+            username,
+            name,
+            email,
+            groups,
+            password_stdin,
+            totp: want_totp,
+        } => {
+            check_name("user name", &username)?;
+            for g in &groups {
+                check_name("group", g)?;
+            }
+            let (pw, generated) = if password_stdin {
+                (read_password_stdin()?, false)
+            } else {
+                (generate_password(), true)
+            };
+            let secret = want_totp.then(totp::generate_secret);
+            let user = store
+                .create_user(
+                    NewUser {
+                        display_name: name.unwrap_or_else(|| username.clone()),
+                        username,
+                        email,
+                        password_hash: Some(password::hash(&pw)?),
+                        totp_secret: secret.clone(),
+                        groups,
+                    },
+                    now,
+                )
+                .await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "user.add", "user": user.username, "groups": user.groups, "totp": secret.is_some()}),
+            )
+            .await?;
+            let uri = match &secret {
+                Some(s) => Some(totp::provisioning_uri(s, &user.username, "Tsuzuku")?),
+                None => None,
+            };
+            if env.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "user": user.username,
+                        "id": user.id,
+                        "password": generated.then_some(&pw),
+                        "totp_uri": uri,
+                    })
+                );
+            } else {
+                println!("Added user {}", user.username);
+                if generated {
+                    println!("  password: {pw}");
+                }
+                if let Some(u) = uri {
+                    println!("  TOTP enrolment: {u}");
+                }
+            }
+        }
+        UserCmd::List => {
+            let users = store.list_users().await?;
+            let rows = users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.username.clone(),
+                        u.display_name.clone(),
+                        u.groups.join(","),
+                        if u.totp_secret.is_some() { "yes" } else { "no" }.into(),
+                        if u.oidc_subject.is_some() {
+                            "sso"
+                        } else {
+                            "local"
+                        }
+                        .into(),
+                        if u.disabled {
+                            "disabled".into()
+                        } else if u.locked_until.map(|t| t > now).unwrap_or(false) {
+                            "locked".into()
+                        } else {
+                            "active".to_owned()
+                        },
+                    ]
+                })
+                .collect();
+            let json = serde_json::json!(
+                users
+                    .iter()
+                    .map(|u| serde_json::json!({
+                        "id": u.id, "username": u.username, "display_name": u.display_name,
+                        "email": u.email, "groups": u.groups, "totp": u.totp_secret.is_some(),
+                        "sso": u.oidc_subject.is_some(), "disabled": u.disabled,
+                        "locked_until": u.locked_until, "created_at": u.created_at,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            print(
+                env.json,
+                &["user", "name", "groups", "totp", "source", "state"],
+                rows,
+                json,
+            );
+        }
+        UserCmd::Disable { username } => {
+            let u = find_user(&store, &username).await?;
+            store.set_user_disabled(&u.id, true).await?;
+            store.delete_user_sessions(&u.id).await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "user.disable", "user": u.username}),
+            )
+            .await?;
+            println!("Disabled {} and ended their sessions", u.username);
+        }
+        UserCmd::Enable { username } => {
+            let u = find_user(&store, &username).await?;
+            store.set_user_disabled(&u.id, false).await?;
+            store.reset_login_failures(&u.id).await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "user.enable", "user": u.username}),
+            )
+            .await?;
+            println!("Enabled {}", u.username);
+        }
+        UserCmd::ResetMfa { username } => {
+            let u = find_user(&store, &username).await?;
+            let secret = totp::generate_secret();
+            store.set_totp_secret(&u.id, Some(secret.clone())).await?;
+            store.delete_user_sessions(&u.id).await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "user.reset_mfa", "user": u.username}),
+            )
+            .await?;
+            let uri = totp::provisioning_uri(&secret, &u.username, "Tsuzuku")?;
+            if env.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"user": u.username, "totp_uri": uri})
+                );
+            } else {
+                println!("New TOTP enrolment for {}: {uri}", u.username);
+            }
+        }
+        UserCmd::Passwd {
+            username,
+            password_stdin,
+        } => {
+            let u = find_user(&store, &username).await?;
+            let (pw, generated) = if password_stdin {
+                (read_password_stdin()?, false)
+            } else {
+                (generate_password(), true)
+            };
+            store
+                .set_password_hash(&u.id, Some(password::hash(&pw)?))
+                .await?;
+            store.reset_login_failures(&u.id).await?;
+            store.delete_user_sessions(&u.id).await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "user.passwd", "user": u.username}),
+            )
+            .await?;
+            println!("Set a new password for {}", u.username);
+            if generated {
+                println!("  password: {pw}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_upstream(u: &str) -> Result<()> {
+    let rest = u.strip_prefix("http://").with_context(|| {
+        format!("upstream {u:?} must be an http:// URL such as http://10.0.0.5:8080")
+    })?;
+    let ok = !rest.is_empty()
+        && !rest.contains('/')
+        && !rest.contains('@')
+        && !rest.contains('?')
+        && !rest.contains('#');
+    if !ok {
+        bail!("upstream {u:?} must be scheme, host and port only, such as http://10.0.0.5:8080");
+    }
+    u.parse::<http::Uri>()
+        .with_context(|| format!("upstream {u:?} is not a valid URL"))?;
+    Ok(())
+}
+
+pub async fn app(env: &Env, c: AppCmd) -> Result<ExitCode> {
+    let store = env.store().await?;
+    match c {
+        AppCmd::Add {
+            name,
+            host,
+            upstream,
+            data_class,
+            critical,
+            isolated,
+        } => {
+            check_name("app name", &name)?;
+            if !tsuzuku_config::valid_host_port(&host) {
+                bail!(
+                    "host {host:?} is not valid: use a lowercase host name with an optional :port, such as wiki.example.com"
+                );
+            }
+            if host == env.config.gateway.portal_host {
+                bail!("host {host:?} is the sign-in portal's host; give the app its own host name");
+            }
+            check_upstream(&upstream)?;
+            check_name("data class", &data_class)?;
+            let a = store
+                .create_app(
+                    NewApp {
+                        name,
+                        host,
+                        upstream,
+                        data_class,
+                        critical,
+                        isolated,
+                    },
+                    tsuzuku_gateway::now_unix(),
+                )
+                .await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "app.add", "app": a.name, "host": a.host, "upstream": a.upstream, "data_class": a.data_class, "critical": a.critical, "isolated": a.isolated}),
+            )
+            .await?;
+            println!(
+                "Added app {} at https://{}/ -> {}",
+                a.name, a.host, a.upstream
+            );
+        }
+        AppCmd::List => {
+            let apps = store.list_apps().await?;
+            let rows = apps
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        a.host.clone(),
+                        a.upstream.clone(),
+                        a.data_class.clone(),
+                        a.critical.to_string(),
+                        a.isolated.to_string(),
+                    ]
+                })
+                .collect();
+            let json = serde_json::json!(
+                apps.iter()
+                    .map(|a| serde_json::json!({
+                        "name": a.name, "host": a.host, "upstream": a.upstream,
+                        "data_class": a.data_class, "critical": a.critical, "isolated": a.isolated,
+                        "created_at": a.created_at,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            print(
+                env.json,
+                &[
+                    "app",
+                    "host",
+                    "upstream",
+                    "data class",
+                    "critical",
+                    "isolated",
+                ],
+                rows,
+                json,
+            );
+        }
+        AppCmd::Remove { name } => {
+            if !store.delete_app(&name).await? {
+                bail!("no app named {name:?} (see `tsuzuku app list`)");
+            }
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "app.remove", "app": name}),
+            )
+            .await?;
+            println!("Removed app {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(env: &Env, c: AuditCmd) -> Result<ExitCode> {
+    let store = env.store().await?;
+    match c {
+        AuditCmd::Verify => {
+            let mut all = Vec::new();
+            let mut from = 1;
+            loop {
+                let page = store.audit_events(from, 5000).await?;
+                let Some(last) = page.last() else { break };
+                from = last.seq + 1;
+                all.extend(page);
+            }
+            let report = verify(all);
+            if env.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "checked": report.checked,
+                        "head": report.head,
+                        "intact": report.is_intact(),
+                        "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    })
+                );
+            } else if report.is_intact() {
+                match &report.head {
+                    Some((seq, hash)) => println!(
+                        "audit trail intact: {} events, head #{seq} {hash}",
+                        report.checked
+                    ),
+                    None => println!("audit trail intact: no events yet"),
+                }
+            } else {
+                for p in &report.problems {
+                    eprintln!("tampering: {p}");
+                }
+            }
+            if report.is_intact() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(2))
+            }
+        }
+        AuditCmd::Tail { lines, kind } => {
+            let kind = match kind {
+                Some(k) => Some(k.parse::<EventKind>().map_err(|e| anyhow::anyhow!("{e}"))?),
+                None => None,
+            };
+            let events = store.audit_tail(lines.clamp(1, 100_000)).await?;
+            let events: Vec<_> = events
+                .into_iter()
+                .filter(|e| kind.map(|k| e.event.kind == k).unwrap_or(true))
+                .collect();
+            if env.json {
+                for e in &events {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "seq": e.seq, "time_ms": e.event.time_ms, "kind": e.event.kind.as_str(),
+                            "actor": e.event.actor, "detail": e.event.detail, "hash": e.hash,
+                        })
+                    );
+                }
+            } else {
+                let rows = events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.seq.to_string(),
+                            time(e.event.time_ms / 1000),
+                            e.event.kind.as_str().to_owned(),
+                            e.event.actor.clone().unwrap_or_default(),
+                            summary(&e.event.detail),
+                        ]
+                    })
+                    .collect();
+                print(
+                    false,
+                    &["#", "time", "kind", "actor", "what"],
+                    rows,
+                    serde_json::Value::Null,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn summary(d: &serde_json::Value) -> String {
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    if let Some(allowed) = d.get("allowed").and_then(|v| v.as_bool()) {
+        return format!(
+            "{} {} {}{} — {}",
+            if allowed { "ALLOW" } else { "DENY" },
+            s("method"),
+            s("app"),
+            s("path"),
+            s("reason")
+        );
+    }
+    if let Some(ok) = d.get("success").and_then(|v| v.as_bool()) {
+        return format!(
+            "{} {} from {} ({})",
+            if ok { "sign-in" } else { "FAILED sign-in" },
+            s("method"),
+            s("source_ip"),
+            s("reason")
+        );
+    }
+    d.to_string()
+}

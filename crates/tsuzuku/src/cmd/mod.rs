@@ -1,0 +1,386 @@
+//! The subcommands.
+
+mod admin;
+mod policy;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use tsuzuku_audit::{AuditWriter, EventKind};
+use tsuzuku_config::Config;
+use tsuzuku_gateway::{Gateway, GatewaySettings};
+use tsuzuku_identity::oidc::{OidcClient, OidcSettings};
+use tsuzuku_identity::throttle::LockoutPolicy;
+use tsuzuku_identity::{password, totp};
+use tsuzuku_store::{NewApp, NewUser, PolicyDoc};
+
+use crate::cli::{Cli, Command, InitArgs, QuickstartArgs, ServeArgs};
+use crate::env::{self, Env};
+use crate::{demo, localca};
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Quickstart(a) => quickstart(&cli.data_dir, a).await,
+        Command::Init(a) => {
+            init(&cli.data_dir, &a).await?;
+            println!("Initialised {}", cli.data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            serve(&env, a, None).await
+        }
+        Command::User(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            admin::user(&env, c).await
+        }
+        Command::App(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            admin::app(&env, c).await
+        }
+        Command::Policy(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            policy::run(&env, c).await
+        }
+        Command::Audit(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            admin::audit(&env, c).await
+        }
+    }
+}
+
+/// Creates a data directory: configuration, TLS files from a local CA, and the store.
+/// Refuses to touch an existing configuration.
+async fn init(dir: &std::path::Path, a: &InitArgs) -> Result<Env> {
+    let cfg_path = dir.join("tsuzuku.toml");
+    if cfg_path.exists() {
+        bail!(
+            "{} already exists; remove the data directory first or use another --data-dir",
+            cfg_path.display()
+        );
+    }
+    create_private_dir(dir)?;
+    let mut config = Config::default();
+    config.gateway.listen = a.listen;
+    let port = a.listen.port();
+    let suffix = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    config.gateway.portal_host = a
+        .portal_host
+        .clone()
+        .unwrap_or_else(|| format!("auth.localhost{suffix}"));
+    config.gateway.timezone = jiff::tz::TimeZone::system()
+        .iana_name()
+        .filter(|n| jiff::tz::TimeZone::get(n).is_ok())
+        .unwrap_or("UTC")
+        .to_owned();
+    config
+        .validate(&cfg_path)
+        .context("the generated configuration is not valid")?;
+    let tls = localca::TlsFiles::in_dir(&dir.join("tls"));
+    let portal_name = config
+        .gateway
+        .portal_host
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_owned())
+        .unwrap_or_else(|| config.gateway.portal_host.clone());
+    let mut names: Vec<String> = vec![
+        "localhost".into(),
+        "auth.localhost".into(),
+        "demo.localhost".into(),
+        portal_name,
+        "127.0.0.1".into(),
+    ];
+    for n in &a.tls_names {
+        let host = n.rsplit_once(':').map(|(h, _)| h).unwrap_or(n);
+        if !tsuzuku_config::valid_host_port(host) {
+            bail!("--tls-name {n:?} is not a valid lowercase host name");
+        }
+        names.push(host.to_owned());
+    }
+    names.sort();
+    names.dedup();
+    localca::create(&tls, &names)?;
+    std::fs::write(&cfg_path, config.to_toml()?)
+        .with_context(|| format!("writing {}", cfg_path.display()))?;
+    let env = Env::load(dir, None, false)?;
+    env.store().await?;
+    Ok(env)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+const QUICKSTART_POLICY: &str = r#"// Quick start: administrators who signed in with two factors may use every app.
+permit (
+    principal in Tsuzuku::Group::"admins",
+    action in Tsuzuku::Action::"access",
+    resource
+) when { principal.mfa };
+"#;
+
+async fn quickstart(dir: &std::path::Path, a: QuickstartArgs) -> Result<ExitCode> {
+    let fresh = !dir.join("tsuzuku.toml").exists();
+    let env = if fresh {
+        init(
+            dir,
+            &InitArgs {
+                listen: a.listen,
+                portal_host: None,
+                tls_names: Vec::new(),
+            },
+        )
+        .await?
+    } else {
+        Env::load(dir, None, false)?
+    };
+    let store = env.store().await?;
+    if fresh {
+        let pw = admin::generate_password();
+        let secret = totp::generate_secret();
+        let user = store
+            .create_user(
+                NewUser {
+                    username: "admin".into(),
+                    display_name: "Administrator".into(),
+                    email: None,
+                    password_hash: Some(password::hash(&pw)?),
+                    totp_secret: Some(secret.clone()),
+                    groups: vec!["admins".into()],
+                },
+                tsuzuku_gateway::now_unix(),
+            )
+            .await?;
+        env::audit(
+            &store,
+            EventKind::Admin,
+            serde_json::json!({"action": "user.add", "user": user.username, "groups": user.groups, "totp": true, "via": "quickstart"}),
+        )
+        .await?;
+        let doc = PolicyDoc {
+            id: "quickstart-admins".into(),
+            text: QUICKSTART_POLICY.into(),
+        };
+        tsuzuku_policy::validate(&[tsuzuku_policy::PolicyDoc {
+            id: &doc.id,
+            text: &doc.text,
+        }])?;
+        let v = store
+            .save_policy(
+                0,
+                &env::actor(),
+                "quick start",
+                vec![doc],
+                tsuzuku_gateway::now_unix(),
+            )
+            .await?;
+        env::audit(
+            &store,
+            EventKind::Policy,
+            serde_json::json!({"action": "policy.apply", "version": v, "via": "quickstart"}),
+        )
+        .await?;
+        println!("Created data directory {}", dir.display());
+        println!();
+        println!("  Admin user:        admin");
+        println!("  One-time password: {pw}");
+        println!(
+            "  TOTP enrolment:    {}",
+            totp::provisioning_uri(&secret, "admin", "Tsuzuku")?
+        );
+        println!(
+            "  (shown only now: add the TOTP URI to an authenticator app and keep the password safe;"
+        );
+        println!("   `tsuzuku user passwd admin` sets a new password)");
+    } else {
+        println!("Reusing data directory {}", dir.display());
+    }
+    // The demo app listens on a fresh port each run; point its registration there.
+    let demo_listener = demo::bind("127.0.0.1:0".parse()?).await?;
+    let demo_addr = demo_listener.local_addr()?;
+    let port = env.config.gateway.listen.port();
+    let suffix = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let demo_host = format!("demo.localhost{suffix}");
+    let existing = store.get_app_by_name("demo").await?;
+    let upstream = format!("http://{demo_addr}");
+    if existing
+        .as_ref()
+        .map(|a| a.upstream != upstream)
+        .unwrap_or(true)
+    {
+        if existing.is_some() {
+            store.delete_app("demo").await?;
+        }
+        store
+            .create_app(
+                NewApp {
+                    name: "demo".into(),
+                    host: demo_host.clone(),
+                    upstream: upstream.clone(),
+                    data_class: "internal".into(),
+                    critical: false,
+                    isolated: false,
+                },
+                tsuzuku_gateway::now_unix(),
+            )
+            .await?;
+        env::audit(
+            &store,
+            EventKind::Admin,
+            serde_json::json!({"action": "app.add", "app": "demo", "host": demo_host, "upstream": upstream, "via": "quickstart"}),
+        )
+        .await?;
+    }
+    let ca = env.data_dir.join("tls").join("ca.pem");
+    println!();
+    println!(
+        "  Sign-in portal:    https://{}/",
+        env.config.gateway.portal_host
+    );
+    println!("  Demo app:          https://{demo_host}/");
+    println!(
+        "  Trust this CA:     {}",
+        std::path::absolute(&ca).unwrap_or(ca).display()
+    );
+    println!(
+        "  Health:            https://{}/healthz",
+        env.config.gateway.listen
+    );
+    println!();
+    if a.no_serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    serve(
+        &env,
+        ServeArgs {
+            role: crate::cli::Role::Gateway,
+            node_id: None,
+        },
+        Some(demo_listener),
+    )
+    .await
+}
+
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs the gateway (and, in the quick start, the demo app) until SIGINT/SIGTERM.
+async fn serve(
+    env: &Env,
+    a: ServeArgs,
+    demo_listener: Option<tokio::net::TcpListener>,
+) -> Result<ExitCode> {
+    let crate::cli::Role::Gateway = a.role;
+    let c = &env.config;
+    let store = env.store().await?;
+    let (audit, audit_task) = AuditWriter::spawn(store.clone(), 4096);
+    let oidc = match &c.oidc {
+        None => None,
+        Some(o) => {
+            let ca_pem =
+                match &o.ca_file {
+                    Some(p) => Some(std::fs::read(env.path(p)).with_context(|| {
+                        format!("reading oidc.ca_file {}", env.path(p).display())
+                    })?),
+                    None => None,
+                };
+            let settings = OidcSettings {
+                issuer: o.issuer.clone(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.clone(),
+                redirect_url: format!("https://{}/.tsuzuku/oidc/callback", c.gateway.portal_host),
+                scopes: o.scopes.clone(),
+                groups_claim: o.groups_claim.clone(),
+                username_claim: o.username_claim.clone(),
+                ca_pem,
+            };
+            Some(
+                OidcClient::discover(settings)
+                    .await
+                    .with_context(|| format!("single sign-on provider {}", o.issuer))?,
+            )
+        }
+    };
+    let settings = GatewaySettings {
+        portal_host: c.gateway.portal_host.clone(),
+        tz: jiff::tz::TimeZone::get(&c.gateway.timezone)?,
+        trusted_proxies: c.gateway.trusted_proxies.clone(),
+        idle_timeout_secs: c.session.idle_timeout_secs,
+        absolute_timeout_secs: c.session.absolute_timeout_secs,
+        assertion_ttl_secs: i64::try_from(c.gateway.assertion_ttl_secs).unwrap_or(60),
+        header_read_timeout: Duration::from_secs(c.gateway.header_read_timeout_secs),
+        max_header_bytes: c.gateway.max_header_bytes,
+        lockout: LockoutPolicy {
+            max_failures: c.login.max_failures,
+            lock_secs: c.login.lockout_secs,
+            ..LockoutPolicy::default()
+        },
+        login_attempts_per_minute: c.login.attempts_per_minute_per_ip,
+        reload_interval: Duration::from_millis(c.gateway.reload_interval_ms),
+        node_id: a.node_id.unwrap_or_else(node_id),
+        sso_label: c.oidc.as_ref().map(|o| o.display_name.clone()),
+    };
+    let gw: Arc<Gateway> = Gateway::new(settings, store, audit, oidc).await?;
+    let tls = tsuzuku_gateway::tls_config(
+        &env.path(&c.gateway.tls_cert),
+        &env.path(&c.gateway.tls_key),
+    )?;
+    let listener = tokio::net::TcpListener::bind(c.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (gateway.listen)", c.gateway.listen))?;
+    let _reloader = gw.spawn_reloader();
+    if let Some(l) = demo_listener {
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(tsuzuku_gateway::assertion::jwks(&[gw.signer()]))?;
+        let issuer = format!("https://{}", c.gateway.portal_host);
+        tokio::spawn(async move {
+            if let Err(e) = demo::serve(l, jwks, issuer).await {
+                tracing::error!(error = %e, "demo app stopped");
+            }
+        });
+    }
+    tracing::info!(listen = %c.gateway.listen, portal = %c.gateway.portal_host, node = %gw.settings().node_id, "gateway serving");
+    println!("READY https://{}", listener.local_addr()?);
+    tsuzuku_gateway::serve(gw, listener, tls, shutdown_signal()).await?;
+    // Every queued audit event is written before the process exits.
+    let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {},
+                _ = i.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,94 @@
+//! The environment a command runs in: data directory, configuration, store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use tsuzuku_audit::{AuditEvent, EventKind};
+use tsuzuku_config::Config;
+use tsuzuku_store::{Store, StoreRoot};
+
+/// A loaded data directory.
+pub struct Env {
+    pub data_dir: PathBuf,
+    pub config: Config,
+    pub json: bool,
+}
+
+impl Env {
+    /// Loads the configuration of `data_dir` (or `config`).
+    pub fn load(data_dir: &Path, config: Option<&Path>, json: bool) -> Result<Self> {
+        let config_path = config
+            .map(Path::to_owned)
+            .unwrap_or_else(|| data_dir.join("tsuzuku.toml"));
+        if !config_path.exists() {
+            anyhow::bail!(
+                "no configuration at {}; run `tsuzuku init` or `tsuzuku quickstart` first, or pass --data-dir",
+                config_path.display()
+            );
+        }
+        let config = Config::load(&config_path)?;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            config,
+            json,
+        })
+    }
+
+    /// The store URL with a relative SQLite path resolved against the data directory.
+    pub fn store_url(&self) -> String {
+        store_url(&self.data_dir, &self.config.store.url)
+    }
+
+    /// Opens the store for the configured tenant.
+    pub async fn store(&self) -> Result<Store> {
+        let root = StoreRoot::open(&self.store_url())
+            .await
+            .with_context(|| format!("cannot open the store {}", self.store_url()))?;
+        Ok(root.tenant(&self.config.store.tenant))
+    }
+
+    /// Resolves a path from the configuration.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        tsuzuku_config::resolve(&self.data_dir, p)
+    }
+}
+
+/// `sqlite:store.db` relative to `dir` becomes `sqlite:///abs/dir/store.db?mode=rwc`.
+pub fn store_url(dir: &Path, url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        if rest.starts_with("//") || rest.starts_with(':') {
+            return url.to_owned();
+        }
+        let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = tsuzuku_config::resolve(dir, Path::new(file));
+        let abs = std::path::absolute(&path).unwrap_or(path);
+        let q = if query.is_empty() { "mode=rwc" } else { query };
+        return format!("sqlite://{}?{q}", abs.display());
+    }
+    url.to_owned()
+}
+
+/// Who runs an admin command, for the audit trail.
+pub fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Records an admin change in the audit trail; the change is refused to be reported as done
+/// unless the event is recorded.
+pub async fn audit(store: &Store, kind: EventKind, detail: serde_json::Value) -> Result<()> {
+    let ev = AuditEvent {
+        time_ms: tsuzuku_gateway::now_ms(),
+        kind,
+        actor: Some(actor()),
+        tenant: store.tenant_id().to_owned(),
+        detail,
+    };
+    store
+        .append_audit(vec![ev])
+        .await
+        .context("the change was made but could not be recorded in the audit trail")?;
+    Ok(())
+}

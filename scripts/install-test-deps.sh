@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the proxy benchmark need beyond the Rust toolchain, on Debian:
+#   nginx, wrk      bench/proxy/run.sh (nginx is also the benchmark's upstream)
+#   nodejs, npm     the test OpenID provider (scripts/setup-oidc.sh)
+# then installs the test OpenID provider with scripts/setup-oidc.sh.
+#
+# Idempotent: apt-get runs (after an `apt-get update`) only when a package is missing.
+# Needs root, or sudo without a password.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# command name -> Debian package
+declare -A wanted=(
+  [nginx]=nginx
+  [wrk]=wrk
+  [node]=nodejs
+  [npm]=npm
+)
+
+missing=()
+for cmd in nginx wrk node npm; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
+    missing+=("${wanted[$cmd]}")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo -n)
+  else
+    echo "install-test-deps.sh: missing ${missing[*]}; run as root or install sudo" >&2
+    exit 1
+  fi
+  echo "install-test-deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -qq >/dev/null
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "install-test-deps.sh: nginx, wrk, node and npm are present"
+fi
+
+if [ -f "$root/scripts/setup-oidc.sh" ]; then
+  bash "$root/scripts/setup-oidc.sh"
+fi
