@@ -37,7 +37,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -188,18 +188,6 @@ fn default_username_claim() -> String {
 }
 fn default_display_name() -> String {
     "single sign-on".into()
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            store: StoreConfig::default(),
-            gateway: GatewayConfig::default(),
-            session: SessionConfig::default(),
-            login: LoginConfig::default(),
-            oidc: None,
-        }
-    }
 }
 
 impl Config {
@@ -377,10 +365,10 @@ pub fn valid_host_port(s: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (s, None),
     };
-    if let Some(p) = port {
-        if p.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-            return false;
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().map(|p| p == 0).unwrap_or(true)
+    {
+        return false;
     }
     !host.is_empty()
         && host.len() <= 253

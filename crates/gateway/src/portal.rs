@@ -548,14 +548,27 @@ async fn logout(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Respons
     )
 }
 
-async fn oidc_start(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
-    let Some(client) = &gw.oidc else {
-        return respond::error(
+fn sso_unavailable(gw: &Gateway, ctx: &Ctx) -> Response<Body> {
+    if gw.settings.sso_label.is_some() {
+        respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Single sign-on is unavailable",
+            "The identity provider cannot be reached right now. Try again in a moment, or sign in with a password.",
+            &ctx.id,
+        )
+    } else {
+        respond::error(
             StatusCode::NOT_FOUND,
             "Single sign-on is not configured",
             "This gateway has no OpenID Connect provider configured. Sign in with a password.",
             &ctx.id,
-        );
+        )
+    }
+}
+
+async fn oidc_start(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let Some(client) = gw.oidc.load_full() else {
+        return sso_unavailable(gw, ctx);
     };
     let q = query(req);
     let rd = q.get("rd").map(String::as_str).unwrap_or("");
@@ -594,13 +607,8 @@ async fn oidc_start(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
 }
 
 async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
-    let Some(client) = &gw.oidc else {
-        return respond::error(
-            StatusCode::NOT_FOUND,
-            "Single sign-on is not configured",
-            "This gateway has no OpenID Connect provider configured.",
-            &ctx.id,
-        );
+    let Some(client) = gw.oidc.load_full() else {
+        return sso_unavailable(gw, ctx);
     };
     let q = query(req);
     if let Some(err) = q.get("error") {

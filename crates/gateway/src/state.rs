@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
@@ -76,7 +76,7 @@ pub struct Gateway {
     pub(crate) settings: GatewaySettings,
     pub(crate) store: Store,
     pub(crate) audit: AuditWriter,
-    pub(crate) oidc: Option<OidcClient>,
+    pub(crate) oidc: ArcSwapOption<OidcClient>,
     pub(crate) signer: Signer,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) ip_limiter: IpRateLimiter,
@@ -105,7 +105,7 @@ impl Gateway {
             settings,
             store,
             audit,
-            oidc,
+            oidc: ArcSwapOption::from(oidc.map(Arc::new)),
             signer,
             snapshot: ArcSwap::from_pointee(snapshot),
             client,
@@ -115,6 +115,12 @@ impl Gateway {
     /// The settings in force.
     pub fn settings(&self) -> &GatewaySettings {
         &self.settings
+    }
+
+    /// Installs the OIDC client once the provider could be discovered (the gateway starts and
+    /// serves local sign-ins and existing sessions while the provider is unreachable).
+    pub fn set_oidc(&self, client: OidcClient) {
+        self.oidc.store(Some(Arc::new(client)));
     }
 
     /// The assertion signer (its public key is served at the JWKS URL).

@@ -553,3 +553,18 @@ fn summary(
         },
     })
 }
+
+#[cfg(test)]
+pub(crate) fn summary_for_profile(c: &crate::tests::Case) -> serde_json::Value {
+    let tz = TimeZone::get("Asia/Tokyo").unwrap_or(TimeZone::UTC);
+    let clock = local_clock(&tz, c.req.now_unix).ok();
+    summary(
+        &c.user,
+        c.device.as_ref(),
+        &c.app,
+        &c.req,
+        "read",
+        &tz,
+        clock.as_ref(),
+    )
+}

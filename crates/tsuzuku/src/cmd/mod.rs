@@ -294,7 +294,7 @@ async fn serve(
     let c = &env.config;
     let store = env.store().await?;
     let (audit, audit_task) = AuditWriter::spawn(store.clone(), 4096);
-    let oidc = match &c.oidc {
+    let oidc_settings = match &c.oidc {
         None => None,
         Some(o) => {
             let ca_pem =
@@ -304,7 +304,7 @@ async fn serve(
                     })?),
                     None => None,
                 };
-            let settings = OidcSettings {
+            Some(OidcSettings {
                 issuer: o.issuer.clone(),
                 client_id: o.client_id.clone(),
                 client_secret: o.client_secret.clone(),
@@ -313,12 +313,7 @@ async fn serve(
                 groups_claim: o.groups_claim.clone(),
                 username_claim: o.username_claim.clone(),
                 ca_pem,
-            };
-            Some(
-                OidcClient::discover(settings)
-                    .await
-                    .with_context(|| format!("single sign-on provider {}", o.issuer))?,
-            )
+            })
         }
     };
     let settings = GatewaySettings {
@@ -340,7 +335,26 @@ async fn serve(
         node_id: a.node_id.unwrap_or_else(node_id),
         sso_label: c.oidc.as_ref().map(|o| o.display_name.clone()),
     };
+    // One attempt before serving; if the provider is down, keep trying in the background.
+    let mut oidc = None;
+    let mut retry = None;
+    if let Some(o) = oidc_settings {
+        match tokio::time::timeout(Duration::from_secs(10), OidcClient::discover(o.clone())).await {
+            Ok(Ok(client)) => oidc = Some(client),
+            Ok(Err(e)) => {
+                tracing::warn!(issuer = %o.issuer, error = %e, "single sign-on provider unavailable; retrying in the background");
+                retry = Some(o);
+            }
+            Err(_) => {
+                tracing::warn!(issuer = %o.issuer, "single sign-on provider did not answer within 10 s; retrying in the background");
+                retry = Some(o);
+            }
+        }
+    }
     let gw: Arc<Gateway> = Gateway::new(settings, store, audit, oidc).await?;
+    if let Some(o) = retry {
+        spawn_oidc_discovery(&gw, o);
+    }
     let tls = tsuzuku_gateway::tls_config(
         &env.path(&c.gateway.tls_cert),
         &env.path(&c.gateway.tls_key),
@@ -365,6 +379,34 @@ async fn serve(
     // Every queued audit event is written before the process exits.
     let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Discovers the OIDC provider, retrying until it answers: the gateway serves local sign-ins
+/// and existing sessions meanwhile, and the SSO button says the provider is unreachable.
+fn spawn_oidc_discovery(gw: &Arc<Gateway>, settings: OidcSettings) {
+    let weak = Arc::downgrade(gw);
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match OidcClient::discover(settings.clone()).await {
+                Ok(client) => {
+                    if let Some(gw) = weak.upgrade() {
+                        gw.set_oidc(client);
+                        tracing::info!(issuer = %settings.issuer, "single sign-on provider ready");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %settings.issuer, error = %e, retry_in = ?delay, "single sign-on provider unavailable");
+                }
+            }
+            if weak.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    });
 }
 
 async fn shutdown_signal() {
