@@ -15,7 +15,8 @@
 # Usage: bench/proxy/run.sh [--smoke]
 #   --smoke   1 round of 2 s per side: checks that the script works, figures mean little.
 # Environment: ROUNDS (5), DURATION (seconds per side per round, 10), CONNS (64), THREADS (2),
-#   TSUZUKU_LOG (gateway log filter, default as shipped), KEEP_TMP=1 keeps the temp directory.
+#   TSUZUKU_LOG (gateway log filter, default as shipped), KEEP_TMP=1 keeps the temp directory,
+#   TSUZUKU_BIN (a tsuzuku binary to use instead of building target/release/tsuzuku).
 # Needs nginx, wrk, curl and openssl (scripts/install-test-deps.sh installs nginx and wrk).
 set -euo pipefail
 
@@ -92,6 +93,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'echo "run.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -134,14 +136,16 @@ ngx_port="$(free_port)"
 gw_port="$(free_port)"
 
 # ---------------------------------------------------------------- build
-log "building the gateway (cargo build --release -p tsuzuku)"
-(cd "$root" && cargo build --release -p tsuzuku --quiet)
-tsuzuku="$root/target/release/tsuzuku"
-if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-  tsuzuku="$CARGO_TARGET_DIR/release/tsuzuku"
+if [ -n "${TSUZUKU_BIN:-}" ]; then
+  tsuzuku="$TSUZUKU_BIN"
+  log "using the gateway binary $tsuzuku (TSUZUKU_BIN)"
+else
+  log "building the gateway (cargo build --release -p tsuzuku)"
+  (cd "$root" && cargo build --release -p tsuzuku --quiet)
+  tsuzuku="${CARGO_TARGET_DIR:-$root/target}/release/tsuzuku"
 fi
 [ -x "$tsuzuku" ] || {
-  echo "run.sh: no binary at $tsuzuku after the build" >&2
+  echo "run.sh: no gateway binary at $tsuzuku" >&2
   exit 1
 }
 
@@ -162,6 +166,23 @@ for f in "$cert" "$key" "$ca"; do
     exit 1
   }
 done
+# init's certificate names only the quick start's hosts (auth.localhost, demo.localhost,
+# localhost). Replace it, as an operator brings their own, with one from a benchmark CA that also
+# names bench.localhost; same key type as init's (ECDSA P-256). nginx serves the same files.
+tls_tmp="$tmp/tls"
+mkdir -p "$tls_tmp"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=Tsuzuku benchmark CA" -keyout "$tls_tmp/ca-key.pem" -out "$ca" \
+  -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+  -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj "/CN=Tsuzuku gateway" -keyout "$tls_tmp/leaf-key.pem" -out "$tls_tmp/leaf.csr" 2>/dev/null
+printf '%s\n' "subjectAltName=DNS:bench.localhost,DNS:auth.localhost,DNS:localhost,IP:127.0.0.1" \
+  "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature" >"$tls_tmp/leaf.ext"
+openssl x509 -req -in "$tls_tmp/leaf.csr" -CA "$ca" -CAkey "$tls_tmp/ca-key.pem" -CAcreateserial \
+  -days 2 -extfile "$tls_tmp/leaf.ext" -out "$tls_tmp/leaf.pem" 2>/dev/null
+openssl pkcs8 -topk8 -nocrypt -in "$tls_tmp/leaf-key.pem" -out "$key"
+cat "$tls_tmp/leaf.pem" "$ca" >"$cert"
 
 bench_user="bench"
 bench_pw="bench-$(openssl rand -hex 16)"
@@ -382,11 +403,11 @@ cookie="__Host-tsuzuku_session=$session"
 
 # The session works: the app answers through the gateway.
 check_session() {
-  local body
-  body="$(gcurl -H "Cookie: $cookie" -o - -w '\n%{http_code}' "https://$app_host/")" ||
+  local code
+  code="$(gcurl -H "Cookie: $cookie" -o "$tmp/check.body" -w '%{http_code}' "https://$app_host/")" ||
     gateway_failed "GET https://$app_host/ with the session failed"
-  [ "$body" = $'ok\n200' ] ||
-    gateway_failed "GET https://$app_host/ with the session: expected 200 'ok', got: $(printf '%q' "$body")"
+  [ "$code" = 200 ] && [ "$(cat "$tmp/check.body")" = ok ] ||
+    gateway_failed "GET https://$app_host/ with the session: expected 200 'ok', got $code: $(head -c 300 "$tmp/check.body")"
 }
 check_session
 body="$(curl -sS --max-time 10 --cacert "$ca" --resolve "bench.localhost:$ngx_port:127.0.0.1" \
@@ -504,7 +525,7 @@ echo "p99 latency added by the gateway: $added ms (target <= 1 ms: $added_ok)"
 echo "throughput ratio target >= 0.9: $ratio_ok"
 
 nginx_version="$("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //')"
-wrk_version="$(wrk --version 2>&1 | head -n 1 | awk '{print $2}')"
+wrk_version="$( (wrk --version 2>&1 || true) | head -n 1 | awk '{print $2}')"
 echo
 echo "Markdown (docs/BENCHMARKS.md):"
 echo

@@ -9,9 +9,7 @@
 
 pub mod assertion;
 pub mod headers;
-pub mod normalize;
 pub mod pages;
-pub mod redirect;
 
 mod portal;
 mod proxy;

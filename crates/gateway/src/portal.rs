@@ -20,10 +20,10 @@ use tsuzuku_store::{App, Session, User};
 use crate::assertion::{JWKS_PATH, jwks};
 use crate::headers::{self, CSRF_COOKIE, OIDC_COOKIE, SESSION_COOKIE, set_cookie};
 use crate::pages::{self, LoginPage};
-use crate::redirect::{ReturnTo, check_local_path, parse_return_to};
 use crate::respond;
 use crate::service::{Authn, Ctx, authenticate};
 use crate::state::{Body, Gateway, now_ms, now_unix};
+use tsuzuku_httpguard::redirect::{ReturnTo, check_local_path, parse_return_to};
 
 /// Largest sign-in form accepted.
 const MAX_FORM: usize = 16 * 1024;
@@ -156,9 +156,10 @@ async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
         }
     };
     // Already signed in at the portal: go straight on.
-    if let Authn::Ok(session, _) = authenticate(gw, ctx, req).await {
+    if let Authn::Ok(su) = authenticate(gw, ctx, req).await {
+        let session = &su.0;
         if let Some(t) = target {
-            return continue_to(gw, ctx, &session, &t, None).await;
+            return continue_to(gw, ctx, session, &t, None).await;
         }
         return respond::redirect(StatusCode::FOUND, "/");
     }
@@ -280,31 +281,29 @@ async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
     let mut reason = "wrong password";
     let mut ok = pw_ok;
     let mut mfa = false;
-    if pw_ok {
-        if let Some(secret) = user.totp_secret.as_deref() {
-            if code.is_empty() {
-                // Right password, no code yet: ask for it without counting a failure.
-                return render_login(
-                    gw,
-                    StatusCode::UNAUTHORIZED,
-                    Some("Enter the one-time code from your authenticator app."),
-                    rd,
-                    username,
-                );
-            }
-            match totp::verify(secret, code, now) {
-                Ok(Some(step)) => match gw.store.consume_totp_step(&user.id, step).await {
-                    Ok(true) => mfa = true,
-                    Ok(false) => {
-                        ok = false;
-                        reason = "one-time code already used";
-                    }
-                    Err(e) => return store_down(ctx, &e.to_string()),
-                },
-                _ => {
+    if pw_ok && let Some(secret) = user.totp_secret.as_deref() {
+        if code.is_empty() {
+            // Right password, no code yet: ask for it without counting a failure.
+            return render_login(
+                gw,
+                StatusCode::UNAUTHORIZED,
+                Some("Enter the one-time code from your authenticator app."),
+                rd,
+                username,
+            );
+        }
+        match totp::verify(secret, code, now) {
+            Ok(Some(step)) => match gw.store.consume_totp_step(&user.id, step).await {
+                Ok(true) => mfa = true,
+                Ok(false) => {
                     ok = false;
-                    reason = "wrong one-time code";
+                    reason = "one-time code already used";
                 }
+                Err(e) => return store_down(ctx, &e.to_string()),
+            },
+            _ => {
+                ok = false;
+                reason = "wrong one-time code";
             }
         }
     }
@@ -322,10 +321,10 @@ async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
         };
         return render_login(gw, StatusCode::UNAUTHORIZED, Some(msg), rd, username);
     }
-    if user.failed_logins > 0 {
-        if let Err(e) = gw.store.reset_login_failures(&user.id).await {
-            tracing::warn!(error = %e, "could not reset failed-login count");
-        }
+    if user.failed_logins > 0
+        && let Err(e) = gw.store.reset_login_failures(&user.id).await
+    {
+        tracing::warn!(error = %e, "could not reset failed-login count");
     }
     let method = if mfa { "password+totp" } else { "password" };
     finish_login(gw, ctx, &hdrs, &user, method, mfa, target).await
@@ -470,7 +469,8 @@ async fn handoff(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Respo
 
 async fn home(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     match authenticate(gw, ctx, req).await {
-        Authn::Ok(_, user) => {
+        Authn::Ok(su) => {
+            let user = &su.1;
             let snap = gw.snapshot.load();
             let mut apps: Vec<(String, String)> = snap
                 .apps
@@ -634,7 +634,7 @@ async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) ->
     let state = q.get("state").map(String::as_str).unwrap_or("");
     let code = q.get("code").map(String::as_str).unwrap_or("");
     let bound = headers::cookie(req.headers(), OIDC_COOKIE)
-        .map(|c| ct_eq(c, &hash_token(state)))
+        .map(|c| ct_eq(c, hash_token(state)))
         .unwrap_or(false);
     let bad = || {
         respond::error(

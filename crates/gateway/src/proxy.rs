@@ -81,10 +81,10 @@ pub(crate) async fn forward(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, up.clone());
     }
-    if !h.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&ctx.host) {
-            h.insert(header::HOST, v);
-        }
+    if !h.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&ctx.host)
+    {
+        h.insert(header::HOST, v);
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
     let upstream_req = Request::from_parts(parts, body);
@@ -105,27 +105,27 @@ pub(crate) async fn forward(
         }
     };
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let rid = ctx.id.clone();
-            tokio::spawn(async move {
-                match (client_upgrade.await, upstream_upgrade.await) {
-                    (Ok(c), Ok(u)) => {
-                        let mut c = TokioIo::new(c);
-                        let mut u = TokioIo::new(u);
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                            tracing::debug!(request_id = %rid, error = %e, "tunnel closed");
-                        }
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(request_id = %rid, error = %e, "upgrade failed");
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let rid = ctx.id.clone();
+        tokio::spawn(async move {
+            match (client_upgrade.await, upstream_upgrade.await) {
+                (Ok(c), Ok(u)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        tracing::debug!(request_id = %rid, error = %e, "tunnel closed");
                     }
                 }
-            });
-            let (parts, _) = resp.into_parts();
-            return Response::from_parts(parts, respond::full(bytes::Bytes::new()));
-        }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(request_id = %rid, error = %e, "upgrade failed");
+                }
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, respond::full(bytes::Bytes::new()));
     }
 
     let (mut parts, body) = resp.into_parts();

@@ -21,11 +21,14 @@ use tsuzuku_policy::{AppFacts, RequestFacts, UserFacts};
 use tsuzuku_store::{App, Session, User};
 
 use crate::headers::{self, SESSION_COOKIE};
-use crate::normalize::check_path;
 use crate::portal;
 use crate::proxy;
 use crate::respond;
 use crate::state::{Body, Gateway, now_ms, now_unix};
+use tsuzuku_httpguard::path::check_path;
+
+#[cfg(test)]
+mod tests;
 
 /// A short random id that ties a response, the log and the audit event together.
 pub(crate) fn request_id() -> String {
@@ -134,7 +137,7 @@ async fn health(gw: &Gateway, ready: bool) -> Response<Body> {
 
 /// What authentication found for a request.
 pub(crate) enum Authn {
-    Ok(Session, User),
+    Ok(Box<(Session, User)>),
     None,
     Unavailable(String),
 }
@@ -153,11 +156,8 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
         Err(e) => return Authn::Unavailable(e.to_string()),
     };
     let now = now_unix();
-    let idle = gw.settings.idle_timeout_secs;
-    if session.scope != ctx.host
-        || now >= session.absolute_expiry
-        || now.saturating_sub(session.last_seen) >= idle
-    {
+    if let Err(why) = session_usable(&session, &ctx.host, now, gw.settings.idle_timeout_secs) {
+        tracing::debug!(request_id = %ctx.id, %why, "session not usable");
         return Authn::None;
     }
     let user = match gw.store.get_user(&session.user_id).await {
@@ -166,12 +166,42 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
         Err(e) => return Authn::Unavailable(e.to_string()),
     };
     // Refresh the idle clock at most once a minute, so requests do not each write.
-    if now.saturating_sub(session.last_seen) >= 60 {
-        if let Err(e) = gw.store.touch_session(&hash, now).await {
-            tracing::warn!(error = %e, "could not refresh session activity");
-        }
+    if now.saturating_sub(session.last_seen) >= 60
+        && let Err(e) = gw.store.touch_session(&hash, now).await
+    {
+        tracing::warn!(error = %e, "could not refresh session activity");
     }
-    Authn::Ok(session, user)
+    Authn::Ok(Box::new((session, user)))
+}
+
+/// Why a stored session cannot be used for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SessionUnusable {
+    #[error("the session belongs to another host")]
+    OtherHost,
+    #[error("the session passed its absolute lifetime")]
+    Expired,
+    #[error("the session was idle too long")]
+    Idle,
+}
+
+/// Pure check of a stored session against the request's host and the clock.
+pub(crate) fn session_usable(
+    s: &Session,
+    host: &str,
+    now: i64,
+    idle_timeout_secs: i64,
+) -> Result<(), SessionUnusable> {
+    if s.scope != host {
+        return Err(SessionUnusable::OtherHost);
+    }
+    if now >= s.absolute_expiry {
+        return Err(SessionUnusable::Expired);
+    }
+    if now.saturating_sub(s.last_seen) >= idle_timeout_secs {
+        return Err(SessionUnusable::Idle);
+    }
+    Ok(())
 }
 
 pub(crate) fn login_redirect(gw: &Gateway, ctx: &Ctx, path_and_query: &str) -> Response<Body> {
@@ -194,7 +224,7 @@ async fn protected(
 ) -> Response<Body> {
     // 3. authenticate
     let (session, user) = match authenticate(gw, ctx, &req).await {
-        Authn::Ok(s, u) => (s, u),
+        Authn::Ok(su) => *su,
         Authn::None => {
             let pq = req
                 .uri()

@@ -198,14 +198,14 @@ async fn load_snapshot(
         .map(|a| (a.host.clone(), a))
         .collect();
     let version = store.current_policy_version().await?;
-    if let Some(cur) = current {
-        if cur.policy_version == version {
-            return Ok(Snapshot {
-                policy_version: version,
-                engine: cur.engine.clone(),
-                apps,
-            });
-        }
+    if let Some(cur) = current
+        && cur.policy_version == version
+    {
+        return Ok(Snapshot {
+            policy_version: version,
+            engine: cur.engine.clone(),
+            apps,
+        });
     }
     let engine = match store.current_policy().await? {
         Some(pv) => {

@@ -1,15 +1,16 @@
 //! Loading policy documents: parse them, give every Cedar policy a stable id
 //! derived from its document, validate the whole set against the schema in
-//! strict mode, and slice it by application.
+//! strict mode, and index it by scope (see `index`).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use cedar_policy::{Policy, PolicyId, PolicySet, ResourceConstraint, ValidationMode, Validator};
+use cedar_policy::{PolicyId, PolicySet, ValidationMode, Validator};
 use miette::Diagnostic;
 
 use crate::PolicyError;
 use crate::error::DocProblem;
+use crate::index::Index;
 use crate::schema::schema;
 
 /// One stored policy document. It may hold several Cedar policies.
@@ -25,21 +26,15 @@ pub struct PolicyDoc<'a> {
     pub text: &'a str,
 }
 
-/// The entity type resources have; policies naming one are sliced by app.
-pub(crate) const APP_TYPE: &str = "Tsuzuku::App";
-
-/// A validated policy set, plus the same policies sliced by application.
+/// A validated policy set, plus the same policies indexed by scope.
 #[derive(Debug)]
 pub(crate) struct Compiled {
     /// Every policy.
     pub all: PolicySet,
     /// Policy ids in document order.
     pub order: Vec<PolicyId>,
-    /// For each app named in a resource scope: that app's policies plus
-    /// every policy that names no app.
-    pub slices: HashMap<String, PolicySet>,
-    /// Policies that name no app (used for apps no policy names).
-    pub shared: PolicySet,
+    /// The policies bucketed by app, principal and action.
+    pub index: Index,
 }
 
 /// Parses and validates policy documents without building an engine; the
@@ -137,50 +132,8 @@ pub(crate) fn compile_docs(docs: &[PolicyDoc<'_>]) -> Result<Compiled, PolicyErr
     if !problems.is_empty() {
         return Err(PolicyError::Invalid { problems });
     }
-    Ok(slice(all, order))
-}
-
-/// Splits the set by the app each policy's resource scope names.
-fn slice(all: PolicySet, order: Vec<PolicyId>) -> Compiled {
-    let mut shared = Vec::new();
-    let mut per_app: HashMap<String, Vec<Policy>> = HashMap::new();
-    for policy in all.policies() {
-        match scoped_app(policy) {
-            Some(app) => per_app.entry(app).or_default().push(policy.clone()),
-            None => shared.push(policy.clone()),
-        }
-    }
-    let shared_set = set_of(shared.iter().cloned());
-    let slices = per_app
-        .into_iter()
-        .map(|(app, own)| (app, set_of(shared.iter().cloned().chain(own))))
-        .collect();
-    Compiled {
-        all,
-        order,
-        slices,
-        shared: shared_set,
-    }
-}
-
-fn set_of(policies: impl Iterator<Item = Policy>) -> PolicySet {
-    let mut set = PolicySet::new();
-    for policy in policies {
-        // Ids are unique in `all`, so adding a subset cannot collide.
-        let _ = set.add(policy);
-    }
-    set
-}
-
-/// The app a policy is restricted to by its resource scope, if any.
-/// `resource in App::"x"` is the same as `==` because apps have no parents.
-pub(crate) fn scoped_app(policy: &Policy) -> Option<String> {
-    let uid = match policy.resource_constraint() {
-        ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => uid,
-        ResourceConstraint::IsIn(_, uid) => uid,
-        ResourceConstraint::Any | ResourceConstraint::Is(_) => return None,
-    };
-    (uid.type_name().to_string() == APP_TYPE).then(|| uid.id().unescaped().to_owned())
+    let index = Index::build(&all);
+    Ok(Compiled { all, order, index })
 }
 
 fn bad_doc_id(id: &str) -> Option<String> {

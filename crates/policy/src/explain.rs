@@ -309,7 +309,7 @@ fn build_probes(
     Ok(Probes { whole, parts })
 }
 
-fn text<'a>(summary: &'a Value, pointer: &str) -> String {
+fn text(summary: &Value, pointer: &str) -> String {
     match summary.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => "?".to_owned(),

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use crate::PolicyError;
 
 /// The signed-in user, as the identity layer knows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserFacts {
     /// Stable user id; becomes the principal `Tsuzuku::User::"<id>"`.
     pub id: String,
@@ -25,7 +25,7 @@ pub struct UserFacts {
 }
 
 /// Device posture, as last reported by the connector on the device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeviceFacts {
     /// The device holds a Tsuzuku device certificate.
     pub enrolled: bool,
@@ -46,7 +46,7 @@ pub struct DeviceFacts {
 }
 
 /// The application a request is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppFacts {
     /// Application name; becomes the resource `Tsuzuku::App::"<name>"`.
     pub name: String,
@@ -59,7 +59,7 @@ pub struct AppFacts {
 }
 
 /// The HTTP request being decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestFacts {
     /// HTTP method as received, e.g. "GET".
     pub method: String,

@@ -14,6 +14,8 @@ mod engine;
 mod error;
 mod explain;
 mod facts;
+mod index;
+mod request;
 mod schema;
 
 pub use compile::{PolicyDoc, validate};

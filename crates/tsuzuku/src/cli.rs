@@ -182,6 +182,7 @@ pub enum PolicyCmd {
     History,
     /// Make an earlier version active again (recorded as a new version).
     Rollback {
+        #[arg(id = "target_version", value_name = "VERSION")]
         version: i64,
         #[arg(long, short, default_value = "")]
         message: String,
@@ -226,4 +227,14 @@ pub enum AuditCmd {
         #[arg(long)]
         kind: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

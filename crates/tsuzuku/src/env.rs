@@ -21,6 +21,12 @@ impl Env {
             .map(Path::to_owned)
             .unwrap_or_else(|| data_dir.join("tsuzuku.toml"));
         if !config_path.exists() {
+            if config.is_some() {
+                anyhow::bail!(
+                    "no configuration file at {} (--config)",
+                    config_path.display()
+                );
+            }
             anyhow::bail!(
                 "no configuration at {}; run `tsuzuku init` or `tsuzuku quickstart` first, or pass --data-dir",
                 config_path.display()

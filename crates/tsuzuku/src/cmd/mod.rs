@@ -226,6 +226,12 @@ async fn quickstart(dir: &std::path::Path, a: QuickstartArgs) -> Result<ExitCode
     {
         if existing.is_some() {
             store.delete_app("demo").await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "app.remove", "app": "demo", "via": "quickstart"}),
+            )
+            .await?;
         }
         store
             .create_app(

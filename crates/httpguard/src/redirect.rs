@@ -2,12 +2,12 @@
 //!
 //! A `return_to` value is accepted only in one exact form, `https://<app host><path>`, where the
 //! host is byte-for-byte one of the configured app hosts (or the portal) and the path passes
-//! [`crate::normalize::check_path`] and does not start with `//`. Everything else — `//evil`,
+//! [`crate::path::check_path`] and does not start with `//`. Everything else — `//evil`,
 //! `/\evil`, `https:evil`, `https://app@evil`, encoded or mixed-case variants, whitespace, control
 //! characters — is refused instead of being "fixed", so no parser difference can turn it into an
 //! open redirect.
 
-use crate::normalize::check_path;
+use crate::path::check_path;
 
 #[cfg(test)]
 mod tests;
@@ -76,14 +76,13 @@ pub fn check_local_path(path_and_query: &str) -> Result<String, RedirectError> {
         return Err(RedirectError::Path("it starts with two slashes".into()));
     }
     check_path(path).map_err(|e| RedirectError::Path(e.to_string()))?;
-    if let Some(q) = query {
-        if q.bytes()
+    if let Some(q) = query
+        && q.bytes()
             .any(|b| b < 0x21 || b == 0x7f || b == b'\\' || b == b'#')
-        {
-            return Err(RedirectError::Path(
-                "the query has spaces, control characters, '#' or backslashes".into(),
-            ));
-        }
+    {
+        return Err(RedirectError::Path(
+            "the query has spaces, control characters, '#' or backslashes".into(),
+        ));
     }
     Ok(path_and_query.to_owned())
 }
