@@ -1,5 +1,7 @@
 //! Decision latency at scale: 1,000 policies over 100 apps, 100,000 users in
-//! random groups, random requests.
+//! random groups, random requests (random user, app, method, address and
+//! device posture; bursts of 100 requests per second at random seconds of a
+//! week).
 //!
 //! `cargo bench -p tsuzuku-policy` runs the criterion benchmarks and prints
 //! the latency distribution of 100,000 single decisions, ending with the line
@@ -96,21 +98,36 @@ fn policies(rng: &mut Rng) -> Vec<(String, String)> {
     }
     assert_eq!(docs.len(), APPS * PER_APP_POLICIES);
     for n in 0..SHARED_POLICIES {
-        let text = match n % 4 {
-            0 => format!(
+        // One in ten names no group and applies to every request.
+        let text = match (n % 10, n % 4) {
+            (9, _) => match n % 3 {
+                0 => format!(
+                    "forbid (principal, action, resource)\n\
+                     when {{ context.source_ip.isInRange(ip(\"198.51.{}.0/24\")) }};",
+                    n
+                ),
+                1 => "forbid (principal, action == Tsuzuku::Action::\"write\", resource)\n\
+                      when { resource.data_class == \"restricted\" }\n\
+                      unless { principal.mfa };"
+                    .to_owned(),
+                _ => "forbid (principal, action, resource)\n\
+                      when { context has device && context.device.posture_age_secs > 86400 };"
+                    .to_owned(),
+            },
+            (_, 0) => format!(
                 "forbid (principal in {}, action, resource)\n\
                  unless {{ context.local_time >= duration(\"7h\") && context.local_time < duration(\"22h\") }};",
                 group(rng)
             ),
-            1 => format!(
+            (_, 1) => format!(
                 "forbid (principal in {}, action, resource)\n\
                  when {{ resource.data_class == \"restricted\" }}\n\
                  unless {{ context has device && context.device.company_issued && context.device.disk_encrypted }};",
                 group(rng)
             ),
-            2 => format!(
-                "forbid (principal, action == Tsuzuku::Action::\"write\", resource)\n\
-                 when {{ resource.critical && principal in {} }}\n\
+            (_, 2) => format!(
+                "forbid (principal in {}, action == Tsuzuku::Action::\"write\", resource)\n\
+                 when {{ resource.critical }}\n\
                  unless {{ principal.mfa && principal.auth_age_secs < 3600 }};",
                 group(rng)
             ),
@@ -167,10 +184,17 @@ struct Request {
     req: RequestFacts,
 }
 
+/// Requests arrive the way a busy gateway sees them: in bursts of
+/// `BURST` within one second, at random seconds of one week.
+const BURST: usize = 100;
+
 fn requests(rng: &mut Rng, count: usize) -> Vec<Request> {
+    let mut now = MONDAY;
     (0..count)
-        .map(|_| {
-            let now = MONDAY + rng.below(7 * 86_400) as i64;
+        .map(|n| {
+            if n % BURST == 0 {
+                now = MONDAY + rng.below(7 * 86_400) as i64;
+            }
             let ip = match rng.below(3) {
                 0 => Ipv4Addr::new(10, rng.below(256) as u8, rng.below(256) as u8, 7),
                 1 => Ipv4Addr::new(192, 168, rng.below(256) as u8, 20),

@@ -126,7 +126,10 @@ pub(crate) fn compile_docs(docs: &[PolicyDoc<'_>]) -> Result<Compiled, PolicyErr
             ))
         })
         .collect();
-    validation_problems.sort_by(|(a, pa), (b, pb)| (a, pa.location).cmp(&(b, pb.location)));
+    // The validator reports in no fixed order.
+    validation_problems.sort_by(|(a, pa), (b, pb)| {
+        (a, pa.location, &pa.message).cmp(&(b, pb.location, &pb.message))
+    });
     problems.extend(validation_problems.into_iter().map(|(_, p)| p));
 
     if !problems.is_empty() {

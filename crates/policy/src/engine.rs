@@ -3,11 +3,10 @@
 //! reports a [`Decision`] with its reasons.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Effect, Entities, EntityId,
-    EntityTypeName, EntityUid, PolicyId, Request, Response,
+    AuthorizationError, Authorizer, Decision as CedarDecision, Effect, Entities, PolicyId, Request,
+    Response,
 };
 use jiff::tz::TimeZone;
 
@@ -15,7 +14,7 @@ use crate::PolicyError;
 use crate::compile::{Compiled, PolicyDoc, compile_docs};
 use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts, action_for_method};
 use crate::index::{READ, WRITE};
-use crate::request::{Types, app_entity, context_pairs, local_clock, summary, user_entity};
+use crate::request::{Builder, local_clock, summary};
 
 /// The outcome of one authorization decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,11 +46,7 @@ pub struct PolicyEngine {
     tz: TimeZone,
     /// Position of every policy in document order, to sort reasons.
     rank: HashMap<PolicyId, usize>,
-    types: Types,
-    /// The action entities `read` and `write`, both in `access`.
-    actions: Entities,
-    read: EntityUid,
-    write: EntityUid,
+    builder: Builder,
     pub(crate) authorizer: Authorizer,
 }
 
@@ -74,16 +69,7 @@ impl PolicyEngine {
     pub fn compile(docs: &[PolicyDoc<'_>], tz: TimeZone) -> Result<Self, PolicyError> {
         let compiled = compile_docs(docs)?;
         let schema = crate::schema::schema()?;
-        let internal =
-            |what: &str, e: &dyn std::fmt::Display| PolicyError::Schema(format!("{what}: {e}"));
-        let types = Types::new().map_err(|e| internal("names", &e))?;
-        let action_type = EntityTypeName::from_str("Tsuzuku::Action")
-            .map_err(|e| internal("Tsuzuku::Action", &e))?;
-        let action =
-            |name: &str| EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(name));
-        let actions = schema
-            .action_entities()
-            .map_err(|e| internal("action entities", &e))?;
+        let builder = Builder::new(schema).map_err(PolicyError::Schema)?;
         let rank = compiled
             .order
             .iter()
@@ -94,10 +80,7 @@ impl PolicyEngine {
             compiled,
             tz,
             rank,
-            types,
-            actions,
-            read: action("read"),
-            write: action("write"),
+            builder,
             authorizer: Authorizer::new(),
         })
     }
@@ -159,8 +142,9 @@ impl PolicyEngine {
         app: &AppFacts,
         req: &RequestFacts,
     ) -> (Result<Prepared, String>, serde_json::Value) {
-        let clock = local_clock(&self.tz, req.now_unix);
         let action = action_for_method(&req.method);
+        let read = action == "read";
+        let moment = local_clock(&self.tz, req.now_unix).and_then(|c| self.builder.moment(&c));
         let summary = summary(
             user,
             device,
@@ -168,29 +152,14 @@ impl PolicyEngine {
             req,
             action,
             &self.tz,
-            clock.as_ref().ok(),
+            moment.as_ref().ok(),
         );
-        let prepared = clock.and_then(|clock| {
-            let (principal, user_entity) = user_entity(&self.types, user, req.now_unix)?;
-            let (resource, app_entity) = app_entity(&self.types, app)?;
-            let entities = self
-                .actions
-                .clone()
-                .add_entities([user_entity, app_entity], None)
-                .map_err(|e| format!("entities: {e}"))?;
-            let context = Context::from_pairs(context_pairs(&self.types, req, device, &clock)?)
-                .map_err(|e| format!("request context: {e}"))?;
-            let (action_uid, action) = if action == "read" {
-                (self.read.clone(), READ)
-            } else {
-                (self.write.clone(), WRITE)
-            };
-            let request = Request::new(principal, action_uid, resource, context, None)
-                .map_err(|e| format!("request: {e}"))?;
+        let prepared = moment.and_then(|moment| {
+            let built = self.builder.build(user, device, app, req, read, &moment)?;
             Ok(Prepared {
-                request,
-                entities,
-                action,
+                request: built.request,
+                entities: built.entities,
+                action: if read { READ } else { WRITE },
             })
         });
         (prepared, summary)

@@ -27,6 +27,4 @@ pub use jiff::tz::TimeZone;
 pub use schema::schema_text;
 
 #[cfg(test)]
-mod profile_tmp;
-#[cfg(test)]
 mod tests;

@@ -2,21 +2,35 @@
 //! app entities, the request context with local time in the organisation's
 //! zone, and the audit summary of the inputs.
 //!
-//! Extension values (`ip(..)`, `datetime(..)`, `duration(..)`) are built
-//! from function names parsed once per engine: cedar-policy's
+//! Cedar's public constructors are too slow for a per-request path:
 //! `RestrictedExpression::new_ip` and friends run Cedar's parser on the
-//! function name for every value, which costs more than a whole decision
-//! should (about 15 µs each).
+//! function name for every value (about 15 µs each), `Context::from_pairs`
+//! and `Entity::new` evaluate expressions, and `Entities::from_entities`
+//! recomputes the transitive closure. So the request, its context and its
+//! entities are built here from `cedar-policy-core` values directly (the
+//! crate `cedar-policy` wraps, at the exact version it pins), with names
+//! parsed once per engine. The time values, whose construction runs Cedar's
+//! date parser, are kept per thread for the current second. A test checks
+//! that the result equals what the public constructors build.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
 
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
-use cedar_policy_core::ast::{Name, RestrictedExpr};
+use cedar_policy::pst::SmolStr;
+use cedar_policy::{EntityTypeName, Schema};
+use cedar_policy_core::ast::{
+    Context as CoreContext, Eid, Entity as CoreEntity, EntityType, EntityUID, EntityUIDEntry, Name,
+    PartialValue, Request as CoreRequest, RestrictedExpr, Value,
+};
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::evaluator::RestrictedEvaluator;
+use cedar_policy_core::extensions::Extensions;
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::{Offset, TimeZone};
-use serde_json::json;
 
 use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts};
 
@@ -96,182 +110,257 @@ pub(crate) fn age(now: i64, then: i64) -> i64 {
     now.saturating_sub(then).max(0)
 }
 
-/// Entity type and extension function names, parsed once per engine.
+/// Names and entities every request needs, prepared once per engine.
 #[derive(Debug)]
-pub(crate) struct Types {
-    pub user: EntityTypeName,
-    pub group: EntityTypeName,
-    pub app: EntityTypeName,
-    pub ip: Name,
-    pub datetime: Name,
-    pub duration: Name,
+pub(crate) struct Builder {
+    user: EntityType,
+    group: EntityType,
+    app: EntityType,
+    ip: Name,
+    datetime: Name,
+    duration: Name,
+    read: Arc<EntityUID>,
+    write: Arc<EntityUID>,
+    /// `read` and `write`, both in `access`, from the schema.
+    actions: Vec<Arc<CoreEntity>>,
 }
 
-impl Types {
-    pub(crate) fn new() -> Result<Self, String> {
+/// A Cedar request ready to evaluate.
+pub(crate) struct Built {
+    pub request: cedar_policy::Request,
+    pub entities: cedar_policy::Entities,
+}
+
+/// Everything derived from the instant and the zone offset: the Cedar time
+/// values and their texts for the audit summary.
+#[derive(Clone)]
+pub(crate) struct Moment {
+    key: (i64, i32),
+    now: Value,
+    local_time: Value,
+    pub now_text: String,
+    pub offset_text: String,
+    pub date_text: String,
+    pub time_text: String,
+    pub weekday: &'static str,
+}
+
+thread_local! {
+    /// The moment of the last request this thread built, reused while the
+    /// second lasts.
+    static MOMENT: Cell<Option<Moment>> = const { Cell::new(None) };
+}
+
+impl Builder {
+    pub(crate) fn new(schema: &Schema) -> Result<Self, String> {
         let entity_type = |name: &str| {
-            name.parse::<EntityTypeName>()
+            EntityTypeName::from_str(name)
+                .map(|t| AsRef::<EntityType>::as_ref(&t).clone())
                 .map_err(|e| format!("entity type {name}: {e}"))
         };
         let function = |name: &str| {
             Name::parse_unqualified_name(name).map_err(|e| format!("function {name}: {e}"))
         };
-        Ok(Types {
+        let action_type = entity_type("Tsuzuku::Action")?;
+        let action = |id: &str| {
+            Arc::new(EntityUID::from_components(
+                action_type.clone(),
+                Eid::new(id),
+                None,
+            ))
+        };
+        let actions = schema
+            .action_entities()
+            .map_err(|e| format!("action entities: {e}"))?;
+        let actions = AsRef::<CoreEntities>::as_ref(&actions)
+            .iter()
+            .map(|e| Arc::new(e.clone()))
+            .collect();
+        Ok(Builder {
             user: entity_type("Tsuzuku::User")?,
             group: entity_type("Tsuzuku::Group")?,
             app: entity_type("Tsuzuku::App")?,
             ip: function("ip")?,
             datetime: function("datetime")?,
             duration: function("duration")?,
+            read: action("read"),
+            write: action("write"),
+            actions,
         })
     }
 
-    /// `function("arg")`, the same expression as
-    /// `RestrictedExpression::new_ip(arg)` (for `ip`) and friends.
-    pub(crate) fn call(function: &Name, arg: String) -> RestrictedExpression {
-        RestrictedExpression::from(RestrictedExpr::call_extension_fn(
-            function.clone(),
-            [RestrictedExpr::val(arg)],
-        ))
+    /// Evaluates `function("arg")`, e.g. `ip("10.0.0.1")`.
+    fn extension(function: &Name, arg: String) -> Result<Value, String> {
+        let expr = RestrictedExpr::call_extension_fn(function.clone(), [RestrictedExpr::val(arg)]);
+        RestrictedEvaluator::new(Extensions::all_available())
+            .interpret(expr.as_borrowed())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The time values of `clock`, from this thread's cache when the last
+    /// request was in the same second and zone offset.
+    pub(crate) fn moment(&self, clock: &Clock) -> Result<Moment, String> {
+        let key = (clock.now.as_second(), clock.offset.seconds());
+        MOMENT.with(|cache| {
+            if let Some(moment) = cache.take()
+                && moment.key == key
+            {
+                cache.set(Some(moment.clone()));
+                return Ok(moment);
+            }
+            let now_text = clock.now.to_string();
+            let moment = Moment {
+                key,
+                now: Self::extension(&self.datetime, now_text.clone())?,
+                local_time: Self::extension(&self.duration, format!("{}s", clock.seconds_of_day))?,
+                now_text,
+                offset_text: offset_text(clock.offset),
+                date_text: date_text(clock.date),
+                time_text: time_of_day_text(clock.seconds_of_day),
+                weekday: clock.weekday,
+            };
+            cache.set(Some(moment.clone()));
+            Ok(moment)
+        })
+    }
+
+    /// The Cedar request and entities for one request. `read` selects the
+    /// action.
+    pub(crate) fn build(
+        &self,
+        user: &UserFacts,
+        device: Option<&DeviceFacts>,
+        app: &AppFacts,
+        req: &RequestFacts,
+        read: bool,
+        moment: &Moment,
+    ) -> Result<Built, String> {
+        let principal = Arc::new(EntityUID::from_components(
+            self.user.clone(),
+            Eid::new(user.id.as_str()),
+            None,
+        ));
+        let resource = Arc::new(EntityUID::from_components(
+            self.app.clone(),
+            Eid::new(app.name.as_str()),
+            None,
+        ));
+        let action = if read { &self.read } else { &self.write };
+
+        let groups: HashSet<EntityUID> = user
+            .groups
+            .iter()
+            .map(|g| EntityUID::from_components(self.group.clone(), Eid::new(g.as_str()), None))
+            .collect();
+        let user_entity = CoreEntity::new_with_attr_partial_value(
+            EntityUID::clone(&principal),
+            [
+                attr("username", user.username.as_str()),
+                attr("auth_method", user.auth_method.as_str()),
+                attr("mfa", user.mfa),
+                attr("auth_age_secs", age(req.now_unix, user.auth_time)),
+            ],
+            HashSet::new(),
+            groups,
+            [],
+        );
+        let app_entity = CoreEntity::new_with_attr_partial_value(
+            EntityUID::clone(&resource),
+            [
+                attr("name", app.name.as_str()),
+                attr("data_class", app.data_class.as_str()),
+                attr("critical", app.critical),
+                attr("isolated", app.isolated),
+            ],
+            HashSet::new(),
+            HashSet::new(),
+            [],
+        );
+        // The hierarchy is already transitively closed: users are in
+        // groups, groups and apps have no parents, and the schema's action
+        // entities come closed.
+        let entities = CoreEntities::from_entities(
+            self.actions
+                .iter()
+                .map(|a| CoreEntity::clone(a))
+                .chain([user_entity, app_entity]),
+            None::<&NoEntitiesSchema>,
+            TCComputation::AssumeAlreadyComputed,
+            Extensions::all_available(),
+        )
+        .map_err(|e| format!("entities: {e}"))?;
+
+        let mut context: BTreeMap<SmolStr, Value> = BTreeMap::new();
+        context.insert(
+            "source_ip".into(),
+            Self::extension(&self.ip, canonical_ip(req.source_ip).to_string())?,
+        );
+        context.insert("now".into(), moment.now.clone());
+        context.insert("local_time".into(), moment.local_time.clone());
+        context.insert("local_date".into(), Value::from(moment.date_text.as_str()));
+        context.insert("weekday".into(), Value::from(moment.weekday));
+        context.insert(
+            "method".into(),
+            Value::from(req.method.to_ascii_uppercase()),
+        );
+        context.insert("path".into(), Value::from(req.path.as_str()));
+        if let Some(device) = device {
+            let posture: BTreeMap<SmolStr, Value> = [
+                ("enrolled", Value::from(device.enrolled)),
+                ("company_issued", Value::from(device.company_issued)),
+                ("os", Value::from(device.os.as_str())),
+                ("os_version", Value::from(device.os_version.as_str())),
+                ("disk_encrypted", Value::from(device.disk_encrypted)),
+                ("antivirus_running", Value::from(device.antivirus_running)),
+                ("antivirus_version", Value::from(device.antivirus_version)),
+                (
+                    "posture_age_secs",
+                    Value::from(age(req.now_unix, device.reported_at)),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (SmolStr::from(k), v))
+            .collect();
+            context.insert("device".into(), Value::record_arc(Arc::new(posture), None));
+        }
+
+        let request = CoreRequest::new_unchecked(
+            EntityUIDEntry::Known {
+                euid: principal,
+                loc: None,
+            },
+            EntityUIDEntry::Known {
+                euid: Arc::clone(action),
+                loc: None,
+            },
+            EntityUIDEntry::Known {
+                euid: resource,
+                loc: None,
+            },
+            Some(CoreContext::Value(Arc::new(context))),
+        );
+        Ok(Built {
+            request: request.into(),
+            entities: entities.into(),
+        })
     }
 }
 
-pub(crate) fn user_entity(
-    types: &Types,
-    user: &UserFacts,
-    now_unix: i64,
-) -> Result<(EntityUid, Entity), String> {
-    let uid = EntityUid::from_type_name_and_id(types.user.clone(), EntityId::new(&user.id));
-    let attrs = HashMap::from([
-        (
-            "username".to_owned(),
-            RestrictedExpression::new_string(user.username.clone()),
-        ),
-        (
-            "auth_method".to_owned(),
-            RestrictedExpression::new_string(user.auth_method.clone()),
-        ),
-        ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
-        (
-            "auth_age_secs".to_owned(),
-            RestrictedExpression::new_long(age(now_unix, user.auth_time)),
-        ),
-    ]);
-    let groups: HashSet<EntityUid> = user
-        .groups
-        .iter()
-        .map(|g| EntityUid::from_type_name_and_id(types.group.clone(), EntityId::new(g)))
-        .collect();
-    let entity =
-        Entity::new(uid.clone(), attrs, groups).map_err(|e| format!("user {:?}: {e}", user.id))?;
-    Ok((uid, entity))
+fn attr(name: &str, value: impl Into<Value>) -> (SmolStr, PartialValue) {
+    (SmolStr::from(name), PartialValue::from(value.into()))
 }
 
-pub(crate) fn app_entity(types: &Types, app: &AppFacts) -> Result<(EntityUid, Entity), String> {
-    let uid = EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(&app.name));
-    let attrs = HashMap::from([
-        (
-            "name".to_owned(),
-            RestrictedExpression::new_string(app.name.clone()),
-        ),
-        (
-            "data_class".to_owned(),
-            RestrictedExpression::new_string(app.data_class.clone()),
-        ),
-        (
-            "critical".to_owned(),
-            RestrictedExpression::new_bool(app.critical),
-        ),
-        (
-            "isolated".to_owned(),
-            RestrictedExpression::new_bool(app.isolated),
-        ),
-    ]);
-    let entity = Entity::new(uid.clone(), attrs, HashSet::new())
-        .map_err(|e| format!("app {:?}: {e}", app.name))?;
-    Ok((uid, entity))
+fn object<const N: usize>(entries: [(&str, serde_json::Value); N]) -> serde_json::Value {
+    serde_json::Value::Object(
+        entries
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
 }
 
-/// The request context (see `RequestContext` in the schema).
-pub(crate) fn context_pairs(
-    types: &Types,
-    req: &RequestFacts,
-    device: Option<&DeviceFacts>,
-    clock: &Clock,
-) -> Result<Vec<(String, RestrictedExpression)>, String> {
-    let mut pairs = Vec::with_capacity(8);
-    pairs.extend([
-        (
-            "source_ip".to_owned(),
-            Types::call(&types.ip, canonical_ip(req.source_ip).to_string()),
-        ),
-        (
-            "now".to_owned(),
-            Types::call(&types.datetime, clock.now.to_string()),
-        ),
-        (
-            "local_time".to_owned(),
-            Types::call(&types.duration, format!("{}s", clock.seconds_of_day)),
-        ),
-        (
-            "local_date".to_owned(),
-            Types::call(&types.datetime, date_text(clock.date)),
-        ),
-        (
-            "weekday".to_owned(),
-            RestrictedExpression::new_string(clock.weekday.to_owned()),
-        ),
-        (
-            "method".to_owned(),
-            RestrictedExpression::new_string(req.method.to_ascii_uppercase()),
-        ),
-        (
-            "path".to_owned(),
-            RestrictedExpression::new_string(req.path.clone()),
-        ),
-    ]);
-    if let Some(device) = device {
-        let record = RestrictedExpression::new_record([
-            (
-                "enrolled".to_owned(),
-                RestrictedExpression::new_bool(device.enrolled),
-            ),
-            (
-                "company_issued".to_owned(),
-                RestrictedExpression::new_bool(device.company_issued),
-            ),
-            (
-                "os".to_owned(),
-                RestrictedExpression::new_string(device.os.clone()),
-            ),
-            (
-                "os_version".to_owned(),
-                RestrictedExpression::new_string(device.os_version.clone()),
-            ),
-            (
-                "disk_encrypted".to_owned(),
-                RestrictedExpression::new_bool(device.disk_encrypted),
-            ),
-            (
-                "antivirus_running".to_owned(),
-                RestrictedExpression::new_bool(device.antivirus_running),
-            ),
-            (
-                "antivirus_version".to_owned(),
-                RestrictedExpression::new_long(device.antivirus_version),
-            ),
-            (
-                "posture_age_secs".to_owned(),
-                RestrictedExpression::new_long(age(req.now_unix, device.reported_at)),
-            ),
-        ])
-        .map_err(|e| format!("device record: {e}"))?;
-        pairs.push(("device".to_owned(), record));
-    }
-    Ok(pairs)
-}
-
-/// The inputs as the policies see them, for the audit event.
+/// The inputs as the policies see them, for the audit event. `moment` is
+/// absent when the request time could not be used.
 pub(crate) fn summary(
     user: &UserFacts,
     device: Option<&DeviceFacts>,
@@ -279,48 +368,73 @@ pub(crate) fn summary(
     req: &RequestFacts,
     action: &str,
     tz: &TimeZone,
-    clock: Option<&Clock>,
+    moment: Option<&Moment>,
 ) -> serde_json::Value {
-    let device = device.map(|d| {
-        json!({
-            "enrolled": d.enrolled,
-            "company_issued": d.company_issued,
-            "os": d.os,
-            "os_version": d.os_version,
-            "disk_encrypted": d.disk_encrypted,
-            "antivirus_running": d.antivirus_running,
-            "antivirus_version": d.antivirus_version,
-            "posture_age_secs": age(req.now_unix, d.reported_at),
-        })
-    });
-    json!({
-        "principal": {
-            "id": user.id,
-            "username": user.username,
-            "groups": user.groups,
-            "auth_method": user.auth_method,
-            "mfa": user.mfa,
-            "auth_age_secs": age(req.now_unix, user.auth_time),
-        },
-        "action": action,
-        "resource": {
-            "name": app.name,
-            "data_class": app.data_class,
-            "critical": app.critical,
-            "isolated": app.isolated,
-        },
-        "context": {
-            "source_ip": canonical_ip(req.source_ip).to_string(),
-            "now_unix": req.now_unix,
-            "now": clock.map(|c| c.now.to_string()),
-            "time_zone": tz.iana_name().unwrap_or("(fixed offset)"),
-            "utc_offset": clock.map(|c| offset_text(c.offset)),
-            "local_date": clock.map(|c| date_text(c.date)),
-            "local_time": clock.map(|c| time_of_day_text(c.seconds_of_day)),
-            "weekday": clock.map(|c| c.weekday),
-            "method": req.method.to_ascii_uppercase(),
-            "path": req.path,
-            "device": device,
-        },
-    })
+    use serde_json::Value as J;
+    let text = |s: &str| J::String(s.to_owned());
+    let device = match device {
+        None => J::Null,
+        Some(d) => object([
+            ("enrolled", J::Bool(d.enrolled)),
+            ("company_issued", J::Bool(d.company_issued)),
+            ("os", text(&d.os)),
+            ("os_version", text(&d.os_version)),
+            ("disk_encrypted", J::Bool(d.disk_encrypted)),
+            ("antivirus_running", J::Bool(d.antivirus_running)),
+            ("antivirus_version", J::from(d.antivirus_version)),
+            (
+                "posture_age_secs",
+                J::from(age(req.now_unix, d.reported_at)),
+            ),
+        ]),
+    };
+    let moment_text = |f: fn(&Moment) -> &str| moment.map_or(J::Null, |m| text(f(m)));
+    object([
+        (
+            "principal",
+            object([
+                ("id", text(&user.id)),
+                ("username", text(&user.username)),
+                (
+                    "groups",
+                    J::Array(user.groups.iter().map(|g| text(g)).collect()),
+                ),
+                ("auth_method", text(&user.auth_method)),
+                ("mfa", J::Bool(user.mfa)),
+                ("auth_age_secs", J::from(age(req.now_unix, user.auth_time))),
+            ]),
+        ),
+        ("action", text(action)),
+        (
+            "resource",
+            object([
+                ("name", text(&app.name)),
+                ("data_class", text(&app.data_class)),
+                ("critical", J::Bool(app.critical)),
+                ("isolated", J::Bool(app.isolated)),
+            ]),
+        ),
+        (
+            "context",
+            object([
+                (
+                    "source_ip",
+                    J::String(canonical_ip(req.source_ip).to_string()),
+                ),
+                ("now_unix", J::from(req.now_unix)),
+                ("now", moment_text(|m| &m.now_text)),
+                (
+                    "time_zone",
+                    text(tz.iana_name().unwrap_or("(fixed offset)")),
+                ),
+                ("utc_offset", moment_text(|m| &m.offset_text)),
+                ("local_date", moment_text(|m| &m.date_text)),
+                ("local_time", moment_text(|m| &m.time_text)),
+                ("weekday", moment_text(|m| m.weekday)),
+                ("method", J::String(req.method.to_ascii_uppercase())),
+                ("path", text(&req.path)),
+                ("device", device),
+            ]),
+        ),
+    ])
 }

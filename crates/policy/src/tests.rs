@@ -461,10 +461,10 @@ fn weekday_and_local_time() {
 #[test]
 fn local_date_and_now() {
     let engine = engine(&[(
-        "before-new-year",
+        "closed-new-year-holidays",
         r#"permit (principal, action, resource)
            when {
-             context.local_date < datetime("2027-01-01") &&
+             !["2027-01-01", "2027-01-02", "2027-01-03"].contains(context.local_date) &&
              context.now >= datetime("2026-01-01T00:00:00Z")
            };"#,
     )]);
@@ -482,8 +482,8 @@ fn local_date_and_now() {
             ),
         ],
         expect![[r#"
-            [2026-12-31 23:59 JST] ALLOW: allowed by policy before-new-year
-            determining: before-new-year
+            [2026-12-31 23:59 JST] ALLOW: allowed by policy closed-new-year-holidays
+            determining: closed-new-year-holidays
             [2027-01-01 00:30 JST] DENY: denied: no policy permits (default deny)
         "#]],
     );
@@ -594,7 +594,7 @@ fn schema_rejects_bad_policies_with_the_validator_message() {
     expect![[r#"
         5 problem(s) in the policy documents; fix them and load again (nothing was loaded):
           - policy document "typo" at line 2, column 10: for policy `typo`, attribute `mfa_enabled` on entity type `Tsuzuku::User` not found (hint: did you mean `mfa`?)
-          - policy document "unknown-type" at line 1, column 22: for policy `unknown-type`, unrecognized entity type `Tsuzuku::Team` (hint: did you mean `Tsuzuku::User`?)
+          - policy document "unknown-type" at line 1, column 22: for policy `unknown-type`, unrecognized entity type `Tsuzuku::Usr` (hint: did you mean `Tsuzuku::User`?)
           - policy document "optional-device" at line 1, column 45: for policy `optional-device`, unable to guarantee safety of access to optional attribute `device` in context for Tsuzuku::Action::"read" (hint: try testing for the attribute's presence with `context has device && ..`)
           - policy document "optional-device" at line 1, column 45: for policy `optional-device`, unable to guarantee safety of access to optional attribute `device` in context for Tsuzuku::Action::"write" (hint: try testing for the attribute's presence with `context has device && ..`)
           - policy document "type-error" at line 1, column 45: for policy `type-error`, unexpected type: expected Long but saw String"#]]
@@ -606,7 +606,7 @@ fn schema_rejects_bad_policies_with_the_validator_message() {
         ),
         (
             "unknown-type",
-            r#"permit (principal in Tsuzuku::Team::"a", action, resource);"#,
+            r#"permit (principal in Tsuzuku::Usr::"a", action, resource);"#,
         ),
         (
             "optional-device",
@@ -846,6 +846,104 @@ fn requests_conform_to_the_schema() {
             .filter(|e| e.uid().type_name().to_string() != "Tsuzuku::Action")
             .cloned();
         cedar_policy::Entities::from_entities(users_and_apps, Some(schema)).unwrap();
+    }
+}
+
+/// The request, context and entities built from Cedar's core types must
+/// equal what Cedar's public constructors build from the same facts.
+#[test]
+fn fast_request_building_matches_the_public_api() {
+    use cedar_policy::{Context, Entities, Entity, EntityUid, RestrictedExpression as R};
+    use std::collections::{HashMap, HashSet};
+
+    let schema = crate::schema::schema().unwrap();
+    let engine = engine(&[]);
+    let uid = |text: &str| EntityUid::from_str(text).unwrap();
+    let s = |text: &str| R::new_string(text.to_owned());
+    let posture = R::new_record([
+        ("enrolled".to_owned(), R::new_bool(true)),
+        ("company_issued".to_owned(), R::new_bool(true)),
+        ("os".to_owned(), s("windows")),
+        ("os_version".to_owned(), s("10.0.22631")),
+        ("disk_encrypted".to_owned(), R::new_bool(true)),
+        ("antivirus_running".to_owned(), R::new_bool(true)),
+        ("antivirus_version".to_owned(), R::new_long(400182403000009)),
+        ("posture_age_secs".to_owned(), R::new_long(30)),
+    ])
+    .unwrap();
+    let cases = [
+        (
+            Case::new(),
+            "10.0.0.1",
+            "GET",
+            Some(posture),
+            r#"Tsuzuku::Action::"read""#,
+        ),
+        (
+            Case::new().no_device().ip("::ffff:10.1.1.1").method("post"),
+            "10.1.1.1",
+            "POST",
+            None,
+            r#"Tsuzuku::Action::"write""#,
+        ),
+    ];
+    for (case, ip, method, device, action) in cases {
+        let (prepared, _) = engine.prepare(&case.user, case.device.as_ref(), &case.app, &case.req);
+        let prepared = prepared.unwrap();
+        let request = &prepared.request;
+        assert_eq!(
+            request.principal(),
+            Some(&uid(r#"Tsuzuku::User::"u-alice""#))
+        );
+        assert_eq!(request.action(), Some(&uid(action)));
+        assert_eq!(request.resource(), Some(&uid(r#"Tsuzuku::App::"sales""#)));
+
+        let mut pairs = vec![
+            ("source_ip".to_owned(), R::new_ip(ip)),
+            ("now".to_owned(), R::new_datetime("2026-11-23T01:00:00Z")),
+            ("local_time".to_owned(), R::new_duration("10h")),
+            ("local_date".to_owned(), s("2026-11-23")),
+            ("weekday".to_owned(), s("Mon")),
+            ("method".to_owned(), s(method)),
+            ("path".to_owned(), s("/")),
+        ];
+        pairs.extend(device.map(|d| ("device".to_owned(), d)));
+        let expected = Context::from_pairs(pairs).unwrap();
+        assert_eq!(request.context(), Some(&expected));
+
+        let user = Entity::new(
+            uid(r#"Tsuzuku::User::"u-alice""#),
+            HashMap::from([
+                ("username".to_owned(), s("alice")),
+                ("auth_method".to_owned(), s("password+totp")),
+                ("mfa".to_owned(), R::new_bool(true)),
+                ("auth_age_secs".to_owned(), R::new_long(600)),
+            ]),
+            HashSet::from([
+                uid(r#"Tsuzuku::Group::"employees""#),
+                uid(r#"Tsuzuku::Group::"sales""#),
+            ]),
+        )
+        .unwrap();
+        let app = Entity::new(
+            uid(r#"Tsuzuku::App::"sales""#),
+            HashMap::from([
+                ("name".to_owned(), s("sales")),
+                ("data_class".to_owned(), s("internal")),
+                ("critical".to_owned(), R::new_bool(false)),
+                ("isolated".to_owned(), R::new_bool(false)),
+            ]),
+            HashSet::new(),
+        )
+        .unwrap();
+        // With the schema, Cedar adds the action entities and checks types.
+        let expected = Entities::from_entities([user, app], Some(schema)).unwrap();
+        assert!(
+            prepared.entities.deep_eq(&expected),
+            "{:?}\n!=\n{:?}",
+            prepared.entities,
+            expected
+        );
     }
 }
 

@@ -209,6 +209,52 @@ impl TestGateway {
         Ok(())
     }
 
+    /// Starts a second gateway node of the same site: same store, keys and certificate, its own
+    /// listening port (a copy of the configuration with another `listen`). Killed on drop.
+    pub async fn start_node(&self) -> Result<Node, KitError> {
+        let port = free_port()?;
+        let text = std::fs::read_to_string(self.data().join("tsuzuku.toml"))?;
+        let text = text.replace(
+            &format!("listen = \"127.0.0.1:{}\"", self.port),
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let cfg = self.data().join(format!("node-{port}.toml"));
+        std::fs::write(&cfg, text)?;
+        let mut child = Command::new(&self.bin)
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| KitError::Msg("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if l.starts_with("READY ") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !ready {
+            return Err(KitError::Msg("second node did not become ready".into()));
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Node {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        })
+    }
+
     /// What the gateway wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|s| s.join("\n")).unwrap_or_default()
@@ -262,6 +308,21 @@ impl TestGateway {
             b = b.resolve(&format!("{n}.localhost"), self.addr());
         }
         Ok(b.build()?)
+    }
+}
+
+/// Another gateway node of the same site.
+pub struct Node {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Node {
+    /// SIGKILL, as a crash would.
+    pub async fn kill9(&mut self) -> Result<(), KitError> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
     }
 }
 
@@ -381,6 +442,17 @@ impl TestGateway {
         request: &[u8],
         wait: Duration,
     ) -> Result<Vec<u8>, KitError> {
+        self.raw_to(self.addr(), name, request, wait).await
+    }
+
+    /// Like [`TestGateway::raw`], to another node's address.
+    pub async fn raw_to(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        request: &[u8],
+        wait: Duration,
+    ) -> Result<Vec<u8>, KitError> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut roots = rustls::RootCertStore::empty();
         let pem = self.ca_pem()?;
@@ -398,7 +470,7 @@ impl TestGateway {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
-        let tcp = tokio::net::TcpStream::connect(self.addr()).await?;
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
         let server_name = rustls::pki_types::ServerName::try_from(format!("{name}.localhost"))
             .map_err(|e| KitError::Msg(e.to_string()))?;
         let mut tls = connector.connect(server_name, tcp).await?;

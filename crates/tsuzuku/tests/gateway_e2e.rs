@@ -651,3 +651,249 @@ async fn health_endpoints_answer_without_sign_in() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+#[tokio::test]
+async fn random_hostile_requests_never_get_a_500_or_a_panic() {
+    let (gw, _up, alice) = setup().await;
+    let cookie = session_cookie(&gw, &alice, "alice", 0).await;
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let methods = [
+        "GET", "POST", "HEAD", "OPTIONS", "DELETE", "PUT", "PATCH", "G\x01T", "CONNECT", "",
+    ];
+    let pieces = [
+        "/",
+        "a",
+        "%2e",
+        "%2F",
+        "..",
+        ".",
+        ";",
+        "%00",
+        "%c0%ae",
+        "%ff",
+        "\\",
+        "//",
+        "%",
+        "%zz",
+        "?",
+        "#",
+        "%20",
+        "~",
+        "é",
+        "%e2%80%ae",
+        "*",
+        "@",
+        ":",
+        "%25",
+        "admin",
+    ];
+    let hosts = [
+        "app.localhost",
+        "auth.localhost",
+        "other.localhost",
+        "",
+        "APP.localhost",
+        "app.localhost:1",
+        "app.localhost\u{0}",
+        "[::1]",
+        "127.0.0.1",
+    ];
+    let headers = [
+        "",
+        "X-Tsuzuku-User: root\r\n",
+        "Cookie: __Host-tsuzuku_session=\r\n",
+        "Cookie: __Host-tsuzuku_session=%%%\r\n",
+        "Content-Length: -1\r\n",
+        "Content-Length: 99999999999999999999\r\n",
+        "Transfer-Encoding: chunked, identity\r\n",
+        "X-Forwarded-For: 1.2.3.4, garbage\r\n",
+        "Connection: upgrade\r\nUpgrade: h2c\r\n",
+        "Expect: 100-continue\r\n",
+        "Host: second.example\r\n",
+        " folded: header\r\n",
+    ];
+    let port = gw.port;
+    for i in 0..250 {
+        let m = rng.pick(&methods);
+        let mut path = String::new();
+        for _ in 0..(rng.next() % 8) {
+            path.push_str(rng.pick(&pieces));
+        }
+        if rng.next() % 4 != 0 {
+            path.insert(0, '/');
+        }
+        let host = rng.pick(&hosts);
+        let h1 = rng.pick(&headers);
+        let h2 = rng.pick(&headers);
+        let auth = if rng.next() % 2 == 0 {
+            format!("Cookie: {cookie}\r\n")
+        } else {
+            String::new()
+        };
+        let req = format!(
+            "{m} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{h1}{h2}{auth}Connection: close\r\n\r\n"
+        );
+        let out = gw
+            .raw("app", req.as_bytes(), Duration::from_millis(1500))
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            !text.starts_with("HTTP/1.1 5")
+                || text.starts_with("HTTP/1.1 502")
+                || text.starts_with("HTTP/1.1 503"),
+            "request #{i} got a server error:\n{req:?}\n{text}"
+        );
+    }
+    assert!(
+        !gw.stderr_text().contains("panicked"),
+        "{}",
+        gw.stderr_text()
+    );
+    let c = gw.client(&["app"]).unwrap();
+    assert_eq!(
+        c.get(gw.url("app", "/.tsuzuku/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    // Untrusted (the default): the client's X-Forwarded-For is ignored by the policy context
+    // and replaced towards the upstream.
+    let (gw, _up, alice) = setup().await;
+    let cookie = session_cookie(&gw, &alice, "alice", 0).await;
+    let (status, body) = raw_get(
+        &gw,
+        "/xff-untrusted",
+        &format!("X-Forwarded-For: 203.0.113.7\r\nCookie: {cookie}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
+    let tail = gw
+        .cli_ok(&["--json", "audit", "tail", "-n", "5", "--kind", "decision"])
+        .unwrap();
+    let ev = tail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["detail"]["path"] == "/xff-untrusted")
+        .unwrap();
+    assert_eq!(ev["detail"]["source_ip"], "127.0.0.1");
+
+    // Trusted: the right-most untrusted address is the client, for policies and the audit.
+    let mut gw2 = TestGateway::init(BIN).unwrap();
+    gw2.set_config("trusted_proxies", "[\"127.0.0.1/32\"]")
+        .unwrap();
+    let up = Upstream::start().await.unwrap();
+    let bob = add_user(&gw2, "alice", "staff", false);
+    let host = gw2.host("app");
+    gw2.cli_ok(&[
+        "app",
+        "add",
+        "app",
+        "--host",
+        &host,
+        "--upstream",
+        &up.url(),
+    ])
+    .unwrap();
+    let p = write_policy(
+        &gw2,
+        "office-only",
+        r#"permit (principal, action, resource) when { context.source_ip.isInRange(ip("203.0.113.0/24")) };"#,
+    );
+    gw2.cli_ok(&["policy", "apply", &p]).unwrap();
+    gw2.start().await.unwrap();
+    let cookie = {
+        // Sign in (the sign-in itself comes from 127.0.0.1, which the policy does not need).
+        let c = gw2.client(&["auth", "app"]).unwrap();
+        let s = sign_in(&c, &gw2.url("app", "/"), "alice", &bob.password, None)
+            .await
+            .unwrap();
+        assert_eq!(s.status, 303, "{}", s.body);
+        // Final page was refused: the sign-in came from 127.0.0.1 without a forwarded header.
+        assert_eq!(s.final_status, Some(403));
+        session_cookie(&gw2, &bob, "alice", 0).await
+    };
+    let (status, body) = raw_get(
+        &gw2,
+        "/from-office",
+        &format!("X-Forwarded-For: 6.6.6.6, 203.0.113.7\r\nCookie: {cookie}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"],
+        "6.6.6.6, 203.0.113.7, 127.0.0.1"
+    );
+    let (status, _) = raw_get(
+        &gw2,
+        "/from-elsewhere",
+        &format!("X-Forwarded-For: 198.51.100.1\r\nCookie: {cookie}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_session_made_on_one_node_works_on_another_and_survives_the_first_nodes_death() {
+    let (mut gw, _up, alice) = setup().await;
+    let mut node2 = gw.start_node().await.unwrap();
+    let cookie = session_cookie(&gw, &alice, "alice", 0).await;
+    let host = gw.host("app");
+    let get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // Node 2 never saw the sign-in, and serves the session.
+    let out = gw
+        .raw_to(
+            node2.addr,
+            "app",
+            get("/on-node-2").as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    // Node 1 dies (SIGKILL): node 2 goes on without a new sign-in.
+    gw.kill9().await.unwrap();
+    let out = gw
+        .raw_to(
+            node2.addr,
+            "app",
+            get("/after-kill").as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    node2.kill9().await.unwrap();
+    // Both nodes' decisions are in one intact chain.
+    let verify = gw.cli_ok(&["audit", "verify"]).unwrap();
+    assert!(verify.contains("intact"), "{verify}");
+    let tail = gw.cli_ok(&["--json", "audit", "tail", "-n", "20"]).unwrap();
+    assert!(tail.contains("/on-node-2") && tail.contains("/after-kill"));
+}
