@@ -733,13 +733,13 @@ async fn random_hostile_requests_never_get_a_500_or_a_panic() {
         for _ in 0..(rng.next() % 8) {
             path.push_str(rng.pick(&pieces));
         }
-        if rng.next() % 4 != 0 {
+        if !rng.next().is_multiple_of(4) {
             path.insert(0, '/');
         }
         let host = rng.pick(&hosts);
         let h1 = rng.pick(&headers);
         let h2 = rng.pick(&headers);
-        let auth = if rng.next() % 2 == 0 {
+        let auth = if rng.next().is_multiple_of(2) {
             format!("Cookie: {cookie}\r\n")
         } else {
             String::new()
