@@ -7,9 +7,9 @@
 # docs/BENCHMARKS.md, and, as its last line, `gateway/nginx throughput ratio: X`.
 # Targets (issue): X >= 0.9, and p99 latency added by the gateway over nginx <= 1 ms.
 #
-# Like with like: both sides terminate TLS with the same certificate and key (the gateway's,
-# from its data directory), both keep HTTP/1.1 connections to the upstream alive, and both
-# write one record per request (nginx its access log, the gateway its audit event).
+# Like with like: both sides terminate TLS with the same certificate and key (the gateway's, in
+# its data directory), both keep HTTP/1.1 connections to the upstream alive, and both write one
+# record per request (nginx its access log, the gateway its audit event).
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 #
 # Usage: bench/proxy/run.sh [--smoke]
@@ -45,16 +45,18 @@ ROUNDS="${ROUNDS:-5}"
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
-WARMUP="$((DURATION < 3 ? 1 : 3))"
 for v in ROUNDS DURATION CONNS THREADS; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
     echo "run.sh: $v must be a positive whole number, got '${!v}'" >&2
     exit 2
   fi
 done
+WARMUP="$((DURATION < 3 ? 1 : 3))"
 
 nginx_bin="$(command -v nginx || true)"
-[ -n "$nginx_bin" ] || { [ -x /usr/sbin/nginx ] && nginx_bin=/usr/sbin/nginx; }
+if [ -z "$nginx_bin" ] && [ -x /usr/sbin/nginx ]; then
+  nginx_bin=/usr/sbin/nginx
+fi
 for need in wrk curl openssl; do
   command -v "$need" >/dev/null 2>&1 || {
     echo "run.sh: '$need' is not installed (scripts/install-test-deps.sh installs nginx and wrk)" >&2
@@ -451,7 +453,9 @@ run_wrk() {
   esac
 }
 
-# Reads a wrk report: prints "RPS P99_MS", fails on errors or non-2xx/3xx answers.
+# Reads a wrk report: prints "RPS P99_MS", fails on errors or non-2xx/3xx answers. (A denial is a
+# 403 and counts; a lost session would be a 302, which wrk does not count, but check_session runs
+# before and after every gateway run, and a session cannot come back once it is gone.)
 parse_wrk() {
   local side="$1" out="$2" rps p99
   rps="$(awk '/^Requests\/sec:/{print $2}' "$out")"

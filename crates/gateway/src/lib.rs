@@ -11,6 +11,7 @@ pub mod assertion;
 pub mod headers;
 pub mod pages;
 
+mod cache;
 mod portal;
 mod proxy;
 mod respond;

@@ -519,8 +519,15 @@ async fn logout(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Respons
     }
     if let Some(token) = headers::cookie(&hdrs, SESSION_COOKIE) {
         let hash = hash_token(token);
+        gw.sessions.remove(&hash);
         match gw.store.get_session(&hash).await {
             Ok(Some(s)) => {
+                // Forget this node's cached copies of every cookie of this sign-in.
+                if let Ok(all) = gw.store.login_sessions(&s.login_id).await {
+                    for other in all {
+                        gw.sessions.remove(&other.token_hash);
+                    }
+                }
                 if let Err(e) = gw.store.delete_login(&s.login_id).await {
                     return store_down(ctx, &e.to_string());
                 }

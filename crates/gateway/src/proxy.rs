@@ -144,6 +144,24 @@ fn sign_assertion(
     user: &User,
     session: &Session,
 ) -> Result<String, crate::assertion::AssertionError> {
+    // One session's assertion for one app is reused for half its lifetime: signing on every
+    // request costs more than the rest of the decision.
+    let key = format!("{}|{}", session.token_hash, app.host);
+    let t = std::time::Instant::now();
+    if let Some(jwt) = gw.assertions.get(&key, t) {
+        return Ok(jwt);
+    }
+    let jwt = sign_fresh(gw, app, user, session)?;
+    gw.assertions.insert(key, jwt.clone(), t);
+    Ok(jwt)
+}
+
+fn sign_fresh(
+    gw: &Gateway,
+    app: &App,
+    user: &User,
+    session: &Session,
+) -> Result<String, crate::assertion::AssertionError> {
     let now = now_unix();
     let amr = match session.auth_method.as_str() {
         "password+totp" => vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()],

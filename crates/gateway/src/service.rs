@@ -150,21 +150,36 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
     // Tokens are looked up by their SHA-256, so no comparison of the secret itself happens here;
     // the database index compares hashes of uniformly random values.
     let hash = hash_token(token);
-    let session = match gw.store.get_session(&hash).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Authn::None,
-        Err(e) => return Authn::Unavailable(e.to_string()),
-    };
     let now = now_unix();
+    let cached = gw.sessions.get(&hash, std::time::Instant::now());
+    let (session, user) = match cached {
+        Some(su) => (su.0.clone(), su.1.clone()),
+        None => {
+            let session = match gw.store.get_session(&hash).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Authn::None,
+                Err(e) => return Authn::Unavailable(e.to_string()),
+            };
+            let user = match gw.store.get_user(&session.user_id).await {
+                Ok(Some(u)) => u,
+                Ok(None) => return Authn::None,
+                Err(e) => return Authn::Unavailable(e.to_string()),
+            };
+            gw.sessions.insert(
+                hash.clone(),
+                Arc::new((session.clone(), user.clone())),
+                std::time::Instant::now(),
+            );
+            (session, user)
+        }
+    };
+    if user.disabled {
+        return Authn::None;
+    }
     if let Err(why) = session_usable(&session, &ctx.host, now, gw.settings.idle_timeout_secs) {
         tracing::debug!(request_id = %ctx.id, %why, "session not usable");
         return Authn::None;
     }
-    let user = match gw.store.get_user(&session.user_id).await {
-        Ok(Some(u)) if !u.disabled => u,
-        Ok(_) => return Authn::None,
-        Err(e) => return Authn::Unavailable(e.to_string()),
-    };
     // Refresh the idle clock at most once a minute, so requests do not each write.
     if now.saturating_sub(session.last_seen) >= 60
         && let Err(e) = gw.store.touch_session(&hash, now).await

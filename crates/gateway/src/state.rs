@@ -15,7 +15,9 @@ use tsuzuku_audit::AuditWriter;
 use tsuzuku_identity::oidc::OidcClient;
 use tsuzuku_identity::throttle::{IpRateLimiter, LockoutPolicy};
 use tsuzuku_policy::{PolicyDoc, PolicyEngine};
-use tsuzuku_store::{App, Store};
+use tsuzuku_store::{App, Session, Store, User};
+
+use crate::cache::TtlCache;
 
 use crate::assertion::Signer;
 
@@ -81,7 +83,15 @@ pub struct Gateway {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) ip_limiter: IpRateLimiter,
     pub(crate) client: Client<HttpConnector, Body>,
+    /// Sessions (with their user) by token hash, for [`SESSION_CACHE_TTL`].
+    pub(crate) sessions: TtlCache<Arc<(Session, User)>>,
+    /// Signed assertions by session and app, reused for half their lifetime.
+    pub(crate) assertions: TtlCache<String>,
 }
+
+/// How long a node may serve a session from memory before reading it from the store again:
+/// the bound on how late a sign-out, disable or revocation made elsewhere takes effect here.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
 
 impl Gateway {
     /// Builds a gateway: loads (or creates) the assertion key, policies and apps.
@@ -100,6 +110,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         let per_minute = settings.login_attempts_per_minute;
+        let settings_ttl = settings.assertion_ttl_secs;
         Ok(Arc::new(Self {
             ip_limiter: IpRateLimiter::new(per_minute, f64::from(per_minute) / 60.0),
             settings,
@@ -109,6 +120,11 @@ impl Gateway {
             signer,
             snapshot: ArcSwap::from_pointee(snapshot),
             client,
+            sessions: TtlCache::new(SESSION_CACHE_TTL, 100_000),
+            assertions: TtlCache::new(
+                Duration::from_secs(u64::try_from(settings_ttl / 2).unwrap_or(1).max(1)),
+                100_000,
+            ),
         }))
     }
 

@@ -8,6 +8,14 @@
 //! `decide p99: N us`. `cargo bench -p tsuzuku-policy -- --test` is a quick
 //! smoke run (each benchmark once, 2,000 decisions measured).
 
+// Benchmark code, like test code: a failed setup should stop it loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

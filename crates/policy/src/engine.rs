@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 
-use cedar_policy::{
-    AuthorizationError, Authorizer, Decision as CedarDecision, Effect, Entities, PolicyId, Request,
-    Response,
-};
+use cedar_policy::{Authorizer, Effect, PolicyId};
+use cedar_policy_core::ast::Request as CoreRequest;
+use cedar_policy_core::entities::Entities as CoreEntities;
+use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::extensions::Extensions;
 use jiff::tz::TimeZone;
 
 use crate::PolicyError;
 use crate::compile::{Compiled, PolicyDoc, compile_docs};
 use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts, action_for_method};
-use crate::index::{READ, WRITE};
+use crate::index::{Entry, Outcome, READ, WRITE};
 use crate::request::{Builder, local_clock, summary};
 
 /// The outcome of one authorization decision.
@@ -52,8 +53,8 @@ pub struct PolicyEngine {
 
 /// Everything one request turns into before Cedar evaluates it.
 pub(crate) struct Prepared {
-    pub request: Request,
-    pub entities: Entities,
+    pub request: CoreRequest,
+    pub entities: CoreEntities,
     /// READ or WRITE.
     pub action: usize,
 }
@@ -97,17 +98,18 @@ impl PolicyEngine {
         let (prepared, summary) = self.prepare(user, device, app, req);
         match prepared {
             Ok(prepared) => {
-                let responses: Vec<Response> = self
+                let evaluator = Evaluator::new(
+                    prepared.request,
+                    &prepared.entities,
+                    Extensions::all_available(),
+                );
+                let outcomes = self
                     .compiled
                     .index
                     .slice(&app.name)
-                    .sets_for(user, prepared.action)
-                    .map(|set| {
-                        self.authorizer
-                            .is_authorized(&prepared.request, set, &prepared.entities)
-                    })
-                    .collect();
-                self.conclude(&responses, summary)
+                    .entries_for(user, prepared.action)
+                    .map(|entry| (entry.as_ref(), entry.evaluate(&evaluator)));
+                self.conclude(outcomes, summary)
             }
             Err(problem) => Decision {
                 allowed: false,
@@ -165,39 +167,36 @@ impl PolicyEngine {
         (prepared, summary)
     }
 
-    /// Combines Cedar's responses for the evaluated policy sets into one
-    /// decision: any matching forbid denies; otherwise a forbid that failed
-    /// to evaluate denies (fail closed); otherwise any matching permit
-    /// allows; otherwise default deny.
-    pub(crate) fn conclude(&self, responses: &[Response], summary: serde_json::Value) -> Decision {
+    /// Combines the outcomes of the evaluated policies into one decision,
+    /// with Cedar's rules plus fail-closed: any matching forbid denies;
+    /// otherwise a forbid that failed to evaluate denies; otherwise any
+    /// matching permit allows; otherwise default deny.
+    pub(crate) fn conclude<'a>(
+        &self,
+        outcomes: impl Iterator<Item = (&'a Entry, Outcome)>,
+        summary: serde_json::Value,
+    ) -> Decision {
         let mut forbids = Vec::new();
         let mut permits = Vec::new();
         let mut failed_forbids = Vec::new();
         let mut errors: Vec<(usize, String)> = Vec::new();
-        for response in responses {
-            let diagnostics = response.diagnostics();
-            for error in diagnostics.errors() {
-                let AuthorizationError::PolicyEvaluationError(e) = error;
-                let id = e.policy_id();
-                if self
-                    .compiled
-                    .all
-                    .policy(id)
-                    .is_some_and(|p| p.effect() == Effect::Forbid)
-                {
-                    failed_forbids.push(id.clone());
+        for (entry, outcome) in outcomes {
+            match (outcome, entry.effect) {
+                (Outcome::Satisfied, Effect::Forbid) => forbids.push(&entry.id),
+                (Outcome::Satisfied, Effect::Permit) => permits.push(&entry.id),
+                (Outcome::NotSatisfied, _) => {}
+                (Outcome::Failed(error), effect) => {
+                    if effect == Effect::Forbid {
+                        failed_forbids.push(&entry.id);
+                    }
+                    errors.push((self.rank_of(&entry.id), format!("{}: {error}", entry.id)));
                 }
-                errors.push((self.rank_of(id), format!("{id}: {}", e.inner())));
-            }
-            match response.decision() {
-                CedarDecision::Allow => permits.extend(diagnostics.reason().cloned()),
-                CedarDecision::Deny => forbids.extend(diagnostics.reason().cloned()),
             }
         }
         errors.sort();
         errors.dedup();
         for ids in [&mut forbids, &mut permits, &mut failed_forbids] {
-            ids.sort_by_key(|id| (self.rank_of(id), id.clone()));
+            ids.sort_by_key(|id| (self.rank_of(id), *id));
             ids.dedup();
         }
 
@@ -236,7 +235,7 @@ impl PolicyEngine {
 }
 
 /// "policy a" or "policies a, b".
-fn name_policies(ids: &[PolicyId]) -> String {
+fn name_policies(ids: &[&PolicyId]) -> String {
     let list = ids
         .iter()
         .map(ToString::to_string)

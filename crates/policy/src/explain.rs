@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::engine::{Decision, PolicyEngine};
 use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts};
+use crate::index::scoped_app;
 
 /// Whether a policy permits or forbids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub struct PolicyOutcome {
     pub id: String,
     /// permit or forbid.
     pub effect: PolicyEffect,
+    /// False when the policy's resource scope names another app, so it
+    /// could never apply to this request's app.
+    pub for_this_app: bool,
     /// Matched, not matched (and why) or failed.
     pub status: PolicyStatus,
 }
@@ -121,6 +125,8 @@ impl PolicyEngine {
                 policies: Vec::new(),
             };
         };
+        let request = cedar_policy::Request::from(prepared.request);
+        let entities = cedar_policy::Entities::from(prepared.entities);
 
         // All probes go into one set and are evaluated in one call.
         let mut probe_set = PolicySet::new();
@@ -129,7 +135,7 @@ impl PolicyEngine {
             let Some(policy) = self.compiled.all.policy(id) else {
                 continue;
             };
-            let built = build_probes(index, policy, &prepared);
+            let built = build_probes(index, policy, &request);
             if let Ok(built) = &built {
                 let _ = probe_set.add(built.whole.clone());
                 for (probe, _) in &built.parts {
@@ -138,9 +144,9 @@ impl PolicyEngine {
             }
             probes.push((policy, built));
         }
-        let response =
-            self.authorizer
-                .is_authorized(&prepared.request, &probe_set, &prepared.entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &probe_set, &entities);
         let diagnostics = response.diagnostics();
         let held = |probe: &Policy| diagnostics.reason().any(|id| id == probe.id());
         let error_of = |probe: &Policy| {
@@ -201,9 +207,11 @@ impl PolicyEngine {
                         }
                     }
                 };
+                let for_this_app = scoped_app(policy).is_none_or(|scoped| scoped == app.name);
                 PolicyOutcome {
                     id: policy.id().to_string(),
                     effect,
+                    for_this_app,
                     status,
                 }
             })
@@ -215,7 +223,7 @@ impl PolicyEngine {
 fn build_probes(
     index: usize,
     policy: &Policy,
-    prepared: &crate::engine::Prepared,
+    request: &cedar_policy::Request,
 ) -> Result<Probes, String> {
     let pst::Policy::Static(body) = policy
         .to_pst()
@@ -239,7 +247,6 @@ fn build_probes(
     whole.effect = pst::Effect::Permit;
     let whole = make("whole", whole)?;
 
-    let request = &prepared.request;
     let show = |uid: Option<&cedar_policy::EntityUid>| {
         uid.map_or_else(|| "(unknown)".to_owned(), ToString::to_string)
     };
@@ -413,11 +420,26 @@ impl fmt::Display for Explanation {
             .collect();
         section(f, "matched", matched)?;
         let mut not_matched = Vec::new();
+        let mut other_apps = 0usize;
         for p in &self.policies {
             if let PolicyStatus::NotMatched { reasons } = &p.status {
+                if !p.for_this_app {
+                    other_apps += 1;
+                    continue;
+                }
                 not_matched.push(format!("{} {}:", p.effect, p.id));
                 not_matched.extend(reasons.iter().map(|r| format!("  - {r}")));
             }
+        }
+        if other_apps > 0 {
+            not_matched.push(format!(
+                "({other_apps} more {} for other apps not shown)",
+                if other_apps == 1 {
+                    "policy"
+                } else {
+                    "policies"
+                }
+            ));
         }
         section(f, "not matched", not_matched)?;
         let mut failed: Vec<String> = self

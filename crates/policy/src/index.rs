@@ -1,24 +1,32 @@
 //! Indexing policies by their scope so that a request evaluates only the
-//! policies that can apply to it.
+//! policies that can apply to it, and evaluating them.
 //!
-//! Cedar evaluates every policy in the set it is given, and a policy costs
-//! about a microsecond. The scope of most policies rules out most requests
+//! Cedar's authorizer evaluates every policy in the set it is given, and a
+//! policy costs about a microsecond. The scope of most policies rules out most requests
 //! cheaply and exactly: `resource == Tsuzuku::App::"sales"` only ever applies
 //! to the sales app, `principal in Tsuzuku::Group::"ops"` only to members of
 //! ops, `action == Tsuzuku::Action::"read"` only to reads. So the policies
 //! are bucketed by app, then by the group or user in the principal scope,
 //! then by action; a request evaluates the buckets for its app, its user, its
-//! groups and its action, and the results are combined with Cedar's rules
-//! (any matching forbid denies; otherwise any matching permit allows).
-//! Policies whose scope cannot be bucketed exactly go into the buckets that
-//! apply to every request, so the result is always the same as evaluating
-//! the whole set.
+//! groups and its action. Policies whose scope cannot be bucketed exactly go
+//! into the buckets that apply to every request, so the result is always the
+//! same as evaluating the whole set.
+//!
+//! Each bucket holds the policies' conditions (scope and `when`/`unless`
+//! clauses as one Cedar expression) built once, and a request evaluates them
+//! with one Cedar evaluator, exactly as Cedar's authorizer does (which
+//! rebuilds every condition on every request). A test compares the results
+//! with Cedar's authorizer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, EntityUid, Policy, PolicySet, PrincipalConstraint, ResourceConstraint,
+    ActionConstraint, Effect, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
+    ResourceConstraint,
 };
+use cedar_policy_core::ast::{Expr, SlotEnv, Value};
+use cedar_policy_core::evaluator::Evaluator;
 
 use crate::facts::UserFacts;
 
@@ -31,8 +39,51 @@ const ACTION_TYPE: &str = "Tsuzuku::Action";
 pub(crate) const READ: usize = 0;
 pub(crate) const WRITE: usize = 1;
 
-/// One policy set per action: `[read, write]`.
-type PerAction = [PolicySet; 2];
+/// One policy, ready to evaluate.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub id: PolicyId,
+    pub effect: Effect,
+    /// Scope and conditions as one expression (Cedar's `condition()`).
+    condition: Expr,
+    env: SlotEnv,
+}
+
+/// What evaluating one policy gave.
+pub(crate) enum Outcome {
+    Satisfied,
+    NotSatisfied,
+    Failed(String),
+}
+
+impl Entry {
+    fn new(policy: &Policy) -> Self {
+        let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+        Entry {
+            id: policy.id().clone(),
+            effect: policy.effect(),
+            condition: core.condition(),
+            env: core.env().clone(),
+        }
+    }
+
+    /// Evaluates the policy like Cedar's authorizer: satisfied when the
+    /// condition is `true`; an error (including a non-boolean result) makes
+    /// the policy not apply and is reported.
+    pub(crate) fn evaluate(&self, evaluator: &Evaluator<'_>) -> Outcome {
+        match evaluator.interpret(&self.condition, &self.env) {
+            Ok(value) if value == Value::from(true) => Outcome::Satisfied,
+            Ok(value) if value == Value::from(false) => Outcome::NotSatisfied,
+            Ok(value) => Outcome::Failed(format!(
+                "the condition evaluated to {value}, not to a boolean"
+            )),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+/// One list of policies per action: `[read, write]`.
+type PerAction = [Vec<Arc<Entry>>; 2];
 
 /// The policies that can apply to one application, bucketed by principal
 /// scope and action.
@@ -60,7 +111,7 @@ enum Principal {
 }
 
 impl Slice {
-    fn insert(&mut self, principal: &Principal, actions: [bool; 2], policy: &Policy) {
+    fn insert(&mut self, principal: &Principal, actions: [bool; 2], entry: &Arc<Entry>) {
         let buckets = match principal {
             Principal::Anyone => &mut self.anyone,
             Principal::Group(g) => self.by_group.entry(g.clone()).or_default(),
@@ -68,20 +119,19 @@ impl Slice {
         };
         for (bucket, applies) in buckets.iter_mut().zip(actions) {
             if applies {
-                // Ids are unique in the whole set, so they are in a bucket.
-                let _ = bucket.add(policy.clone());
+                bucket.push(Arc::clone(entry));
             }
         }
     }
 
-    /// The non-empty policy sets a request by `user` with `action` (READ or
-    /// WRITE) must evaluate. Each policy is in at most one of them, except
-    /// when `user.groups` lists a group twice.
-    pub(crate) fn sets_for<'a>(
+    /// The policies a request by `user` with `action` (READ or WRITE) must
+    /// evaluate. Each policy is listed once, except when `user.groups`
+    /// lists a group twice.
+    pub(crate) fn entries_for<'a>(
         &'a self,
         user: &'a UserFacts,
         action: usize,
-    ) -> impl Iterator<Item = &'a PolicySet> {
+    ) -> impl Iterator<Item = &'a Arc<Entry>> {
         let pick = move |buckets: &'a PerAction| buckets.get(action);
         pick(&self.anyone)
             .into_iter()
@@ -91,18 +141,19 @@ impl Slice {
                     .iter()
                     .filter_map(move |g| self.by_group.get(g).and_then(pick)),
             )
-            .filter(|set| !set.is_empty())
+            .flatten()
     }
 
-    /// Every policy in the slice (for tests and diagnostics), possibly
-    /// twice when it applies to both actions.
+    /// Ids of every policy in the slice (for tests), possibly twice when
+    /// it applies to both actions.
     #[cfg(test)]
-    pub(crate) fn policies(&self) -> impl Iterator<Item = &Policy> {
+    pub(crate) fn policy_ids(&self) -> impl Iterator<Item = &PolicyId> {
         self.anyone
             .iter()
             .chain(self.by_group.values().flatten())
             .chain(self.by_user.values().flatten())
-            .flat_map(PolicySet::policies)
+            .flatten()
+            .map(|entry| &entry.id)
     }
 }
 
@@ -116,26 +167,29 @@ pub(crate) struct Index {
 
 impl Index {
     pub(crate) fn build(all: &PolicySet) -> Index {
-        let placed: Vec<(Placement, &Policy)> = all.policies().map(|p| (placement(p), p)).collect();
+        let placed: Vec<(Placement, Arc<Entry>)> = all
+            .policies()
+            .map(|p| (placement(p), Arc::new(Entry::new(p))))
+            .collect();
         let mut index = Index::default();
         for (place, _) in &placed {
             if let Some(app) = &place.app {
                 index.per_app.entry(app.clone()).or_default();
             }
         }
-        for (place, policy) in &placed {
+        for (place, entry) in &placed {
             match &place.app {
                 Some(app) => {
                     if let Some(slice) = index.per_app.get_mut(app) {
-                        slice.insert(&place.principal, place.actions, policy);
+                        slice.insert(&place.principal, place.actions, entry);
                     }
                 }
                 None => {
                     index
                         .other_apps
-                        .insert(&place.principal, place.actions, policy);
+                        .insert(&place.principal, place.actions, entry);
                     for slice in index.per_app.values_mut() {
-                        slice.insert(&place.principal, place.actions, policy);
+                        slice.insert(&place.principal, place.actions, entry);
                     }
                 }
             }
@@ -152,9 +206,10 @@ fn is(uid: &EntityUid, type_name: &str) -> bool {
     uid.type_name().to_string() == type_name
 }
 
-fn placement(policy: &Policy) -> Placement {
-    // `resource in App::"x"` equals `==` because apps have no parents.
-    let app = match policy.resource_constraint() {
+/// The app a policy's resource scope restricts it to, if any.
+/// `resource in App::"x"` equals `==` because apps have no parents.
+pub(crate) fn scoped_app(policy: &Policy) -> Option<String> {
+    match policy.resource_constraint() {
         ResourceConstraint::Eq(uid)
         | ResourceConstraint::In(uid)
         | ResourceConstraint::IsIn(_, uid)
@@ -163,7 +218,11 @@ fn placement(policy: &Policy) -> Placement {
             Some(uid.id().unescaped().to_owned())
         }
         _ => None,
-    };
+    }
+}
+
+fn placement(policy: &Policy) -> Placement {
+    let app = scoped_app(policy);
     // Users are only ever in groups (never in other users), and groups have
     // no parents, so `principal in Group::"g"` holds exactly for members of
     // g, and `principal in User::"u"` exactly for u.

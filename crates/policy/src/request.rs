@@ -121,14 +121,15 @@ pub(crate) struct Builder {
     duration: Name,
     read: Arc<EntityUID>,
     write: Arc<EntityUID>,
-    /// `read` and `write`, both in `access`, from the schema.
-    actions: Vec<Arc<CoreEntity>>,
+    /// `read` and `write`, both in `access`, from the schema: every
+    /// request's entities start from these.
+    actions: CoreEntities,
 }
 
 /// A Cedar request ready to evaluate.
 pub(crate) struct Built {
-    pub request: cedar_policy::Request,
-    pub entities: cedar_policy::Entities,
+    pub request: CoreRequest,
+    pub entities: CoreEntities,
 }
 
 /// Everything derived from the instant and the zone offset: the Cedar time
@@ -172,10 +173,7 @@ impl Builder {
         let actions = schema
             .action_entities()
             .map_err(|e| format!("action entities: {e}"))?;
-        let actions = AsRef::<CoreEntities>::as_ref(&actions)
-            .iter()
-            .map(|e| Arc::new(e.clone()))
-            .collect();
+        let actions = AsRef::<CoreEntities>::as_ref(&actions).clone();
         Ok(Builder {
             user: entity_type("Tsuzuku::User")?,
             group: entity_type("Tsuzuku::Group")?,
@@ -279,16 +277,16 @@ impl Builder {
         // The hierarchy is already transitively closed: users are in
         // groups, groups and apps have no parents, and the schema's action
         // entities come closed.
-        let entities = CoreEntities::from_entities(
-            self.actions
-                .iter()
-                .map(|a| CoreEntity::clone(a))
-                .chain([user_entity, app_entity]),
-            None::<&NoEntitiesSchema>,
-            TCComputation::AssumeAlreadyComputed,
-            Extensions::all_available(),
-        )
-        .map_err(|e| format!("entities: {e}"))?;
+        let entities = self
+            .actions
+            .clone()
+            .add_entities(
+                [Arc::new(user_entity), Arc::new(app_entity)],
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))?;
 
         let mut context: BTreeMap<SmolStr, Value> = BTreeMap::new();
         context.insert(
@@ -339,10 +337,7 @@ impl Builder {
             },
             Some(CoreContext::Value(Arc::new(context))),
         );
-        Ok(Built {
-            request: request.into(),
-            entities: entities.into(),
-        })
+        Ok(Built { request, entities })
     }
 }
 

@@ -79,6 +79,9 @@ impl AuditRow {
 }
 
 /// Links and inserts `events` after `tenant`'s chain head, inside the caller's transaction.
+/// Events per multi-row INSERT (8 parameters each; well under SQLite's and PostgreSQL's limits).
+const INSERT_CHUNK: usize = 100;
+
 async fn append_in_tx(
     conn: &mut AnyConnection,
     tenant: &str,
@@ -110,39 +113,64 @@ async fn append_in_tx(
         .try_get("hash")
         .map_err(|e| corrupt("the audit_head row", e))?;
     let mut seqs = Vec::with_capacity(events.len());
+    let mut linked_all = Vec::with_capacity(events.len());
     for ev in events {
         let detail = serde_json::to_string(&ev.detail).map_err(|e| {
             StoreError::Invalid(format!("audit event detail cannot be stored as JSON: {e}"))
         })?;
         let linked = link_to(seq, &hash, ev);
-        sqlx::query(
-            "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(tenant)
-        .bind(linked.seq)
-        .bind(&linked.prev_hash)
-        .bind(&linked.hash)
-        .bind(linked.event.time_ms)
-        .bind(linked.event.kind.as_str())
-        .bind(linked.event.actor.as_deref())
-        .bind(detail)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| {
+        seqs.push(linked.seq);
+        seq = linked.seq;
+        hash = linked.hash.clone();
+        linked_all.push((linked, detail));
+    }
+    // Multi-row inserts: one round trip per chunk instead of one per event (group commit
+    // batches are up to hundreds of events under load).
+    for chunk in linked_all.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            ));
+        }
+        // Only numbered placeholders are formatted into the text; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (linked, detail) in chunk {
+            q = q
+                .bind(tenant)
+                .bind(linked.seq)
+                .bind(linked.prev_hash.as_str())
+                .bind(linked.hash.as_str())
+                .bind(linked.event.time_ms)
+                .bind(linked.event.kind.as_str())
+                .bind(linked.event.actor.as_deref())
+                .bind(detail.as_str());
+        }
+        q.execute(&mut *conn).await.map_err(|e| {
             if is_unique_violation(&e) {
                 StoreError::Corrupt(format!(
-                    "audit event #{} of tenant {tenant:?} already exists although the chain head is #{seq}; \
+                    "an audit event of tenant {tenant:?} after #{} already exists although that is the chain head; \
                      the audit tables were changed outside tsuzuku: run an audit verification",
-                    linked.seq
+                    seqs.first().map_or(0, |s| s - 1)
                 ))
             } else {
                 db(&what, e)
             }
         })?;
-        seqs.push(linked.seq);
-        seq = linked.seq;
-        hash = linked.hash;
     }
     sqlx::query("UPDATE audit_head SET seq = $2, hash = $3 WHERE tenant_id = $1")
         .bind(tenant)
