@@ -5,6 +5,7 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo nextest run --workspace --no-fail-fast   (cargo test --workspace without nextest)
 #   5. cargo test --workspace --doc                   (nextest does not run doc tests)
+#   6. scripts/fuzz-smoke.sh                          (every fuzz target for 10 s)
 # Every step runs even when an earlier one failed, so one run shows all problems; the script exits
 # non-zero when any step failed and names the failed steps last.
 # The proxy benchmark (bench/proxy/run.sh) is not part of it: it is slow and its figures are noisy.
@@ -44,6 +45,7 @@ else
   step tests cargo test --workspace --no-fail-fast
 fi
 step doctests cargo test --workspace --doc --no-fail-fast
+step fuzz scripts/fuzz-smoke.sh
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "test.sh: FAILED steps: ${failed[*]}"
