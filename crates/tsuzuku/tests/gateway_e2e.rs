@@ -897,3 +897,61 @@ async fn a_session_made_on_one_node_works_on_another_and_survives_the_first_node
     let tail = gw.cli_ok(&["--json", "audit", "tail", "-n", "20"]).unwrap();
     assert!(tail.contains("/on-node-2") && tail.contains("/after-kill"));
 }
+
+#[tokio::test]
+async fn quickstart_serves_a_demo_app_that_verifies_the_assertion() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = tsuzuku_testkit::gateway::free_port().unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args(["quickstart", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut password, mut secret) = (String::new(), String::new());
+    while let Some(l) = lines.next_line().await.unwrap() {
+        if let Some(p) = l.trim().strip_prefix("One-time password:") {
+            password = p.trim().to_owned();
+        }
+        if let Some(i) = l.find("secret=") {
+            secret = l[i + 7..].split('&').next().unwrap().to_owned();
+        }
+        if l.starts_with("READY ") {
+            break;
+        }
+    }
+    assert!(!password.is_empty() && !secret.is_empty());
+    let ca = std::fs::read(dir.path().join("d/tls/ca.pem")).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .tls_built_in_root_certs(false)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("auth.localhost", addr)
+        .resolve("demo.localhost", addr)
+        .build()
+        .unwrap();
+    let s = sign_in(
+        &c,
+        &format!("https://demo.localhost:{port}/hello"),
+        "admin",
+        &password,
+        Some(&code(&secret, 0)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.status, 303, "{}", s.body);
+    assert_eq!(s.final_status, Some(200));
+    let page = s.final_body.unwrap();
+    assert!(page.contains("Hello, Administrator"), "{page}");
+    assert!(
+        page.contains("verified against the gateway's JWKS"),
+        "{page}"
+    );
+}
