@@ -90,6 +90,34 @@ fn store_knows_no_http_policy_or_credentials() {
 }
 
 #[test]
+fn keyring_knows_no_sql_http_or_runtime() {
+    assert_free_of(
+        "tsuzuku-keyring",
+        &[
+            "sqlx",
+            "hyper",
+            "tokio",
+            "reqwest",
+            "tsuzuku-store",
+            "tsuzuku-gateway",
+        ],
+    );
+}
+
+#[test]
+fn httpguard_depends_on_nothing_but_thiserror() {
+    let d = deps("tsuzuku-httpguard", "1");
+    let mut direct: Vec<&str> = d
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "tsuzuku-httpguard")
+        .collect();
+    direct.sort_unstable();
+    direct.dedup();
+    assert_eq!(direct, ["thiserror"]);
+}
+
+#[test]
 fn config_knows_no_io() {
     assert_free_of(
         "tsuzuku-config",
