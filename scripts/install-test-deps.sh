@@ -2,6 +2,8 @@
 # Installs what the test suite and the proxy benchmark need beyond the Rust toolchain, on Debian:
 #   nginx, wrk      bench/proxy/run.sh (nginx is also the benchmark's upstream)
 #   nodejs, npm     the test OpenID provider (scripts/setup-oidc.sh)
+#   postgresql      the PostgreSQL store tests (a real primary and streaming standby, started
+#                   by crates/testkit/src/postgres.rs from /usr/lib/postgresql/<version>/bin)
 # then installs the test OpenID provider with scripts/setup-oidc.sh.
 #
 # Idempotent: apt-get runs (after an `apt-get update`) only when a package is missing.
@@ -24,6 +26,10 @@ for cmd in nginx wrk node npm; do
     missing+=("${wanted[$cmd]}")
   fi
 done
+# PostgreSQL's server binaries are not on PATH: look for initdb where Debian puts them.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  missing+=(postgresql)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -40,7 +46,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
 else
-  echo "install-test-deps.sh: nginx, wrk, node and npm are present"
+  echo "install-test-deps.sh: nginx, wrk, node, npm and postgresql are present"
 fi
 
 if [ -f "$root/scripts/setup-oidc.sh" ]; then

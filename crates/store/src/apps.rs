@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
-use crate::error::{StoreError, corrupt, db, is_unique_violation};
+use crate::error::{StoreError, corrupt, is_unique_violation};
 
 /// A private application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl Store {
                     )))
                 }
             }
-            Err(e) => Err(db(&format!("creating app {:?}", new.name), e)),
+            Err(e) => Err(self.db(&format!("creating app {:?}", new.name), e)),
         }
     }
 
@@ -131,7 +131,7 @@ impl Store {
         .bind(&*self.tenant)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db("listing apps", e))?
+        .map_err(|e| self.db("listing apps", e))?
         .iter()
         .map(app_from_row)
         .collect()
@@ -147,7 +147,7 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db(&format!("reading app {name:?}"), e))?
+        .map_err(|e| self.db(&format!("reading app {name:?}"), e))?
         .as_ref()
         .map(app_from_row)
         .transpose()
@@ -165,7 +165,7 @@ impl Store {
         .bind(&host)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db(&format!("reading the app of host {host:?}"), e))?
+        .map_err(|e| self.db(&format!("reading the app of host {host:?}"), e))?
         .as_ref()
         .map(app_from_row)
         .transpose()
@@ -178,7 +178,7 @@ impl Store {
             .bind(name)
             .execute(&self.pool)
             .await
-            .map_err(|e| db(&format!("deleting app {name:?}"), e))?
+            .map_err(|e| self.db(&format!("deleting app {name:?}"), e))?
             .rows_affected();
         Ok(deleted > 0)
     }

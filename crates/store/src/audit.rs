@@ -20,7 +20,8 @@ use tsuzuku_audit::{
     link_to,
 };
 
-use crate::error::{StoreError, corrupt, db, is_unique_violation};
+use crate::error::{StoreError, corrupt, is_unique_violation};
+use crate::sites::Sites;
 use crate::{Store, StoreRoot};
 
 /// Rows read per query when verifying a whole chain.
@@ -83,6 +84,7 @@ impl AuditRow {
 const INSERT_CHUNK: usize = 100;
 
 async fn append_in_tx(
+    sites: &Sites,
     conn: &mut AnyConnection,
     tenant: &str,
     events: Vec<AuditEvent>,
@@ -99,13 +101,13 @@ async fn append_in_tx(
     .bind(GENESIS_HASH)
     .execute(&mut *conn)
     .await
-    .map_err(|e| db(&what, e))?;
+    .map_err(|e| sites.classify(&what, e))?;
     let head =
         sqlx::query("UPDATE audit_head SET seq = seq WHERE tenant_id = $1 RETURNING seq, hash")
             .bind(tenant)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| db(&what, e))?;
+            .map_err(|e| sites.classify(&what, e))?;
     let mut seq: i64 = head
         .try_get("seq")
         .map_err(|e| corrupt("the audit_head row", e))?;
@@ -168,7 +170,7 @@ async fn append_in_tx(
                     seqs.first().map_or(0, |s| s - 1)
                 ))
             } else {
-                db(&what, e)
+                sites.classify(&what, e)
             }
         })?;
     }
@@ -178,7 +180,7 @@ async fn append_in_tx(
         .bind(&hash)
         .execute(&mut *conn)
         .await
-        .map_err(|e| db(&what, e))?;
+        .map_err(|e| sites.classify(&what, e))?;
     Ok(seqs)
 }
 
@@ -207,14 +209,15 @@ impl Store {
             return Ok(Vec::new());
         }
         let what = "appending audit events";
-        let mut tx = self.pool.begin().await.map_err(|e| db(what, e))?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
         let seqs = append_in_tx(
-            tx.acquire().await.map_err(|e| db(what, e))?,
+            &self.sites,
+            tx.acquire().await.map_err(|e| self.db(what, e))?,
             &self.tenant,
             events,
         )
         .await?;
-        tx.commit().await.map_err(|e| db(what, e))?;
+        tx.commit().await.map_err(|e| self.db(what, e))?;
         Ok(seqs)
     }
 
@@ -241,7 +244,7 @@ impl Store {
         .bind(n.max(0))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db("reading the newest audit events", e))?
+        .map_err(|e| self.db("reading the newest audit events", e))?
         .iter()
         .map(|row| AuditRow::from_row(row).and_then(|r| r.into_event(&self.tenant)))
         .collect::<Result<Vec<_>, _>>()?;
@@ -256,7 +259,7 @@ impl Store {
             .bind(&*self.tenant)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| db("reading the audit chain head", e))?
+            .map_err(|e| self.db("reading the audit chain head", e))?
         else {
             return Ok(None);
         };
@@ -311,7 +314,7 @@ impl Store {
         .bind(limit.max(0))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db(&format!("reading audit events from #{from_seq}"), e))?
+        .map_err(|e| self.db(&format!("reading audit events from #{from_seq}"), e))?
         .iter()
         .map(AuditRow::from_row)
         .collect()
@@ -339,17 +342,18 @@ impl StoreRoot {
             return Ok(());
         }
         let what = "appending audit events";
-        let mut tx = self.pool.begin().await.map_err(|e| db(what, e))?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
         // Tenants in sorted order, so two writers lock head rows in the same order.
         for (tenant, events) in by_tenant {
             append_in_tx(
-                tx.acquire().await.map_err(|e| db(what, e))?,
+                &self.sites,
+                tx.acquire().await.map_err(|e| self.db(what, e))?,
                 &tenant,
                 events,
             )
             .await?;
         }
-        tx.commit().await.map_err(|e| db(what, e))?;
+        tx.commit().await.map_err(|e| self.db(what, e))?;
         Ok(())
     }
 }

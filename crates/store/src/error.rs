@@ -49,6 +49,32 @@ const SQLITE_READONLY: i64 = 8;
 /// PostgreSQL: `read_only_sql_transaction` (a hot standby refused a write).
 const PG_READ_ONLY: &str = "25006";
 
+/// PostgreSQL SQLSTATEs that mean the server or the connection went away: class 08
+/// (connection exception) and `admin_shutdown`, `crash_shutdown`, `cannot_connect_now`
+/// (a server shutting down, crashing, or still starting / recovering).
+fn is_pg_connection_loss(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// True for a hot standby's refusal to write (SQLSTATE 25006).
+pub(crate) fn is_pg_read_only(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some(PG_READ_ONLY))
+}
+
+/// True when the error says the database server could not be reached or went away, so
+/// another server may have to be used.
+pub(crate) fn is_connection_trouble(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| is_pg_connection_loss(&c)),
+        _ => false,
+    }
+}
+
 /// Classifies a driver error. `what` says what was being done, for the message.
 pub(crate) fn db(what: &str, e: sqlx::Error) -> StoreError {
     match &e {
@@ -66,11 +92,22 @@ pub(crate) fn db(what: &str, e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(d) => {
             let code = d.code().unwrap_or(Cow::Borrowed(""));
             let sqlite_primary = code.parse::<i64>().ok().map(|c| c & 0xff);
-            if code == PG_READ_ONLY || sqlite_primary == Some(SQLITE_READONLY) {
+            if code == PG_READ_ONLY {
+                StoreError::ReadOnly(format!(
+                    "{what}: the database server is a read-only standby and refused the change ({}, SQLSTATE 25006); \
+                     writes work again once a standby is promoted (`tsuzuku site promote`) or the primary returns",
+                    d.message()
+                ))
+            } else if sqlite_primary == Some(SQLITE_READONLY) {
                 StoreError::ReadOnly(format!("{what}: {}", d.message()))
             } else if matches!(sqlite_primary, Some(SQLITE_BUSY | SQLITE_LOCKED)) {
                 StoreError::Unavailable(format!(
                     "{what}: the database stayed locked by another writer beyond the busy timeout: {}",
+                    d.message()
+                ))
+            } else if is_pg_connection_loss(&code) {
+                StoreError::Unavailable(format!(
+                    "{what}: the database server ended the connection ({}, SQLSTATE {code}); retry shortly",
                     d.message()
                 ))
             } else {

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
-use crate::error::{StoreError, corrupt, db, is_unique_violation};
+use crate::error::{StoreError, corrupt, is_unique_violation};
 
 /// A stored key pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Store {
                 "a key with id {kid:?} already exists in tenant {:?}; use a new key id",
                 self.tenant
             ))),
-            Err(e) => Err(db(&format!("storing key {kid:?}"), e)),
+            Err(e) => Err(self.db(&format!("storing key {kid:?}"), e)),
         }
     }
 
@@ -70,7 +70,7 @@ impl Store {
         .bind(purpose)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db(&format!("reading {purpose:?} keys"), e))?
+        .map_err(|e| self.db(&format!("reading {purpose:?} keys"), e))?
         .iter()
         .map(key_from_row)
         .collect()
@@ -83,7 +83,7 @@ impl Store {
             .bind(kid)
             .execute(&self.pool)
             .await
-            .map_err(|e| db(&format!("deleting key {kid:?}"), e))?
+            .map_err(|e| self.db(&format!("deleting key {kid:?}"), e))?
             .rows_affected();
         Ok(deleted > 0)
     }

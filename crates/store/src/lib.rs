@@ -1,8 +1,10 @@
 //! Tsuzuku's durable state: users, apps, sessions, one-time codes, versioned policies, signing
-//! keys and the hash-chained audit log, behind one SQL schema that runs on SQLite today and on
-//! PostgreSQL later (every query is a single SQL text with `$n` placeholders run through sqlx's
-//! `AnyPool`; times are BIGINT Unix seconds, audit times milliseconds, booleans BIGINT 0/1, JSON
-//! TEXT).
+//! keys and the hash-chained audit log, behind one SQL schema that runs on SQLite (the embedded
+//! default) and on PostgreSQL (the distributed backend: one server per site, streaming
+//! replication, failover between the sites done by the store itself, see
+//! [`StoreRoot::open_sites`]). Every query is a single SQL text with `$n` placeholders run
+//! through sqlx's `AnyPool`; times are BIGINT Unix seconds, audit times milliseconds, booleans
+//! BIGINT 0/1, JSON TEXT.
 //!
 //! Every table has a `tenant_id` column and every query is scoped by it (DP-9): a [`Store`] is
 //! a [`StoreRoot`] bound to one tenant, and nothing it does can see or change another tenant's
@@ -14,11 +16,12 @@
 //! stored as given.
 #![forbid(unsafe_code)]
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 mod apps;
 mod audit;
@@ -27,6 +30,7 @@ mod keys;
 mod migrate;
 mod policy;
 mod sessions;
+mod sites;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
 mod users;
@@ -36,6 +40,7 @@ pub use error::StoreError;
 pub use keys::StoredKey;
 pub use policy::{PolicyDoc, PolicyVersion};
 pub use sessions::{Handoff, OidcPending, Session};
+pub use sites::{SiteOptions, StoreRole};
 pub use users::{NewUser, User};
 
 /// The tenant used when a deployment has only one.
@@ -49,6 +54,7 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct StoreRoot {
     pool: AnyPool,
+    sites: Arc<sites::Sites>,
 }
 
 /// One tenant's view of the store. Every method reads and writes only that tenant's rows.
@@ -57,16 +63,24 @@ pub struct StoreRoot {
 pub struct Store {
     pool: AnyPool,
     tenant: Arc<str>,
+    sites: Arc<sites::Sites>,
 }
 
 impl StoreRoot {
     /// Connects to `url` and brings the schema up to date.
+    ///
+    /// PostgreSQL: `postgres://user:password@host:port/db` (or `postgresql://`), or several
+    /// such URLs separated by commas, one per site: the same as [`StoreRoot::open_sites`].
     ///
     /// SQLite: `sqlite:///abs/path/store.db` (the file is created if missing; `?mode=rwc` is
     /// added when the URL names no mode), or `sqlite::memory:` for a private in-memory database
     /// (one connection). Each SQLite connection runs in WAL mode with `synchronous=NORMAL`, a
     /// 5 s busy timeout and foreign keys on.
     pub async fn open(url: &str) -> Result<StoreRoot, StoreError> {
+        if is_postgres(url) {
+            let urls: Vec<String> = split_url_list(url);
+            return StoreRoot::open_sites(&urls).await;
+        }
         sqlx::any::install_default_drivers();
         let url = with_default_mode(url);
         let shown = redact(&url);
@@ -107,8 +121,94 @@ impl StoreRoot {
                 classified => classified,
             },
         })?;
-        migrate::run(&pool).await?;
-        Ok(StoreRoot { pool })
+        migrate::run(&pool, false).await?;
+        Ok(StoreRoot {
+            pool,
+            sites: Arc::new(sites::Sites::embedded(shown)),
+        })
+    }
+
+    /// Opens a PostgreSQL store with one server per site (primary and streaming hot
+    /// standbys, in any order), with the default [`SiteOptions`].
+    ///
+    /// Tsuzuku fails over between them itself: reads and writes go to the server that is not
+    /// in recovery; when none is, reads go to the standby that has replayed the most and
+    /// writes fail with [`StoreError::ReadOnly`], whose message says since when and what to do.
+    /// Every server is checked every [`SiteOptions::check_interval`] and at once after a
+    /// connection error, so a lost primary is noticed within about a second and a promoted
+    /// standby takes writes without a restart. See [`StoreRoot::role`] and
+    /// [`StoreRoot::promote`].
+    ///
+    /// The schema is brought up to date on the primary. Opening with only a standby
+    /// reachable works (read-only) if its schema is current. Fails with
+    /// [`StoreError::Unavailable`] if no server answers.
+    pub async fn open_sites(urls: &[String]) -> Result<StoreRoot, StoreError> {
+        StoreRoot::open_sites_with(urls, SiteOptions::default()).await
+    }
+
+    /// [`StoreRoot::open_sites`] with explicit timeouts and check interval.
+    pub async fn open_sites_with(
+        urls: &[String],
+        options: SiteOptions,
+    ) -> Result<StoreRoot, StoreError> {
+        sqlx::any::install_default_drivers();
+        if urls.is_empty() {
+            return Err(StoreError::Invalid(
+                "no database server URL given; give one postgres:// URL per site".into(),
+            ));
+        }
+        let mut nodes = Vec::with_capacity(urls.len());
+        for url in urls {
+            let shown = redact(url);
+            if !is_postgres(url) {
+                return Err(StoreError::Invalid(format!(
+                    "store URL {shown} is not a PostgreSQL URL; every site's URL must start with postgres:// (e.g. postgres://tsuzuku@db1.example:5432/tsuzuku)"
+                )));
+            }
+            let options = AnyConnectOptions::from_str(url).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "store URL {shown} is not usable: {e} (expected e.g. postgres://tsuzuku@db1.example:5432/tsuzuku)"
+                ))
+            })?;
+            nodes.push(sites::Node { shown, options });
+        }
+        let clock = Arc::new(sites::SwitchClock::new(options.probe_timeout));
+        let pool_options = sites::pg_pool_options(&options, Arc::clone(&clock));
+        let sites = Arc::new(sites::Sites::servers(nodes, options, clock));
+        let (pool, probes) = sites
+            .first_check(|first| pool_options.connect_lazy_with(first.clone()))
+            .await?;
+        match sites.role() {
+            StoreRole::Primary { .. } => migrate::run(&pool, true).await?,
+            StoreRole::ReadOnlyStandby { server, .. } => {
+                migrate::check_current(&pool, &server).await?
+            }
+            StoreRole::Unavailable { reason } => return Err(StoreError::Unavailable(reason)),
+        }
+        sites.start_monitor(pool.clone(), probes);
+        Ok(StoreRoot { pool, sites })
+    }
+
+    /// Which server the store uses and whether it accepts writes (for `tsuzuku status` and
+    /// `/readyz`). Always [`StoreRole::Primary`] for SQLite.
+    pub fn role(&self) -> StoreRole {
+        self.sites.role()
+    }
+
+    /// Promotes the reachable standby that has replayed the most to a writable primary
+    /// (`SELECT pg_promote(true, 30)`) and returns the new role once the store writes to it.
+    ///
+    /// **Fencing rule:** refused with [`StoreError::Conflict`] while any configured server
+    /// answers as a writable primary, so promotion never creates a second writable primary
+    /// next to a live one. It cannot see a primary it cannot reach: promote only when the
+    /// primary's site is lost or its server is stopped (docs/STORAGE.md).
+    pub async fn promote(&self) -> Result<StoreRole, StoreError> {
+        self.sites.promote().await
+    }
+
+    /// Classifies a driver error of this store (see [`sites::Sites::classify`]).
+    pub(crate) fn db(&self, what: &str, e: sqlx::Error) -> StoreError {
+        self.sites.classify(what, e)
     }
 
     /// The view of one tenant. Tenant ids are opaque; [`DEFAULT_TENANT`] is the usual one.
@@ -116,6 +216,7 @@ impl StoreRoot {
         Store {
             pool: self.pool.clone(),
             tenant: Arc::from(tenant_id),
+            sites: Arc::clone(&self.sites),
         }
     }
 
@@ -124,12 +225,13 @@ impl StoreRoot {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
-            .map_err(|e| error::db("pinging the store", e))?;
+            .map_err(|e| self.db("pinging the store", e))?;
         Ok(())
     }
 
     /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.sites.close();
         self.pool.close().await;
     }
 
@@ -156,8 +258,34 @@ impl Store {
     pub fn root(&self) -> StoreRoot {
         StoreRoot {
             pool: self.pool.clone(),
+            sites: Arc::clone(&self.sites),
         }
     }
+
+    /// Classifies a driver error of this store (see [`sites::Sites::classify`]).
+    pub(crate) fn db(&self, what: &str, e: sqlx::Error) -> StoreError {
+        self.sites.classify(what, e)
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `postgres://a,postgres://b` → both URLs (a comma starts a new URL only where one begins).
+fn split_url_list(list: &str) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for part in list.split(',') {
+        let part = part.trim();
+        match urls.last_mut() {
+            Some(last) if !is_postgres(part) => {
+                last.push(',');
+                last.push_str(part);
+            }
+            _ => urls.push(part.to_owned()),
+        }
+    }
+    urls
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

@@ -7,7 +7,10 @@
 //!
 //! Several processes may open the same database at once: each migration runs in a transaction
 //! whose first statement claims its version row, so exactly one opener applies it and the
-//! others wait for it and skip.
+//! others wait for it and skip. On PostgreSQL every migration transaction (and the one that
+//! creates `schema_migrations`) first takes a transaction-scoped advisory lock, because
+//! concurrent `CREATE TABLE IF NOT EXISTS` of one table can fail there with a unique violation
+//! in the catalog instead of waiting.
 
 use sqlx::{AnyPool, Row};
 
@@ -150,7 +153,48 @@ pub(crate) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
+/// Key of the PostgreSQL advisory lock that serialises migrations ("tsuzuku" in ASCII).
+const PG_MIGRATION_LOCK: i64 = 0x0074_7375_7a75_6b75;
+
+/// On PostgreSQL, waits for the migration lock; released when the transaction ends.
+async fn lock_migrations(
+    conn: &mut sqlx::AnyConnection,
+    postgres: bool,
+    what: &str,
+) -> Result<(), StoreError> {
+    if postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PG_MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db(what, e))?;
+    }
+    Ok(())
+}
+
+async fn schema_version(pool: &AnyPool) -> Result<Option<i64>, StoreError> {
+    sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
+        .fetch_one(pool)
+        .await
+        .and_then(|row| row.try_get("v"))
+        .map_err(|e| db("reading the schema version", e))
+}
+
+fn refuse_newer(newest: Option<i64>) -> Result<(), StoreError> {
+    let latest = latest_version();
+    match newest {
+        Some(newest) if newest > latest => Err(StoreError::Incompatible(format!(
+            "the database is at schema version {newest} but this build of tsuzuku knows only up to {latest}; run a newer tsuzuku"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Brings the schema up to date. `postgres` selects the PostgreSQL locking.
+pub(crate) async fn run(pool: &AnyPool, postgres: bool) -> Result<(), StoreError> {
+    let what = "creating the schema_migrations table";
+    let mut tx = pool.begin().await.map_err(|e| db(what, e))?;
+    lock_migrations(&mut tx, postgres, what).await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT NOT NULL,
@@ -159,28 +203,18 @@ pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
             PRIMARY KEY (version)
         )",
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await
-    .map_err(|e| db("creating the schema_migrations table", e))?;
+    .map_err(|e| db(what, e))?;
+    tx.commit().await.map_err(|e| db(what, e))?;
 
-    let newest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
-        .fetch_one(pool)
-        .await
-        .and_then(|row| row.try_get("v"))
-        .map_err(|e| db("reading the schema version", e))?;
-    let latest = latest_version();
-    if let Some(newest) = newest
-        && newest > latest
-    {
-        return Err(StoreError::Incompatible(format!(
-            "the database is at schema version {newest} but this build of tsuzuku knows only up to {latest}; run a newer tsuzuku"
-        )));
-    }
+    refuse_newer(schema_version(pool).await?)?;
 
     let now = unix_now();
     for m in MIGRATIONS {
         let what = format!("applying schema migration {} ({})", m.version, m.name);
         let mut tx = pool.begin().await.map_err(|e| db(&what, e))?;
+        lock_migrations(&mut tx, postgres, &what).await?;
         // Claiming the version row first takes the write lock (SQLite) or the row (PostgreSQL):
         // a concurrent opener waits here and then finds the migration applied.
         let claimed = sqlx::query(
@@ -210,6 +244,28 @@ pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
             name = m.name,
             "applied schema migration"
         );
+    }
+    Ok(())
+}
+
+/// For a store opened on a standby (no primary reachable): the schema cannot be changed there,
+/// so it must already be the one this build writes.
+pub(crate) async fn check_current(pool: &AnyPool, server: &str) -> Result<(), StoreError> {
+    let newest = match schema_version(pool).await {
+        Ok(v) => v,
+        // No schema_migrations table yet: the primary was never opened by tsuzuku.
+        Err(StoreError::Database(_)) => None,
+        Err(e) => return Err(e),
+    };
+    refuse_newer(newest)?;
+    let latest = latest_version();
+    if newest.unwrap_or(0) < latest {
+        return Err(StoreError::ReadOnly(format!(
+            "only the read-only standby {server} answers and its schema is at version {} while this build needs {latest}; \
+             the schema can be brought up to date only on a writable primary: start tsuzuku when the primary answers, \
+             or promote the standby (`tsuzuku site promote`) first",
+            newest.unwrap_or(0)
+        )));
     }
     Ok(())
 }

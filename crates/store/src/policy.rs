@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
-use crate::error::{StoreError, corrupt, db, is_unique_violation};
+use crate::error::{StoreError, corrupt, is_unique_violation};
 
 /// One policy document of a version (e.g. one Cedar file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl Store {
             .bind(&*self.tenant)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| db("reading the current policy version", e))?;
+            .map_err(|e| self.db("reading the current policy version", e))?;
         match row {
             Some(row) => row
                 .try_get("version")
@@ -88,7 +88,7 @@ impl Store {
         .bind(version)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db(&what, e))?
+        .map_err(|e| self.db(&what, e))?
         else {
             return Ok(None);
         };
@@ -101,7 +101,7 @@ impl Store {
         .bind(version)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db(&what, e))?
+        .map_err(|e| self.db(&what, e))?
         .iter()
         .map(|r| doc_from_row(r).map(|(_, d)| d))
         .collect::<Result<_, _>>()?;
@@ -117,7 +117,7 @@ impl Store {
         .bind(&*self.tenant)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db("reading the policy history", e))?
+        .map_err(|e| self.db("reading the policy history", e))?
         .iter()
         .map(version_from_row)
         .collect::<Result<_, _>>()?;
@@ -129,7 +129,7 @@ impl Store {
         .bind(&*self.tenant)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db("reading the policy history", e))?
+        .map_err(|e| self.db("reading the policy history", e))?
         .iter()
         {
             let (version, doc) = doc_from_row(row)?;
@@ -170,7 +170,7 @@ impl Store {
             StoreError::Invalid(format!("base version {base_version} is out of range"))
         })?;
         let what = format!("saving policy version {new_version}");
-        let mut tx = self.pool.begin().await.map_err(|e| db(&what, e))?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(&what, e))?;
         // First statement writes: takes SQLite's write lock at once (no read-then-upgrade
         // deadlock); on PostgreSQL the compare-and-set UPDATE below locks the head row.
         sqlx::query(
@@ -180,7 +180,7 @@ impl Store {
         .bind(&*self.tenant)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db(&what, e))?;
+        .map_err(|e| self.db(&what, e))?;
         let moved = sqlx::query(
             "UPDATE policy_head SET version = $3 WHERE tenant_id = $1 AND version = $2",
         )
@@ -189,7 +189,7 @@ impl Store {
         .bind(new_version)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db(&what, e))?
+        .map_err(|e| self.db(&what, e))?
         .rows_affected();
         if moved == 0 {
             let current: i64 = sqlx::query("SELECT version FROM policy_head WHERE tenant_id = $1")
@@ -197,8 +197,8 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await
                 .and_then(|r| r.try_get("version"))
-                .map_err(|e| db(&what, e))?;
-            tx.rollback().await.map_err(|e| db(&what, e))?;
+                .map_err(|e| self.db(&what, e))?;
+            tx.rollback().await.map_err(|e| self.db(&what, e))?;
             return Err(StoreError::Conflict(format!(
                 "policy changed since version {base_version}: the current version is {current}; \
                  load version {current}, reapply your change and save again"
@@ -221,7 +221,7 @@ impl Store {
                     "policy version {new_version} already exists although the head said {base_version}; the policy tables were changed outside tsuzuku"
                 ))
             } else {
-                db(&what, e)
+                self.db(&what, e)
             }
         })?;
         for doc in &docs {
@@ -234,9 +234,9 @@ impl Store {
             .bind(&doc.text)
             .execute(&mut *tx)
             .await
-            .map_err(|e| db(&format!("{what}: document {:?}", doc.id), e))?;
+            .map_err(|e| self.db(&format!("{what}: document {:?}", doc.id), e))?;
         }
-        tx.commit().await.map_err(|e| db(&what, e))?;
+        tx.commit().await.map_err(|e| self.db(&what, e))?;
         Ok(new_version)
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
-use crate::error::{StoreError, corrupt, db, is_foreign_key_violation, is_unique_violation};
+use crate::error::{StoreError, corrupt, is_foreign_key_violation, is_unique_violation};
 
 /// A logged-in session, on the portal or on one app host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +103,7 @@ impl Store {
                 "cannot create a session for user {:?}: no such user in tenant {:?}",
                 s.user_id, self.tenant
             ))),
-            Err(e) => Err(db(
-                &format!("creating a session for user {:?}", s.user_id),
-                e,
-            )),
+            Err(e) => Err(self.db(&format!("creating a session for user {:?}", s.user_id), e)),
         }
     }
 
@@ -121,7 +118,7 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db("reading a session", e))?
+        .map_err(|e| self.db("reading a session", e))?
         .as_ref()
         .map(session_from_row)
         .transpose()
@@ -138,7 +135,7 @@ impl Store {
         .bind(user_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db(&format!("listing sessions of user {user_id:?}"), e))?
+        .map_err(|e| self.db(&format!("listing sessions of user {user_id:?}"), e))?
         .iter()
         .map(session_from_row)
         .collect()
@@ -155,7 +152,7 @@ impl Store {
         .bind(login_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db("listing the sessions of one sign-in", e))?
+        .map_err(|e| self.db("listing the sessions of one sign-in", e))?
         .iter()
         .map(session_from_row)
         .collect()
@@ -173,7 +170,7 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await
-        .map_err(|e| db("touching a session", e))?
+        .map_err(|e| self.db("touching a session", e))?
         .rows_affected();
         Ok(changed > 0)
     }
@@ -185,7 +182,7 @@ impl Store {
             .bind(token_hash)
             .execute(&self.pool)
             .await
-            .map_err(|e| db("deleting a session", e))?
+            .map_err(|e| self.db("deleting a session", e))?
             .rows_affected();
         Ok(deleted > 0)
     }
@@ -198,7 +195,7 @@ impl Store {
                 .bind(login_id)
                 .execute(&self.pool)
                 .await
-                .map_err(|e| db(&format!("deleting the sessions of login {login_id:?}"), e))?
+                .map_err(|e| self.db(&format!("deleting the sessions of login {login_id:?}"), e))?
                 .rows_affected(),
         )
     }
@@ -211,7 +208,7 @@ impl Store {
                 .bind(user_id)
                 .execute(&self.pool)
                 .await
-                .map_err(|e| db(&format!("deleting the sessions of user {user_id:?}"), e))?
+                .map_err(|e| self.db(&format!("deleting the sessions of user {user_id:?}"), e))?
                 .rows_affected(),
         )
     }
@@ -231,7 +228,7 @@ impl Store {
         .bind(idle_cutoff)
         .execute(&self.pool)
         .await
-        .map_err(|e| db("purging expired sessions", e))?
+        .map_err(|e| self.db("purging expired sessions", e))?
         .rows_affected())
     }
 
@@ -260,7 +257,7 @@ impl Store {
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(
                 "a handoff code with this hash already exists; generate a new code".into(),
             )),
-            Err(e) => Err(db(&format!("creating a handoff code for {app_host:?}"), e)),
+            Err(e) => Err(self.db(&format!("creating a handoff code for {app_host:?}"), e)),
         }
     }
 
@@ -279,7 +276,7 @@ impl Store {
         .bind(code_hash)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db("redeeming a handoff code", e))?
+        .map_err(|e| self.db("redeeming a handoff code", e))?
         else {
             return Ok(None);
         };
@@ -318,7 +315,7 @@ impl Store {
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(
                 "a pending OIDC login with this state already exists; generate a new state".into(),
             )),
-            Err(e) => Err(db("storing a pending OIDC login", e)),
+            Err(e) => Err(self.db("storing a pending OIDC login", e)),
         }
     }
 
@@ -337,7 +334,7 @@ impl Store {
         .bind(state)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db("taking a pending OIDC login", e))?
+        .map_err(|e| self.db("taking a pending OIDC login", e))?
         else {
             return Ok(None);
         };
@@ -360,7 +357,7 @@ impl Store {
                 .bind(now)
                 .execute(&self.pool)
                 .await
-                .map_err(|e| db("purging expired handoff codes", e))?
+                .map_err(|e| self.db("purging expired handoff codes", e))?
                 .rows_affected();
         let pending =
             sqlx::query("DELETE FROM oidc_pending WHERE tenant_id = $1 AND expires_at <= $2")
@@ -368,7 +365,7 @@ impl Store {
                 .bind(now)
                 .execute(&self.pool)
                 .await
-                .map_err(|e| db("purging expired pending OIDC logins", e))?
+                .map_err(|e| self.db("purging expired pending OIDC logins", e))?
                 .rows_affected();
         Ok(handoffs.saturating_add(pending))
     }

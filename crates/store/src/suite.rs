@@ -1,6 +1,7 @@
 //! The storage test suite: backend-independent checks of everything a [`StoreRoot`] promises,
 //! written against the public API so the same checks run on every backend (SQLite in this
-//! crate's tests; PostgreSQL later, with the `testsuite` feature).
+//! crate's unit tests; a real PostgreSQL in `tests/postgres.rs`, through the `testsuite`
+//! feature).
 //!
 //! Every check works in tenants with fresh random names, so the suite can run repeatedly and
 //! concurrently against one shared database without cleaning up. Checks panic on failure.

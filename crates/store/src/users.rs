@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
-use crate::error::{StoreError, corrupt, db, is_unique_violation};
+use crate::error::{StoreError, corrupt, is_unique_violation};
 
 /// A user of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl Store {
                 created_at: now,
             }),
             Err(e) if is_unique_violation(&e) => Err(self.username_taken(&new.username)),
-            Err(e) => Err(db(&format!("creating user {:?}", new.username), e)),
+            Err(e) => Err(self.db(&format!("creating user {:?}", new.username), e)),
         }
     }
 
@@ -154,7 +154,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db(&format!("reading user {id:?}"), e))?
+        .map_err(|e| self.db(&format!("reading user {id:?}"), e))?
         .as_ref()
         .map(user_from_row)
         .transpose()
@@ -170,7 +170,7 @@ impl Store {
         .bind(username)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db(&format!("reading user {username:?}"), e))?
+        .map_err(|e| self.db(&format!("reading user {username:?}"), e))?
         .as_ref()
         .map(user_from_row)
         .transpose()
@@ -186,7 +186,7 @@ impl Store {
         .bind(&*self.tenant)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| db("listing users", e))?
+        .map_err(|e| self.db("listing users", e))?
         .iter()
         .map(user_from_row)
         .collect()
@@ -202,7 +202,7 @@ impl Store {
         let changed = query
             .execute(&self.pool)
             .await
-            .map_err(|e| db(&format!("{what} of user {id:?}"), e))?
+            .map_err(|e| self.db(&format!("{what} of user {id:?}"), e))?
             .rows_affected();
         if changed == 0 {
             return Err(self.no_user(id));
@@ -268,7 +268,7 @@ impl Store {
         .bind(step)
         .execute(&self.pool)
         .await
-        .map_err(|e| db(&format!("consuming TOTP step {step} of user {id:?}"), e))?
+        .map_err(|e| self.db(&format!("consuming TOTP step {step} of user {id:?}"), e))?
         .rows_affected();
         Ok(changed > 0)
     }
@@ -293,7 +293,7 @@ impl Store {
         .bind(locked_until)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db(&format!("recording a failed login of user {id:?}"), e))?
+        .map_err(|e| self.db(&format!("recording a failed login of user {id:?}"), e))?
         .ok_or_else(|| self.no_user(id))?;
         row.try_get("failed_logins")
             .map_err(|e| corrupt(format!("user {id}"), e))
@@ -326,7 +326,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| {
-            db(
+            self.db(
                 &format!("reading the user of {issuer} subject {subject:?}"),
                 e,
             )
@@ -366,7 +366,7 @@ impl Store {
                 .bind(&groups_text)
                 .execute(&self.pool)
                 .await
-                .map_err(|e| db(&format!("updating OIDC user {username:?}"), e))?;
+                .map_err(|e| self.db(&format!("updating OIDC user {username:?}"), e))?;
                 return Ok(User {
                     display_name: display_name.to_owned(),
                     email,
@@ -418,7 +418,7 @@ impl Store {
                     }
                     // Lost a race with a concurrent first login: update the winner's row.
                 }
-                Err(e) => return Err(db(&format!("creating OIDC user {username:?}"), e)),
+                Err(e) => return Err(self.db(&format!("creating OIDC user {username:?}"), e)),
             }
         }
         Err(StoreError::Conflict(format!(

@@ -2,4 +2,5 @@
 
 pub mod gateway;
 pub mod oidc;
+pub mod postgres;
 pub mod upstream;

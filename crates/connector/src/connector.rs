@@ -1,0 +1,158 @@
+//! The whole connector in one handle: site state, probers, the re-evaluation ticker and the
+//! local proxy, started together and stopped together. This is what `tsuzuku connect` runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::probe::{ProbeConfig, ProbeError, Probers};
+use crate::proxy::{Proxy, ProxyConfig, ProxyError};
+use crate::select::{Exclusion, InvalidConfig, SelectConfig, Shed, Site};
+use crate::state::{Clock, SiteState, Status};
+
+/// Everything the connector needs to run.
+#[derive(Clone, Debug)]
+pub struct ConnectorConfig {
+    /// The gateway sites (from the control plane's signed site list, or the local copy).
+    pub sites: Vec<Site>,
+    pub select: SelectConfig,
+    pub probe: ProbeConfig,
+    pub proxy: ProxyConfig,
+    /// How often selection is re-evaluated without a new probe result, so that time-based
+    /// changes (hold-down over, exclusion expired, endpoint silent) apply. Default 100 ms.
+    pub evaluate_every: Duration,
+}
+
+impl ConnectorConfig {
+    /// A configuration with the documented defaults for everything but the sites and the app
+    /// domains.
+    pub fn new(sites: Vec<Site>, app_domains: Vec<String>) -> Self {
+        Self {
+            sites,
+            select: SelectConfig::default(),
+            probe: ProbeConfig::default(),
+            proxy: ProxyConfig {
+                app_domains,
+                ..ProxyConfig::default()
+            },
+            evaluate_every: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why the connector could not start or take a new site list.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    #[error(transparent)]
+    Config(#[from] InvalidConfig),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("evaluate_every must be more than zero")]
+    EvaluateEvery,
+}
+
+/// A running connector. Dropping it without [`Connector::shutdown`] stops the probers and the
+/// ticker; the proxy's listener ends when the runtime does.
+pub struct Connector {
+    state: Arc<SiteState>,
+    probe_config: ProbeConfig,
+    probers: Probers,
+    ticker: AbortOnDrop,
+    proxy: Proxy,
+}
+
+impl Connector {
+    /// Validates everything, starts probing every endpoint and listens on the proxy address.
+    pub async fn start(config: ConnectorConfig) -> Result<Self, ConnectorError> {
+        if config.evaluate_every.is_zero() {
+            return Err(ConnectorError::EvaluateEvery);
+        }
+        config.probe.validate()?;
+        let state = SiteState::new(config.sites.clone(), config.select, Clock::system())?;
+        let proxy = Proxy::bind(config.proxy, state.clone()).await?;
+        let probers = Probers::start(&state, &config.sites, &config.probe)?;
+        let ticker = {
+            let state = state.clone();
+            let every = config.evaluate_every;
+            AbortOnDrop(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state.evaluate();
+                }
+            }))
+        };
+        Ok(Self {
+            state,
+            probe_config: config.probe,
+            probers,
+            ticker,
+            proxy,
+        })
+    }
+
+    /// The proxy's address (`127.0.0.1:PORT`).
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy.local_addr()
+    }
+
+    /// The PAC file's URL, for the browser's automatic proxy configuration.
+    pub fn pac_url(&self) -> String {
+        self.proxy.pac_url()
+    }
+
+    /// The site in use, why, every site's health, latency and loss, and the last switches.
+    pub fn status(&self) -> Status {
+        self.state.status()
+    }
+
+    /// Open tunnels per site.
+    pub fn open_tunnels(&self) -> std::collections::BTreeMap<String, usize> {
+        self.proxy.open_tunnels()
+    }
+
+    /// The shared state, for callers that record or inspect directly.
+    pub fn state(&self) -> &Arc<SiteState> {
+        &self.state
+    }
+
+    /// Takes a new site list (after a configuration refresh) and re-starts probing for it.
+    pub fn set_sites(&mut self, sites: Vec<Site>) -> Result<(), ConnectorError> {
+        let probers = Probers::start(&self.state, &sites, &self.probe_config)?;
+        self.state.set_sites(sites)?;
+        std::mem::replace(&mut self.probers, probers).stop();
+        Ok(())
+    }
+
+    /// Takes the operators' current exclusions (replacing the previous ones).
+    pub fn set_exclusions(&self, exclusions: Vec<Exclusion>) {
+        self.state.set_exclusions(exclusions);
+    }
+
+    /// Takes the sites' current load-shedding hints (replacing the previous ones).
+    pub fn set_sheds(&self, sheds: Vec<Shed>) {
+        self.state.set_sheds(sheds);
+    }
+
+    /// Stops probing and the proxy, closing every tunnel.
+    pub async fn shutdown(self) {
+        drop(self.ticker);
+        self.probers.stop();
+        self.proxy.shutdown().await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

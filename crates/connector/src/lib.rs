@@ -1,0 +1,42 @@
+//! The connector: the device agent behind `tsuzuku connect`. It listens on loopback as an HTTP
+//! forward proxy (plain HTTP and `CONNECT`) and serves a PAC file that sends the organisation's
+//! app domains through it; it probes every gateway site continuously and sends each new
+//! connection to the best healthy site, failing over on blackout, moving on sustained brownout
+//! without flapping, avoiding excluded and load-shedding sites, and closing tunnels to sites
+//! that are lost.
+//!
+//! Architecture invariant: `select.rs` knows no IO. Site selection is a pure function of the
+//! site list, the probe history, exclusions, load-shedding hints, the current choice, the
+//! settings and a clock value passed in; it opens no socket, reads no clock and knows nothing
+//! of tokio, HTTP or TLS. Probing (`probe.rs`), the shared state and its clock (`state.rs`) and
+//! the proxy (`proxy.rs`) feed it and act on its answer. The crate knows nothing of the store,
+//! policies or the gateway's internals: it talks to gateways over the network only.
+//!
+//! Modules:
+//! - [`select`]: the decision (pure), with the reasons `connect status` shows.
+//! - [`probe`]: `GET /readyz` per endpoint, on an interval, into the history.
+//! - [`state`]: the shared state, the clock, re-evaluation and publication of the decision.
+//! - [`proxy`]: the loopback forward proxy and `/proxy.pac`.
+//! - [`pac`]: app domains and the PAC file text (pure).
+//! - [`tls`]: TLS client settings towards gateways.
+//! - [`connector`]: all of the above started as one [`Connector`].
+
+pub mod connector;
+pub mod pac;
+pub mod probe;
+pub mod proxy;
+pub mod select;
+pub mod state;
+pub mod tls;
+
+#[cfg(test)]
+mod testsupport;
+
+pub use connector::{Connector, ConnectorConfig, ConnectorError};
+pub use pac::{AppDomains, Internet};
+pub use probe::{ProbeConfig, Scheme};
+pub use proxy::{ProxyConfig, TunnelClose};
+pub use select::{
+    Exclusion, Reason, SelectConfig, Selection, Shed, Site, SiteView, Time,
+};
+pub use state::{SiteState, Status, Switch};

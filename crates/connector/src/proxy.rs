@@ -1,0 +1,803 @@
+//! The local forward proxy: loopback HTTP proxy with `CONNECT` tunnels and plain-HTTP
+//! forwarding, plus the PAC file at `/proxy.pac`.
+//!
+//! Traffic for the organisation's app domains is not sent where DNS says: every new tunnel or
+//! request is sent to a gateway endpoint of the site the selector chose, and the gateway routes
+//! it by SNI / `Host`. A `CONNECT app.example.com:443` therefore becomes a raw TCP tunnel to,
+//! say, `192.0.2.10:443` at site "tokyo", carrying the browser's own TLS to the gateway.
+//!
+//! - Ports: only `allowed_ports` (default 443) may be `CONNECT`ed; others get 403.
+//! - Retries: a connection attempt that fails (refused, timed out) has sent nothing, so the
+//!   next endpoint in [`Selection::attempts`](crate::select::Selection::attempts) is tried —
+//!   another node of the site, then the next site. Plain-HTTP requests that are idempotent
+//!   (GET, HEAD, OPTIONS) and have no body are also retried when the gateway fails without an
+//!   answer. Every failed attempt is reported to the site state, so a dead node is skipped by
+//!   the next connection and a dead site is detected at the speed of traffic.
+//! - Tunnels are counted per site and closed promptly when their site becomes unusable (down
+//!   or excluded), instead of hanging on a site that no longer answers; with
+//!   [`TunnelClose::OnSwitch`] also when the selection moves away from their site for any
+//!   reason.
+//! - Requests in origin form are for the proxy itself: only `GET /proxy.pac` with the proxy's
+//!   own address as `Host` is answered (another `Host` is a DNS-rebinding attempt or a
+//!   mistake: 421).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::pac::{AppDomains, Internet, InvalidDomain, pac_file};
+use crate::select::{Endpoint, Failure, Selection, human};
+use crate::state::SiteState;
+
+#[cfg(test)]
+mod tests;
+
+/// Response bodies of the proxy.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// When established tunnels are closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TunnelClose {
+    /// When their site becomes unusable: down, or excluded. A brownout or load-shedding switch
+    /// sends new connections elsewhere and lets existing ones finish.
+    #[default]
+    WhenUnusable,
+    /// Also when the selection moves away from their site for any reason.
+    OnSwitch,
+}
+
+/// The settings of the local proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// A loopback address. Default 127.0.0.1:3128; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The organisation's app domains; each covers its subdomains.
+    pub app_domains: Vec<String>,
+    /// Ports that may be `CONNECT`ed. Default 443.
+    pub allowed_ports: Vec<u16>,
+    /// Traffic outside the app domains.
+    pub internet: Internet,
+    /// Time allowed to connect to one endpoint before trying the next. Default 700 ms.
+    pub connect_timeout: Duration,
+    /// Endpoints tried per new connection. Default 3.
+    pub max_attempts: usize,
+    /// TLS towards the gateway for forwarded plain-HTTP requests (the browser's `http://`
+    /// request leaves the device encrypted, with the app's host name as SNI). `None` forwards
+    /// them as plain HTTP to the endpoint (tests, or a plain-HTTP gateway port).
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    pub tunnel_close: TunnelClose,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            app_domains: Vec::new(),
+            allowed_ports: vec![443],
+            internet: Internet::Direct,
+            connect_timeout: Duration::from_millis(700),
+            max_attempts: 3,
+            upstream_tls: None,
+            tunnel_close: TunnelClose::WhenUnusable,
+        }
+    }
+}
+
+/// Proxy settings that cannot work, or a listener that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    #[error(
+        "the connector's proxy must listen on a loopback address such as 127.0.0.1:3128, not {0}: other machines must not use it"
+    )]
+    NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Domain(#[from] InvalidDomain),
+    #[error("no app domains configured: give the organisation's app domains, such as example.com")]
+    NoDomains,
+    #[error("allowed_ports is empty: allow at least 443")]
+    NoPorts,
+    #[error("proxy setting {field} must be {expected}")]
+    Setting {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("could not listen on {addr}: {source}; is another program using that port?")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    cfg: ProxyConfig,
+    domains: AppDomains,
+    pac: String,
+    addr: SocketAddr,
+    state: Arc<SiteState>,
+    seq: AtomicU64,
+    tunnels: Mutex<BTreeMap<String, usize>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn tunnel_count(&self, site: &str, delta: isize) {
+        let mut t = self.tunnels.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = t.entry(site.to_owned()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            t.remove(site);
+        }
+    }
+}
+
+/// Counts one open tunnel to a site for as long as it lives.
+struct TunnelGuard {
+    shared: Arc<Shared>,
+    site: String,
+}
+
+impl TunnelGuard {
+    fn open(shared: &Arc<Shared>, site: &str) -> Self {
+        shared.tunnel_count(site, 1);
+        Self {
+            shared: shared.clone(),
+            site: site.to_owned(),
+        }
+    }
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.shared.tunnel_count(&self.site, -1);
+    }
+}
+
+/// The running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Checks the settings, listens, and serves until [`Proxy::shutdown`].
+    pub async fn bind(cfg: ProxyConfig, state: Arc<SiteState>) -> Result<Self, ProxyError> {
+        if !cfg.listen.ip().is_loopback() {
+            return Err(ProxyError::NotLoopback(cfg.listen));
+        }
+        let domains = AppDomains::new(&cfg.app_domains)?;
+        if domains.as_slice().is_empty() {
+            return Err(ProxyError::NoDomains);
+        }
+        if cfg.allowed_ports.is_empty() {
+            return Err(ProxyError::NoPorts);
+        }
+        if cfg.max_attempts == 0 {
+            return Err(ProxyError::Setting {
+                field: "max_attempts",
+                expected: "at least 1",
+            });
+        }
+        if cfg.connect_timeout.is_zero() {
+            return Err(ProxyError::Setting {
+                field: "connect_timeout",
+                expected: "more than zero",
+            });
+        }
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ProxyError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let pac = pac_file(&domains, addr, cfg.internet);
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            cfg,
+            domains,
+            pac,
+            addr,
+            state,
+            seq: AtomicU64::new(0),
+            tunnels: Mutex::new(BTreeMap::new()),
+            stop: stop_rx,
+        });
+        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(Self { shared, stop, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Where browsers get the PAC file (`--proxy-pac-url`).
+    pub fn pac_url(&self) -> String {
+        format!("http://{}/proxy.pac", self.shared.addr)
+    }
+
+    /// The PAC file served.
+    pub fn pac(&self) -> &str {
+        &self.shared.pac
+    }
+
+    /// Open tunnels per site.
+    pub fn open_tunnels(&self) -> BTreeMap<String, usize> {
+        self.shared
+            .tunnels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops accepting, closes every connection and tunnel, and waits for the listener to end.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "proxy task ended abnormally");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_connection(stream, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+/// Resolves once the proxy is told to stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any other await.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(error = %e, "proxy connection ended with an error");
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        connect(shared, req).await
+    } else if req.uri().scheme().is_some() {
+        forward(shared, req).await
+    } else {
+        local(&shared, &req)
+    }
+}
+
+fn full(text: String) -> Body {
+    Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut body = message.into();
+    body.push('\n');
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Requests for the proxy itself: the PAC file.
+fn local(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let port = shared.addr.port();
+    let own = [
+        shared.addr.to_string(),
+        format!("localhost:{port}"),
+        match shared.addr {
+            SocketAddr::V4(_) => format!("127.0.0.1:{port}"),
+            SocketAddr::V6(_) => format!("[::1]:{port}"),
+        },
+    ];
+    if !own.contains(&host) {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "This is the Tsuzuku connector's local proxy; it answers only requests addressed to {}. The request for host {host:?} was refused.",
+                shared.addr
+            ),
+        );
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/proxy.pac") => {
+            let mut resp = Response::new(full(shared.pac.clone()));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Not found. The Tsuzuku connector serves only its PAC file here: http://{}/proxy.pac",
+                shared.addr
+            ),
+        ),
+    }
+}
+
+/// Where traffic for a host goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Gateway,
+    Direct,
+    Refused,
+}
+
+fn route(shared: &Shared, host: &str) -> Route {
+    if shared.domains.matches(host) {
+        Route::Gateway
+    } else if shared.cfg.internet == Internet::ViaConnector {
+        Route::Direct
+    } else {
+        Route::Refused
+    }
+}
+
+fn not_an_app(shared: &Shared, host: &str) -> Response<Body> {
+    text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{host} is not one of the organisation's app domains ({}); the Tsuzuku connector carries only app traffic. Check that the browser uses the PAC file http://{}/proxy.pac.",
+            shared.domains.as_slice().join(", "),
+            shared.addr
+        ),
+    )
+}
+
+fn normalise_host(host: &str) -> String {
+    let h = host.to_ascii_lowercase();
+    h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
+}
+
+/// Connects to the first endpoint of the current selection that answers, reporting the ones
+/// that do not.
+async fn open_gateway(
+    shared: &Shared,
+    tried: &mut Vec<String>,
+) -> (Arc<Selection>, Option<(TcpStream, Endpoint)>) {
+    let selection = shared.state.selection();
+    let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+    for ep in selection
+        .attempts(seq)
+        .into_iter()
+        .take(shared.cfg.max_attempts)
+    {
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(ep.addr)).await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return (selection, Some((stream, ep)));
+            }
+            Ok(Err(e)) => {
+                tried.push(format!("site {} at {} ({e})", ep.site, ep.addr));
+                shared.state.report_traffic_failure(ep, Failure::Connect);
+            }
+            Err(_) => {
+                tried.push(format!(
+                    "site {} at {} (no connection within {})",
+                    ep.site,
+                    ep.addr,
+                    human(shared.cfg.connect_timeout)
+                ));
+                shared.state.report_traffic_failure(ep, Failure::Timeout);
+            }
+        }
+    }
+    (selection, None)
+}
+
+async fn open_direct(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect((bare, port))).await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(format!("{host}:{port} ({e})")),
+        Err(_) => Err(format!(
+            "{host}:{port} (no connection within {})",
+            human(shared.cfg.connect_timeout)
+        )),
+    }
+}
+
+fn unreachable(selection: &Selection, tried: &[String]) -> Response<Body> {
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "The Tsuzuku connector could not reach a gateway ({}). Tried: {}. The connector keeps probing every site and uses one as soon as it answers: try again in a moment.",
+            selection.reason,
+            if tried.is_empty() {
+                "nothing".to_owned()
+            } else {
+                tried.join("; ")
+            }
+        ),
+    )
+}
+
+async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs a host and a port, such as app.example.com:443",
+        );
+    };
+    let host = normalise_host(authority.host());
+    let Some(port) = authority.port_u16() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("CONNECT {host} has no port; give one, such as {host}:443"),
+        );
+    };
+    if !shared.cfg.allowed_ports.contains(&port) {
+        let allowed: Vec<String> = shared
+            .cfg
+            .allowed_ports
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Port {port} is not allowed through the Tsuzuku connector (allowed: {}). Ask your IT team if {host}:{port} should be reachable.",
+                allowed.join(", ")
+            ),
+        );
+    }
+    let (upstream, site) = match route(&shared, &host) {
+        Route::Refused => return not_an_app(&shared, &host),
+        Route::Gateway => {
+            let mut tried = Vec::new();
+            match open_gateway(&shared, &mut tried).await {
+                (_, Some((stream, ep))) => (stream, Some(ep.site)),
+                (selection, None) => return unreachable(&selection, &tried),
+            }
+        }
+        Route::Direct => match open_direct(&shared, &host, port).await {
+            Ok(stream) => (stream, None),
+            Err(why) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("The Tsuzuku connector could not reach {why}."),
+                );
+            }
+        },
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    // Subscribed before answering, so a change that happens while the tunnel starts is seen.
+    let selection = site.as_ref().map(|_| {
+        let mut rx = shared.state.subscribe();
+        let at_open = rx.borrow_and_update().site.clone();
+        (rx, at_open)
+    });
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        tunnel(shared, TokioIo::new(upgraded), upstream, site, selection).await;
+    });
+    Response::new(empty())
+}
+
+/// Copies both ways until either side closes, the tunnel's site becomes unusable, or the
+/// proxy stops. Dropping both streams closes both connections.
+async fn tunnel<C>(
+    shared: Arc<Shared>,
+    mut client: C,
+    mut upstream: TcpStream,
+    site: Option<String>,
+    selection: Option<(watch::Receiver<Arc<Selection>>, Option<String>)>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let _guard = site.as_deref().map(|s| TunnelGuard::open(&shared, s));
+    let policy = shared.cfg.tunnel_close;
+    let close = async {
+        let (Some(site), Some((mut rx, at_open))) = (site.as_deref(), selection) else {
+            return std::future::pending::<()>().await;
+        };
+        // Only a change after the tunnel opened closes it: a tunnel opened as a last resort to
+        // a site marked down stays until routing moves on.
+        while rx.changed().await.is_ok() {
+            let sel = rx.borrow_and_update();
+            let moved_away = sel.site != at_open && sel.site.as_deref() != Some(site);
+            if !sel.usable(site) || (policy == TunnelClose::OnSwitch && moved_away) {
+                tracing::info!(site, now = %sel.reason, "closing tunnel to a site no longer in use");
+                return;
+            }
+        }
+    };
+    let mut stop = shared.stop.clone();
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "tunnel ended with an error");
+            }
+        }
+        () = close => {}
+        () = stopped(&mut stop) => {}
+    }
+}
+
+/// Headers that concern one connection only (RFC 9110 §7.6.1), including those named in
+/// `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+async fn http1<I>(io: I) -> Result<Sender, String>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Opens an HTTP/1.1 connection on `stream`, with TLS (SNI `host`) when configured and the
+/// destination is a gateway.
+async fn open_sender(
+    shared: &Shared,
+    stream: TcpStream,
+    host: &str,
+    gateway: bool,
+) -> Result<Sender, String> {
+    match (&shared.cfg.upstream_tls, gateway) {
+        (Some(tls), true) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            http1(stream).await
+        }
+        _ => http1(stream).await,
+    }
+}
+
+/// A plain-HTTP request in absolute form.
+async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let uri = req.uri().clone();
+    if uri.scheme_str() != Some("http") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Only http:// addresses are forwarded as plain requests; https:// goes through CONNECT.",
+        );
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        return text(StatusCode::BAD_REQUEST, "The request address has no host.");
+    };
+    let host = normalise_host(authority.host());
+    let port = authority.port_u16().unwrap_or(80);
+    let route = route(&shared, &host);
+    if route == Route::Refused {
+        return not_an_app(&shared, &host);
+    }
+    let path: Uri = match uri.path_and_query().map_or("/", |p| p.as_str()).parse() {
+        Ok(p) => p,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "The request path is not valid."),
+    };
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+        headers.insert(header::HOST, v);
+    }
+    let retriable =
+        matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && body.is_end_stream();
+    let mut body = Some(body);
+    let mut tried = Vec::new();
+
+    let mut targets: Vec<Option<Endpoint>> = Vec::new();
+    let selection = match route {
+        Route::Gateway => {
+            let selection = shared.state.selection();
+            let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+            targets.extend(
+                selection
+                    .attempts(seq)
+                    .into_iter()
+                    .take(shared.cfg.max_attempts)
+                    .map(Some),
+            );
+            Some(selection)
+        }
+        _ => {
+            targets.push(None);
+            None
+        }
+    };
+    for target in targets {
+        let stream = match &target {
+            Some(ep) => {
+                match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(ep.addr))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tried.push(format!("site {} at {} ({e})", ep.site, ep.addr));
+                        shared
+                            .state
+                            .report_traffic_failure(ep.clone(), Failure::Connect);
+                        continue;
+                    }
+                    Err(_) => {
+                        tried.push(format!(
+                            "site {} at {} (no connection within {})",
+                            ep.site,
+                            ep.addr,
+                            human(shared.cfg.connect_timeout)
+                        ));
+                        shared
+                            .state
+                            .report_traffic_failure(ep.clone(), Failure::Timeout);
+                        continue;
+                    }
+                }
+            }
+            None => match open_direct(&shared, &host, port).await {
+                Ok(s) => s,
+                Err(why) => {
+                    tried.push(why);
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let where_ = target
+            .as_ref()
+            .map_or_else(|| host.clone(), |ep| format!("site {} at {}", ep.site, ep.addr));
+        let mut sender = match open_sender(&shared, stream, &host, target.is_some()).await {
+            Ok(s) => s,
+            Err(why) => {
+                tried.push(format!("{where_} ({why})"));
+                continue;
+            }
+        };
+        let out_body = if retriable {
+            empty()
+        } else {
+            body.take().map_or_else(empty, |b| b.boxed())
+        };
+        let mut out = Request::new(out_body);
+        *out.method_mut() = method.clone();
+        *out.uri_mut() = path.clone();
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = headers.clone();
+        match sender.send_request(out).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                return Response::from_parts(parts, body.boxed());
+            }
+            Err(e) if retriable => {
+                tried.push(format!("{where_} (no answer: {e})"));
+                if let Some(ep) = target {
+                    shared.state.report_traffic_failure(ep, Failure::Protocol);
+                }
+            }
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "{where_} failed before answering ({e}). The {method} request was not repeated, because repeating it could apply it twice: try again."
+                    ),
+                );
+            }
+        }
+    }
+    match selection {
+        Some(selection) => unreachable(&selection, &tried),
+        None => text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "The Tsuzuku connector could not reach {}.",
+                tried.join("; ")
+            ),
+        ),
+    }
+}
