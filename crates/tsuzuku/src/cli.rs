@@ -47,6 +47,9 @@ pub enum Command {
     /// Read and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The state store's sites: which server is the writable primary; promotion.
+    #[command(subcommand)]
+    Site(SiteCmd),
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +215,15 @@ pub enum PolicyCmd {
         #[arg(long = "file")]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCmd {
+    /// Show which configured database server serves reads and writes.
+    Status,
+    /// Make the reachable standby writable after the primary site is lost. Refused while a
+    /// writable primary still answers (so two primaries never accept writes).
+    Promote,
 }
 
 #[derive(Debug, Subcommand)]

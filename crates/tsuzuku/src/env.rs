@@ -47,10 +47,14 @@ impl Env {
 
     /// Opens the store for the configured tenant.
     pub async fn store(&self) -> Result<Store> {
-        let root = StoreRoot::open(&self.store_url())
+        Ok(self.store_root().await?.tenant(&self.config.store.tenant))
+    }
+
+    /// Opens the whole store (every tenant; site roles).
+    pub async fn store_root(&self) -> Result<StoreRoot> {
+        StoreRoot::open(&self.store_url())
             .await
-            .with_context(|| format!("cannot open the store {}", self.store_url()))?;
-        Ok(root.tenant(&self.config.store.tenant))
+            .with_context(|| format!("cannot open the store {}", redact(&self.store_url())))
     }
 
     /// Resolves a path from the configuration.
@@ -72,6 +76,27 @@ pub fn store_url(dir: &Path, url: &str) -> String {
         return format!("sqlite://{}?{q}", abs.display());
     }
     url.to_owned()
+}
+
+/// A store URL (list) with passwords replaced by `***`.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let creds = u.get(s + 3..at).unwrap_or("");
+                match creds.split_once(':') {
+                    Some((user, _)) => format!(
+                        "{}{user}:***{}",
+                        u.get(..s + 3).unwrap_or(""),
+                        u.get(at..).unwrap_or("")
+                    ),
+                    None => u.to_owned(),
+                }
+            }
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Who runs an admin command, for the audit trail.

@@ -9,7 +9,7 @@ use tsuzuku_audit::{EventKind, verify};
 use tsuzuku_identity::{password, totp};
 use tsuzuku_store::{NewApp, NewUser, Store, User};
 
-use crate::cli::{AppCmd, AuditCmd, UserCmd};
+use crate::cli::{AppCmd, AuditCmd, SiteCmd, UserCmd};
 use crate::env::{self, Env};
 use crate::output::{print, time};
 
@@ -467,4 +467,33 @@ fn summary(d: &serde_json::Value) -> String {
         );
     }
     d.to_string()
+}
+
+pub async fn site(env: &Env, c: SiteCmd) -> Result<ExitCode> {
+    let root = env.store_root().await?;
+    match c {
+        SiteCmd::Status => {
+            let role = root.role();
+            if env.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"role": role.to_string(), "writable": role.is_writable(), "readable": role.is_readable()})
+                );
+            } else {
+                println!("store: {role}");
+            }
+        }
+        SiteCmd::Promote => {
+            let role = root.promote().await.context("promotion refused")?;
+            let store = root.tenant(&env.config.store.tenant);
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "site.promote", "role": role.to_string()}),
+            )
+            .await?;
+            println!("promoted: store is now {role}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::audit(&env, c).await
         }
+        Command::Site(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            admin::site(&env, c).await
+        }
     }
 }
 

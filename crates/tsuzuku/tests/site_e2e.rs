@@ -1,0 +1,72 @@
+//! The binary against a real PostgreSQL primary and streaming standby (issue 3, items 1–2):
+//! `site status` and `site promote` through the CLI, read-only failover with a clear message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use tsuzuku_testkit::gateway::TestGateway;
+use tsuzuku_testkit::postgres::PgCluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
+
+#[tokio::test]
+async fn cli_reads_from_the_standby_refuses_writes_clearly_and_promotes() {
+    let primary = PgCluster::start_primary().await.unwrap();
+    let standby = PgCluster::start_standby(&primary).await.unwrap();
+    let gw = TestGateway::init(BIN).unwrap();
+    gw.set_config("url", &format!("\"{},{}\"", primary.url(), standby.url()))
+        .unwrap();
+    // Schema and data on the primary.
+    let status = gw.cli_ok(&["site", "status"]).unwrap();
+    assert!(status.contains("primary"), "{status}");
+    gw.cli_ok(&["user", "add", "alice", "--group", "staff"])
+        .unwrap();
+    primary.wait_until_replayed(&standby).await.unwrap();
+
+    // The primary's site is lost.
+    primary.kill().unwrap();
+    let status = gw.cli_ok(&["site", "status"]).unwrap();
+    assert!(status.contains("read-only standby"), "{status}");
+    // Reads work through the standby.
+    let users = gw.cli_ok(&["user", "list"]).unwrap();
+    assert!(users.contains("alice"), "{users}");
+    // Writes are refused with a message that says why and what to do — not a crash.
+    let out = gw.cli(&["user", "add", "bob"]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("read-only"), "{err}");
+    assert!(err.contains("tsuzuku site promote"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // One error line (a log warning about the failover may precede it).
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("tsuzuku: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+
+    // Promotion makes the standby writable; the promotion itself is audited.
+    let out = gw.cli_ok(&["site", "promote"]).unwrap();
+    assert!(out.contains("promoted"), "{out}");
+    gw.cli_ok(&["user", "add", "bob"]).unwrap();
+    let users = gw.cli_ok(&["user", "list"]).unwrap();
+    assert!(users.contains("bob"), "{users}");
+    let admin = gw
+        .cli_ok(&["--json", "audit", "tail", "--kind", "admin"])
+        .unwrap();
+    assert!(admin.contains("site.promote"), "{admin}");
+    let verify = gw.cli_ok(&["audit", "verify"]).unwrap();
+    assert!(verify.contains("intact"), "{verify}");
+}
+
+#[tokio::test]
+async fn promotion_is_refused_while_the_primary_answers() {
+    let primary = PgCluster::start_primary().await.unwrap();
+    let standby = PgCluster::start_standby(&primary).await.unwrap();
+    let gw = TestGateway::init(BIN).unwrap();
+    gw.set_config("url", &format!("\"{},{}\"", primary.url(), standby.url()))
+        .unwrap();
+    let out = gw.cli(&["site", "promote"]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("promotion refused"), "{err}");
+}
