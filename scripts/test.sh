@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
-#   1. scripts/install-test-deps.sh   (nginx, wrk, node/npm when missing; the test OpenID provider)
+#   1. scripts/install-test-deps.sh   (nginx, wrk, node/npm, PostgreSQL when missing; the test OpenID provider)
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo nextest run --workspace --no-fail-fast   (cargo test --workspace without nextest)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# State failover drill with a real PostgreSQL primary and streaming hot standby (issue 3):
+# runs the store's failover test RUNS times (default 10) and reports medians and the worst case of
+#   - time until reads work through the standby after SIGKILL of the primary's processes,
+#   - time until the loss is noticed (the store's role turns read-only),
+#   - time from `promote()` to the first accepted write,
+#   - acknowledged writes lost under synchronous replication (RPO; target 0).
+# Anchors: Zoho promises RPO 30 min / RTO 60 min; Patroni's default leader TTL is 30 s.
+# Last line: `state failover p50 read ms: A, promote-to-write p50 ms: B, acknowledged writes lost: C`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+runs="${RUNS:-10}"
+scripts/install-test-deps.sh >/dev/null
+cargo test -q -p tsuzuku-store --test postgres_failover --no-run 2>/dev/null
+reads=(); notices=(); promotes=(); lost=0
+for i in $(seq 1 "$runs"); do
+  line="$(cargo test -q -p tsuzuku-store --test postgres_failover -- --nocapture 2>&1 | grep 'failover figures:' || true)"
+  if [ -z "$line" ]; then echo "run $i: the failover test failed"; exit 1; fi
+  r=$(sed -E 's/.*standby ([0-9]+) ms after the kill.*/\1/' <<<"$line")
+  n=$(sed -E 's/.*read-only\) after ([0-9]+) ms.*/\1/' <<<"$line")
+  p=$(sed -E 's/.*promotion to first write ([0-9]+) ms.*/\1/' <<<"$line")
+  l=$(sed -E 's/.*acknowledged but lost ([0-9]+).*/\1/' <<<"$line")
+  echo "run $i: reads ${r} ms, noticed ${n} ms, promote-to-write ${p} ms, acknowledged writes lost ${l}"
+  reads+=("$r"); notices+=("$n"); promotes+=("$p"); lost=$((lost + l))
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+maxof() { printf '%s\n' "$@" | sort -n | tail -1; }
+echo "reads through the standby: median $(median "${reads[@]}") ms, max $(maxof "${reads[@]}") ms (target <= 1000)"
+echo "loss noticed:              median $(median "${notices[@]}") ms, max $(maxof "${notices[@]}") ms"
+echo "promote to first write:    median $(median "${promotes[@]}") ms, max $(maxof "${promotes[@]}") ms (target <= 10000)"
+echo "acknowledged writes lost (synchronous replication), all runs: $lost (target 0)"
+echo "state failover p50 read ms: $(median "${reads[@]}"), promote-to-write p50 ms: $(median "${promotes[@]}"), acknowledged writes lost: $lost"
