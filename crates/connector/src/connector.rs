@@ -9,8 +9,11 @@ use tokio::task::JoinHandle;
 
 use crate::probe::{ProbeConfig, ProbeError, Probers};
 use crate::proxy::{Proxy, ProxyConfig, ProxyError};
-use crate::select::{Exclusion, InvalidConfig, SelectConfig, Shed, Site};
+use crate::select::{Exclusion, InvalidConfig, SelectConfig, Shed, Site, human};
 use crate::state::{Clock, SiteState, Status};
+
+#[cfg(test)]
+mod tests;
 
 /// Everything the connector needs to run.
 #[derive(Clone, Debug)]
@@ -54,10 +57,38 @@ pub enum ConnectorError {
     Proxy(#[from] ProxyError),
     #[error("evaluate_every must be more than zero")]
     EvaluateEvery,
+    #[error("settings do not fit together: {0}")]
+    Inconsistent(String),
 }
 
-/// A running connector. Dropping it without [`Connector::shutdown`] stops the probers and the
-/// ticker; the proxy's listener ends when the runtime does.
+impl ConnectorConfig {
+    /// Checks the settings that depend on each other.
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        if self.evaluate_every.is_zero() {
+            return Err(ConnectorError::EvaluateEvery);
+        }
+        self.probe.validate()?;
+        self.select.validate()?;
+        let (p, s) = (&self.probe, &self.select);
+        if p.timeout >= s.down_after {
+            return Err(ConnectorError::Inconsistent(format!(
+                "the probe timeout ({}) must be shorter than the failure budget down_after ({}), or one slow probe would count as an outage",
+                human(p.timeout),
+                human(s.down_after)
+            )));
+        }
+        if p.interval + p.timeout >= s.stale_after {
+            return Err(ConnectorError::Inconsistent(format!(
+                "stale_after ({}) must be longer than the probe interval plus the probe timeout ({})",
+                human(s.stale_after),
+                human(p.interval + p.timeout)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A running connector. Dropping it stops everything too, without waiting.
 pub struct Connector {
     state: Arc<SiteState>,
     probe_config: ProbeConfig,
@@ -69,10 +100,7 @@ pub struct Connector {
 impl Connector {
     /// Validates everything, starts probing every endpoint and listens on the proxy address.
     pub async fn start(config: ConnectorConfig) -> Result<Self, ConnectorError> {
-        if config.evaluate_every.is_zero() {
-            return Err(ConnectorError::EvaluateEvery);
-        }
-        config.probe.validate()?;
+        config.validate()?;
         let state = SiteState::new(config.sites.clone(), config.select, Clock::system())?;
         let proxy = Proxy::bind(config.proxy, state.clone()).await?;
         let probers = Probers::start(&state, &config.sites, &config.probe)?;

@@ -36,7 +36,5 @@ pub use connector::{Connector, ConnectorConfig, ConnectorError};
 pub use pac::{AppDomains, Internet};
 pub use probe::{ProbeConfig, Scheme};
 pub use proxy::{ProxyConfig, TunnelClose};
-pub use select::{
-    Exclusion, Reason, SelectConfig, Selection, Shed, Site, SiteView, Time,
-};
+pub use select::{Exclusion, Reason, SelectConfig, Selection, Shed, Site, SiteView, Time};
 pub use state::{SiteState, Status, Switch};

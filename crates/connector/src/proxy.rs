@@ -170,11 +170,17 @@ impl Drop for TunnelGuard {
     }
 }
 
-/// The running proxy.
+/// The running proxy. Dropping it stops it too (without waiting).
 pub struct Proxy {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
 }
 
 impl Proxy {
@@ -225,7 +231,11 @@ impl Proxy {
             stop: stop_rx,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(Self { shared, stop, task })
+        Ok(Self {
+            shared,
+            stop,
+            task: Some(task),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -252,9 +262,11 @@ impl Proxy {
     }
 
     /// Stops accepting, closes every connection and tunnel, and waits for the listener to end.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
-        if let Err(e) = self.task.await {
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
             tracing::warn!(error = %e, "proxy task ended abnormally");
         }
     }
@@ -319,7 +331,9 @@ fn full(text: String) -> Body {
 }
 
 fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
@@ -428,8 +442,7 @@ async fn open_gateway(
         .into_iter()
         .take(shared.cfg.max_attempts)
     {
-        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(ep.addr)).await
-        {
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(ep.addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return (selection, Some((stream, ep)));
@@ -454,8 +467,7 @@ async fn open_gateway(
 
 async fn open_direct(shared: &Shared, host: &str, port: u16) -> Result<TcpStream, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect((bare, port))).await
-    {
+    match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect((bare, port))).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)
@@ -748,9 +760,10 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             },
         };
         let _ = stream.set_nodelay(true);
-        let where_ = target
-            .as_ref()
-            .map_or_else(|| host.clone(), |ep| format!("site {} at {}", ep.site, ep.addr));
+        let where_ = target.as_ref().map_or_else(
+            || host.clone(),
+            |ep| format!("site {} at {}", ep.site, ep.addr),
+        );
         let mut sender = match open_sender(&shared, stream, &host, target.is_some()).await {
             Ok(s) => s,
             Err(why) => {

@@ -474,7 +474,9 @@ pub enum Health {
     /// Nothing decisive heard yet.
     Unknown,
     /// Healthy continuously since this time.
-    Healthy { since: Time },
+    Healthy {
+        since: Time,
+    },
     Down(DownCause),
 }
 

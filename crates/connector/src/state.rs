@@ -17,6 +17,9 @@ use crate::select::{
     SelectConfig, Selection, Shed, Site, Source, Time, select, validate_sites,
 };
 
+#[cfg(test)]
+mod tests;
+
 /// How many switches `connect status` can show.
 const KEEP_SWITCHES: usize = 32;
 
@@ -71,6 +74,59 @@ pub struct Status {
     pub selection: Arc<Selection>,
     /// The last switches, oldest first.
     pub switches: Vec<Switch>,
+}
+
+impl std::fmt::Display for Status {
+    /// The text of `tsuzuku connect status`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sel = &self.selection;
+        match &sel.site {
+            Some(site) => writeln!(f, "site in use: {site} ({})", sel.reason)?,
+            None => writeln!(f, "site in use: none ({})", sel.reason)?,
+        }
+        for v in &sel.sites {
+            let latency = v
+                .latency
+                .map_or_else(|| "-".to_owned(), |d| format!("{} ms", d.as_millis()));
+            let loss = v
+                .loss
+                .map_or_else(|| "-".to_owned(), |l| format!("{:.1}%", l * 100.0));
+            write!(
+                f,
+                "  {} (preference {}): {}, latency {latency}, loss {loss}",
+                v.name, v.preference, v.health
+            )?;
+            if let Some(x) = &v.excluded {
+                write!(f, ", excluded until {}", x.until)?;
+            }
+            if v.shedding {
+                write!(f, ", shedding load")?;
+            }
+            writeln!(f)?;
+            for e in &v.endpoints {
+                let state = if e.live {
+                    "live".to_owned()
+                } else {
+                    e.health.to_string()
+                };
+                writeln!(f, "    {} {state}", e.addr)?;
+            }
+        }
+        if !self.switches.is_empty() {
+            writeln!(f, "last switches:")?;
+            for s in &self.switches {
+                writeln!(
+                    f,
+                    "  {} {} -> {}: {}",
+                    s.at,
+                    s.from.as_deref().unwrap_or("none"),
+                    s.to.as_deref().unwrap_or("none"),
+                    s.reason
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Inner {
@@ -227,7 +283,10 @@ impl SiteState {
                     switches.pop_front();
                 }
             }
-            *current = selection.site.clone().map(|site| Current { site, since: now });
+            *current = selection
+                .site
+                .clone()
+                .map(|site| Current { site, since: now });
         }
         selection
     }

@@ -14,7 +14,13 @@ use expect_test::{Expect, expect};
 use super::*;
 
 fn domains() -> AppDomains {
-    AppDomains::new(&["Example.COM", ".corp.example", "*.apps.example.org", "intra."]).unwrap()
+    AppDomains::new(&[
+        "Example.COM",
+        ".corp.example",
+        "*.apps.example.org",
+        "intra.",
+    ])
+    .unwrap()
 }
 
 const HOSTS: [&str; 12] = [
@@ -45,23 +51,33 @@ fn invalid_domains_are_explained() {
     let cases: [(&str, Expect); 5] = [
         (
             "",
-            expect![[r#"app domain "" is not a DNS name (it is empty); give names such as example.com (which also covers its subdomains)"#]],
+            expect![[
+                r#"app domain "" is not a DNS name (it is empty); give names such as example.com (which also covers its subdomains)"#
+            ]],
         ),
         (
             "exa mple.com",
-            expect![[r#"app domain "exa mple.com" is not a DNS name (only letters, digits, hyphens and dots are allowed); give names such as example.com (which also covers its subdomains)"#]],
+            expect![[
+                r#"app domain "exa mple.com" is not a DNS name (only letters, digits, hyphens and dots are allowed); give names such as example.com (which also covers its subdomains)"#
+            ]],
         ),
         (
             "a\"+alert(1)+\".com",
-            expect![[r#"app domain "a\"+alert(1)+\".com" is not a DNS name (only letters, digits, hyphens and dots are allowed); give names such as example.com (which also covers its subdomains)"#]],
+            expect![[
+                r#"app domain "a\"+alert(1)+\".com" is not a DNS name (only letters, digits, hyphens and dots are allowed); give names such as example.com (which also covers its subdomains)"#
+            ]],
         ),
         (
             "-bad.example.com",
-            expect![[r#"app domain "-bad.example.com" is not a DNS name (a label starts or ends with a hyphen); give names such as example.com (which also covers its subdomains)"#]],
+            expect![[
+                r#"app domain "-bad.example.com" is not a DNS name (a label starts or ends with a hyphen); give names such as example.com (which also covers its subdomains)"#
+            ]],
         ),
         (
             "a..example.com",
-            expect![[r#"app domain "a..example.com" is not a DNS name (it has an empty label); give names such as example.com (which also covers its subdomains)"#]],
+            expect![[
+                r#"app domain "a..example.com" is not a DNS name (it has an empty label); give names such as example.com (which also covers its subdomains)"#
+            ]],
         ),
     ];
     for (input, expected) in cases {

@@ -102,10 +102,6 @@ impl Sim {
         }
     }
 
-    fn now(&self) -> f64 {
-        self.now_ms as f64 / 1000.0
-    }
-
     /// Advances the clock tick by tick to `until` seconds.
     fn run_until(&mut self, until: f64) {
         let until_ms = (until * 1000.0).round() as u64;
@@ -150,7 +146,8 @@ impl Sim {
                 Outcome::Ok { .. } => self.interval_ms,
                 Outcome::Failed(_) => self.fast_ms,
             };
-            self.next_probe.insert(ep.clone(), (now + wait).max(now + took));
+            self.next_probe
+                .insert(ep.clone(), (now + wait).max(now + took));
             self.in_flight.push((
                 now + took,
                 ep,
@@ -186,12 +183,8 @@ impl Sim {
         });
         let before = self.current.as_ref().map(|c| c.site.clone());
         if before != sel.site {
-            self.switches.push((
-                secs(now),
-                before,
-                sel.site.clone(),
-                sel.reason.to_string(),
-            ));
+            self.switches
+                .push((secs(now), before, sel.site.clone(), sel.reason.to_string()));
             self.current = sel.site.clone().map(|site| Current { site, since: now });
         }
         self.last = Some(sel);
@@ -215,7 +208,7 @@ impl Sim {
         for (t, from, to, reason) in &self.switches {
             let from = from.as_deref().unwrap_or("-");
             let to = to.as_deref().unwrap_or("-");
-            writeln!(out, "{t:>7.2} {from} -> {to}: {reason}").unwrap();
+            writeln!(out, "{t:.2} {from} -> {to}: {reason}").unwrap();
         }
         out
     }
@@ -228,7 +221,9 @@ fn check(sim: &mut Sim, until: f64, expected: Expect) {
 }
 
 /// A site-wide behaviour: the outcome of a probe to `site` at time `t`.
-fn by_site(mut f: impl FnMut(&str, f64) -> Outcome + 'static) -> impl FnMut(&Endpoint, f64) -> Outcome {
+fn by_site(
+    mut f: impl FnMut(&str, f64) -> Outcome + 'static,
+) -> impl FnMut(&Endpoint, f64) -> Outcome {
     move |ep, t| f(&ep.site, t)
 }
 
@@ -246,8 +241,8 @@ fn blackout_refused_fails_over_within_the_budget() {
         &mut sim,
         45.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              40.50 A -> B: failed over: site A missed 3 probes (last: could not connect)
+            0.05 - -> A: preferred site healthy
+            40.50 A -> B: failed over: site A missed 3 probes (last: could not connect)
         "#]],
     );
     // Detected within one probe interval plus the fast re-probes of the budget.
@@ -270,8 +265,8 @@ fn blackout_silent_gateway_fails_over_within_the_budget() {
         &mut sim,
         45.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              41.05 A -> B: failed over: site A failed probes for 1 s (last: no answer within the timeout)
+            0.05 - -> A: preferred site healthy
+            41.05 A -> B: failed over: site A failed probes for 1 s (last: no answer within the timeout)
         "#]],
     );
     let t = sim.later_switches()[0];
@@ -308,9 +303,9 @@ fn failback_only_after_hold_down() {
         &mut sim,
         120.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              40.50 A -> B: failed over: site A missed 3 probes (last: could not connect)
-              90.05 B -> A: preferred site healthy
+            0.05 - -> A: preferred site healthy
+            40.50 A -> B: failed over: site A missed 3 probes (last: could not connect)
+            90.05 B -> A: preferred site healthy
         "#]],
     );
     // A answered again at about 60.1 s; it must have been healthy for the hold-down (30 s).
@@ -326,8 +321,10 @@ fn failback_only_after_hold_down() {
         }),
     );
     sim2.run_until(75.0);
-    expect!["site A healthy again; returning to it at 2026-01-01T00:01:30Z after the hold-down period"]
-        .assert_eq(&sim2.selection().reason.to_string());
+    expect![
+        "site A healthy again; returning to it at 2026-01-01T00:01:30Z after the hold-down period"
+    ]
+    .assert_eq(&sim2.selection().reason.to_string());
 }
 
 #[test]
@@ -345,9 +342,9 @@ fn brownout_moves_after_the_sustained_margin_and_returns() {
         &mut sim,
         140.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              43.05 A -> B: brownout: B faster than A by 68 ms (held for 2 s)
-             104.05 B -> A: preferred site healthy
+            0.05 - -> A: preferred site healthy
+            43.05 A -> B: brownout: B faster than A by 68 ms (held for 2 s)
+            104.05 B -> A: preferred site healthy
         "#]],
     );
     let moved = sim.later_switches()[0];
@@ -415,7 +412,6 @@ fn jitter_on_both_sites_does_not_flap() {
         );
         sim.run_until(600.0);
         let switches = sim.later_switches();
-        eprintln!("A {a} ms, B {b} ms: {} switches\n{}", switches.len(), sim.log());
         assert!(
             switches.len() <= allowed,
             "A {a} ms, B {b} ms: {} switches in 10 minutes, at most {allowed} allowed:\n{}",
@@ -433,7 +429,56 @@ fn jitter_on_both_sites_does_not_flap() {
             );
         }
         let per_minute = switches.len() as f64 / 10.0;
-        assert!(per_minute <= 1.0, "A {a} ms, B {b} ms: {per_minute} per minute");
+        assert!(
+            per_minute <= 1.0,
+            "A {a} ms, B {b} ms: {per_minute} per minute"
+        );
+    }
+
+    // The control: without hysteresis (no dwell time, no return margin, no sustained window)
+    // the worst case flaps, so the assertions above measure something.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ 3);
+    let mut sim = Sim::new(
+        two_sites(),
+        by_site(move |s, _| match s {
+            "A" => ok(80.0 + rng.jitter(30.0)),
+            _ => ok(40.0 + rng.jitter(30.0)),
+        }),
+    );
+    sim.config = SelectConfig {
+        min_dwell: Duration::ZERO,
+        hold_down: Duration::ZERO,
+        return_margin: sim.config.latency_margin,
+        sustained: ms(1),
+        ..SelectConfig::default()
+    };
+    sim.run_until(600.0);
+    let flaps = sim.later_switches().len();
+    assert!(flaps > 30, "without hysteresis only {flaps} switches");
+}
+
+#[test]
+fn select_knows_no_io() {
+    // The architecture invariant, checked on the source: selection and the PAC text are pure.
+    for (file, text) in [
+        ("select.rs", include_str!("../select.rs")),
+        ("pac.rs", include_str!("../pac.rs")),
+    ] {
+        for banned in [
+            "tokio",
+            "reqwest",
+            "hyper",
+            "std::io",
+            "std::fs",
+            "TcpStream",
+            "UdpSocket",
+            "SystemTime",
+            "Instant",
+            "std::thread",
+            "std::process",
+        ] {
+            assert!(!text.contains(banned), "{file} mentions {banned}");
+        }
     }
 }
 
@@ -453,9 +498,9 @@ fn excluded_site_is_left_and_returns_when_the_exclusion_expires() {
         &mut sim,
         130.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              40.05 A -> B: site A excluded until 2026-01-01T00:01:40Z (maintenance)
-             100.00 B -> A: preferred site healthy
+            0.05 - -> A: preferred site healthy
+            40.05 A -> B: site A excluded until 2026-01-01T00:01:40Z (maintenance)
+            100.00 B -> A: preferred site healthy
         "#]],
     );
 }
@@ -488,11 +533,11 @@ fn all_sites_down_says_so_and_recovers_without_restart() {
         &mut sim,
         120.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              40.50 A -> B: failed over: site A missed 3 probes (last: could not connect)
-              40.55 B -> -: all sites down: A missed 3 probes (last: could not connect); B missed 3 probes (last: could not connect)
-              55.15 - -> B: failed over: site A missed 76 probes (last: could not connect)
-             100.05 B -> A: preferred site healthy
+            0.05 - -> A: preferred site healthy
+            40.50 A -> B: failed over: site A missed 3 probes (last: could not connect)
+            40.55 B -> -: all sites down: A missed 3 probes (last: could not connect); B missed 3 probes (last: could not connect)
+            55.15 - -> B: failed over: site A missed 76 probes (last: could not connect)
+            100.05 B -> A: preferred site healthy
         "#]],
     );
 }
@@ -512,9 +557,9 @@ fn load_shedding_site_is_avoided_while_it_sheds() {
         &mut sim,
         100.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              40.05 A -> B: site A is shedding load
-              70.05 B -> A: preferred site healthy
+            0.05 - -> A: preferred site healthy
+            40.05 A -> B: site A is shedding load
+            70.05 B -> A: preferred site healthy
         "#]],
     );
     // When every site sheds, shedding decides nothing.
@@ -551,8 +596,8 @@ fn less_preferred_site_far_faster_is_chosen_from_scratch() {
         &mut sim,
         45.0,
         expect![[r#"
-               0.05 - -> A: preferred site healthy
-              40.50 A -> C: failed over: site A missed 3 probes (last: could not connect)
+            0.05 - -> A: preferred site healthy
+            40.50 A -> C: failed over: site A missed 3 probes (last: could not connect)
         "#]],
     );
 }
@@ -568,7 +613,9 @@ fn dead_node_is_skipped_at_once_and_connections_spread() {
     });
     sim.run_until(10.0);
     let firsts = |sim: &Sim| -> Vec<SocketAddr> {
-        (0..4).map(|seq| sim.selection().attempts(seq)[0].addr).collect()
+        (0..4)
+            .map(|seq| sim.selection().attempts(seq)[0].addr)
+            .collect()
     };
     let node1 = SocketAddr::from(([10, 0, 1, 1], 443));
     assert_eq!(firsts(&sim), [node1, node2, node1, node2]);
@@ -603,20 +650,21 @@ fn dead_node_is_skipped_at_once_and_connections_spread() {
 
 #[test]
 fn status_shows_latency_and_loss() {
-    let mut sim = Sim::new(
-        two_sites(),
-        {
-            let mut probes_of_a = 0u32;
-            by_site(move |s, _| match s {
-                "A" => {
-                    // Every fourth probe of A is refused.
-                    probes_of_a += 1;
-                    if probes_of_a % 4 == 0 { REFUSED } else { ok(20.0) }
+    let mut sim = Sim::new(two_sites(), {
+        let mut probes_of_a = 0u32;
+        by_site(move |s, _| match s {
+            "A" => {
+                // Every fourth probe of A is refused.
+                probes_of_a += 1;
+                if probes_of_a.is_multiple_of(4) {
+                    REFUSED
+                } else {
+                    ok(20.0)
                 }
-                _ => ok(30.0),
-            })
-        },
-    );
+            }
+            _ => ok(30.0),
+        })
+    });
     sim.run_until(100.0);
     let a = sim.selection().site_view("A").unwrap();
     let b = sim.selection().site_view("B").unwrap();
@@ -736,11 +784,15 @@ fn invalid_settings_and_sites_are_explained() {
         ),
         (
             no_endpoints,
-            expect![[r#"site "A" has no gateway endpoints: give at least one address such as 192.0.2.10:443"#]],
+            expect![[
+                r#"site "A" has no gateway endpoints: give at least one address such as 192.0.2.10:443"#
+            ]],
         ),
         (
             bad_host,
-            expect![[r#"site "A": "gw example.com" is not a host name (only letters, digits, hyphens and dots are allowed); give the gateway's DNS name such as gw.example.com"#]],
+            expect![[
+                r#"site "A": "gw example.com" is not a host name (only letters, digits, hyphens and dots are allowed); give the gateway's DNS name such as gw.example.com"#
+            ]],
         ),
     ];
     for (sites, expected) in cases {
