@@ -51,6 +51,74 @@ pub struct Config {
     /// Single sign-on through an OpenID Connect provider; absent means local accounts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConfig>,
+    /// Encryption at rest: where the master key comes from (docs/ENCRYPTION.md).
+    #[serde(default)]
+    pub keys: KeysConfig,
+}
+
+/// Encryption at rest (`[keys]`): secrets and personal data in the store are sealed under data
+/// keys wrapped by a master key kept outside the database. At most one of `master_key_file`,
+/// `master_key_env` and `master_key_command` may be set; with none, the key file
+/// [`DEFAULT_MASTER_KEY_FILE`] in the data directory is used (created when the store holds no
+/// encrypted data yet).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Encrypt at rest (default true). `false` stores new values as given; a store that already
+    /// holds data keys refuses to open without its master key.
+    pub enabled: bool,
+    /// Key file, relative to the data directory unless absolute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+    /// Bring your own key: the environment variable holding the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_env: Option<String>,
+    /// Bring your own key: a command (program and arguments, no shell) that prints the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_command: Option<Vec<String>>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            master_key_file: None,
+            master_key_env: None,
+            master_key_command: None,
+        }
+    }
+}
+
+/// The key file used when `[keys]` names no source, relative to the data directory: apart from
+/// the database file, in its own directory.
+pub const DEFAULT_MASTER_KEY_FILE: &str = "keys/master.key";
+
+/// Where the master key comes from, once the configuration has been validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// A key file (as configured: resolve it against the data directory with [`resolve`]).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command's standard output.
+    Command(Vec<String>),
+}
+
+impl KeysConfig {
+    /// The configured source, or the default key file.
+    pub fn source(&self) -> MasterKeySource {
+        if let Some(var) = &self.master_key_env {
+            MasterKeySource::Env(var.clone())
+        } else if let Some(argv) = &self.master_key_command {
+            MasterKeySource::Command(argv.clone())
+        } else {
+            MasterKeySource::File(
+                self.master_key_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_MASTER_KEY_FILE)),
+            )
+        }
+    }
 }
 
 /// Where state lives.
@@ -317,6 +385,53 @@ impl Config {
                 return Err(invalid("oidc.scopes", "must include \"openid\"".into()));
             }
         }
+        self.validate_keys(path)
+    }
+
+    fn validate_keys(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let k = &self.keys;
+        let set = usize::from(k.master_key_file.is_some())
+            + usize::from(k.master_key_env.is_some())
+            + usize::from(k.master_key_command.is_some());
+        if set > 1 {
+            return Err(invalid(
+                "keys",
+                "expected at most one of master_key_file, master_key_env and master_key_command; \
+                 the master key must come from exactly one source"
+                    .into(),
+            ));
+        }
+        if let Some(file) = &k.master_key_file
+            && file.as_os_str().is_empty()
+        {
+            return Err(invalid(
+                "keys.master_key_file",
+                "expected a file path such as \"keys/master.key\", got an empty string".into(),
+            ));
+        }
+        if let Some(var) = &k.master_key_env
+            && !valid_env_name(var)
+        {
+            return Err(invalid(
+                "keys.master_key_env",
+                format!(
+                    "expected an environment variable name of A-Z, a-z, 0-9 and '_' not starting with a digit, such as \"TSUZUKU_MASTER_KEY\", got {var:?}"
+                ),
+            ));
+        }
+        if let Some(argv) = &k.master_key_command
+            && argv.first().is_none_or(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "keys.master_key_command",
+                "expected a list of a program and its arguments, such as [\"vault\", \"kv\", \"get\", \"-field=key\", \"secret/tsuzuku\"]; the program must not be empty".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -327,6 +442,12 @@ impl Config {
             message: e.to_string(),
         })
     }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// One line: where (line, the line's text) and what toml said.

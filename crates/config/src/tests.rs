@@ -114,3 +114,56 @@ fn missing_file_is_named() {
     let err = Config::load(&p).unwrap_err().to_string();
     assert!(err.contains("nope.toml"), "{err}");
 }
+
+#[test]
+fn keys_default_to_encryption_with_the_data_dir_key_file() {
+    let c = parse("").unwrap();
+    assert!(c.keys.enabled);
+    assert_eq!(
+        c.keys.source(),
+        MasterKeySource::File(PathBuf::from("keys/master.key"))
+    );
+    let c = parse("[keys]\nmaster_key_env = \"TSUZUKU_MASTER_KEY\"\n").unwrap();
+    assert_eq!(
+        c.keys.source(),
+        MasterKeySource::Env("TSUZUKU_MASTER_KEY".into())
+    );
+    let c = parse("[keys]\nmaster_key_command = [\"cat\", \"/run/key\"]\n").unwrap();
+    assert_eq!(
+        c.keys.source(),
+        MasterKeySource::Command(vec!["cat".into(), "/run/key".into()])
+    );
+    let c = parse("[keys]\nenabled = false\nmaster_key_file = \"/etc/k\"\n").unwrap();
+    assert!(!c.keys.enabled);
+    assert_eq!(
+        c.keys.source(),
+        MasterKeySource::File(PathBuf::from("/etc/k"))
+    );
+}
+
+#[test]
+fn keys_refuse_two_sources_and_bad_forms() {
+    let err = parse("[keys]\nmaster_key_file = \"k\"\nmaster_key_env = \"K\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/etc/tsuzuku.toml"), "{err}");
+    assert!(err.contains("key `keys`"), "{err}");
+    assert!(err.contains("at most one"), "{err}");
+    let err = parse("[keys]\nmaster_key_env = \"1 BAD\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("keys.master_key_env"), "{err}");
+    assert!(err.contains("\"1 BAD\""), "{err}");
+    let err = parse("[keys]\nmaster_key_command = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("keys.master_key_command"), "{err}");
+    let err = parse("[keys]\nmaster_key_file = \"\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("keys.master_key_file"), "{err}");
+    let err = parse("[keys]\nmaster_key = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("master_key"), "{err}");
+}

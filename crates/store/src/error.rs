@@ -29,6 +29,14 @@ pub enum StoreError {
     /// The database's schema is newer than this build of Tsuzuku understands.
     #[error("incompatible store schema: {0}")]
     Incompatible(String),
+    /// Encryption at rest: the master key does not unwrap the data keys
+    /// ([`tsuzuku_keyring::KeyringError::WrongMasterKey`]), a data key is damaged, or a sealed
+    /// value does not open. The message says which key is needed.
+    #[error("{0}")]
+    Keyring(#[from] tsuzuku_keyring::KeyringError),
+    /// An encrypted value was read, or a key operation asked for, without a master key.
+    #[error("no master key: {0}")]
+    NoMasterKey(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),

@@ -4,7 +4,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
+use crate::crypt::open_value;
 use crate::error::{StoreError, corrupt, is_unique_violation};
+use tsuzuku_keyring::Keyring;
 
 /// A stored key pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +18,28 @@ pub struct StoredKey {
     pub created_at: i64,
 }
 
-fn key_from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
+/// The sealed column (see `crypt`).
+const SECRET: &str = "signing_keys.secret_key";
+
+fn key_from_row(
+    row: &AnyRow,
+    keyring: Option<&Keyring>,
+    tenant: &str,
+) -> Result<StoredKey, StoreError> {
     let bad = |e: sqlx::Error| corrupt("a signing_keys row", e);
+    let kid: String = row.try_get("kid").map_err(bad)?;
+    let secret = open_value(
+        keyring,
+        SECRET,
+        tenant,
+        &kid,
+        Some(row.try_get("secret_key").map_err(bad)?),
+    )?
+    .unwrap_or_default();
     Ok(StoredKey {
-        kid: row.try_get("kid").map_err(bad)?,
+        kid,
         purpose: row.try_get("purpose").map_err(bad)?,
-        secret: row.try_get("secret_key").map_err(bad)?,
+        secret,
         public: row.try_get("public_key").map_err(bad)?,
         created_at: row.try_get("created_at").map_err(bad)?,
     })
@@ -37,6 +55,10 @@ impl Store {
         public: String,
         now: i64,
     ) -> Result<(), StoreError> {
+        let secret = self
+            .seal_value(SECRET, kid, Some(&secret))
+            .await?
+            .unwrap_or_default();
         let result = sqlx::query(
             "INSERT INTO signing_keys (tenant_id, kid, purpose, secret_key, public_key, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -62,6 +84,7 @@ impl Store {
     /// Keys for `purpose`, newest first (the first is the one to sign with; the others
     /// still verify).
     pub async fn keys(&self, purpose: &str) -> Result<Vec<StoredKey>, StoreError> {
+        let keyring = self.keyring_for_read().await?;
         sqlx::query(
             "SELECT kid, purpose, secret_key, public_key, created_at FROM signing_keys
              WHERE tenant_id = $1 AND purpose = $2 ORDER BY created_at DESC, kid DESC",
@@ -72,7 +95,7 @@ impl Store {
         .await
         .map_err(|e| self.db(&format!("reading {purpose:?} keys"), e))?
         .iter()
-        .map(key_from_row)
+        .map(|r| key_from_row(r, keyring.as_deref(), &self.tenant))
         .collect()
     }
 

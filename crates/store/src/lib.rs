@@ -10,10 +10,16 @@
 //! a [`StoreRoot`] bound to one tenant, and nothing it does can see or change another tenant's
 //! rows.
 //!
+//! Encryption at rest: given a master key ([`StoreRoot::set_master_key`]), the store seals
+//! e-mail addresses, display names, TOTP secrets and signing keys' secrets on write and opens
+//! them on read, with per-tenant data keys kept wrapped in `data_keys` (module `crypt`,
+//! docs/ENCRYPTION.md).
+//!
 //! **Architecture invariant:** this crate knows SQL and nothing about HTTP, Cedar, sessions'
 //! cookies or cryptography; its only link to the audit chain is calling `tsuzuku-audit`'s
-//! chain functions. Secrets handed to it (password hashes, TOTP secrets, signing keys) are
-//! stored as given.
+//! chain functions, and its only link to encryption is calling `tsuzuku-keyring` to seal and
+//! open values (it holds no cipher of its own). Password hashes and token hashes are stored as
+//! given.
 #![forbid(unsafe_code)]
 
 use std::str::FromStr;
@@ -25,6 +31,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 mod apps;
 mod audit;
+mod crypt;
 mod error;
 mod keys;
 mod migrate;
@@ -36,12 +43,21 @@ pub mod suite;
 mod users;
 
 pub use apps::{App, NewApp};
+pub use crypt::{DataKeyInfo, EncryptionStatus, Rotation, TenantEncryption};
 pub use error::StoreError;
 pub use keys::StoredKey;
 pub use policy::{PolicyDoc, PolicyVersion};
 pub use sessions::{Handoff, OidcPending, Session};
 pub use sites::{SiteOptions, StoreRole};
+/// The keyring crate, so callers load a [`keyring::MasterKey`] without depending on it.
+pub use tsuzuku_keyring as keyring;
 pub use users::{NewUser, User};
+
+/// The schema version this build migrates a database to (one row per version in
+/// `schema_migrations`).
+pub fn latest_schema_version() -> i64 {
+    migrate::latest_version()
+}
 
 /// The tenant used when a deployment has only one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -55,6 +71,7 @@ const MAX_CONNECTIONS: u32 = 8;
 pub struct StoreRoot {
     pool: AnyPool,
     sites: Arc<sites::Sites>,
+    crypt: Arc<crypt::Crypt>,
 }
 
 /// One tenant's view of the store. Every method reads and writes only that tenant's rows.
@@ -64,6 +81,7 @@ pub struct Store {
     pool: AnyPool,
     tenant: Arc<str>,
     sites: Arc<sites::Sites>,
+    crypt: Arc<crypt::Crypt>,
 }
 
 impl StoreRoot {
@@ -125,6 +143,7 @@ impl StoreRoot {
         Ok(StoreRoot {
             pool,
             sites: Arc::new(sites::Sites::embedded(shown)),
+            crypt: Arc::default(),
         })
     }
 
@@ -186,7 +205,11 @@ impl StoreRoot {
             StoreRole::Unavailable { reason } => return Err(StoreError::Unavailable(reason)),
         }
         sites.start_monitor(pool.clone(), probes);
-        Ok(StoreRoot { pool, sites })
+        Ok(StoreRoot {
+            pool,
+            sites,
+            crypt: Arc::default(),
+        })
     }
 
     /// Which server the store uses and whether it accepts writes (for `tsuzuku status` and
@@ -217,6 +240,7 @@ impl StoreRoot {
             pool: self.pool.clone(),
             tenant: Arc::from(tenant_id),
             sites: Arc::clone(&self.sites),
+            crypt: Arc::clone(&self.crypt),
         }
     }
 
@@ -259,6 +283,7 @@ impl Store {
         StoreRoot {
             pool: self.pool.clone(),
             sites: Arc::clone(&self.sites),
+            crypt: Arc::clone(&self.crypt),
         }
     }
 

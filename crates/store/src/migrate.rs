@@ -22,11 +22,12 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    statements: &[
-        "CREATE TABLE users (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        statements: &[
+            "CREATE TABLE users (
             tenant_id TEXT NOT NULL,
             id TEXT NOT NULL,
             username TEXT NOT NULL,
@@ -47,7 +48,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             UNIQUE (tenant_id, username),
             UNIQUE (tenant_id, oidc_issuer, oidc_subject)
         )",
-        "CREATE TABLE apps (
+            "CREATE TABLE apps (
             tenant_id TEXT NOT NULL,
             id TEXT NOT NULL,
             name TEXT NOT NULL,
@@ -61,7 +62,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             UNIQUE (tenant_id, name),
             UNIQUE (tenant_id, host)
         )",
-        "CREATE TABLE sessions (
+            "CREATE TABLE sessions (
             tenant_id TEXT NOT NULL,
             token_hash TEXT NOT NULL,
             login_id TEXT NOT NULL,
@@ -77,10 +78,10 @@ const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (tenant_id, token_hash),
             FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
         )",
-        "CREATE INDEX sessions_login ON sessions (tenant_id, login_id)",
-        "CREATE INDEX sessions_user ON sessions (tenant_id, user_id)",
-        "CREATE INDEX sessions_expiry ON sessions (tenant_id, absolute_expiry)",
-        "CREATE TABLE handoffs (
+            "CREATE INDEX sessions_login ON sessions (tenant_id, login_id)",
+            "CREATE INDEX sessions_user ON sessions (tenant_id, user_id)",
+            "CREATE INDEX sessions_expiry ON sessions (tenant_id, absolute_expiry)",
+            "CREATE TABLE handoffs (
             tenant_id TEXT NOT NULL,
             code_hash TEXT NOT NULL,
             login_id TEXT NOT NULL,
@@ -88,7 +89,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             expires_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, code_hash)
         )",
-        "CREATE TABLE oidc_pending (
+            "CREATE TABLE oidc_pending (
             tenant_id TEXT NOT NULL,
             state TEXT NOT NULL,
             nonce TEXT NOT NULL,
@@ -97,12 +98,12 @@ const MIGRATIONS: &[Migration] = &[Migration {
             expires_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, state)
         )",
-        "CREATE TABLE policy_head (
+            "CREATE TABLE policy_head (
             tenant_id TEXT NOT NULL,
             version BIGINT NOT NULL,
             PRIMARY KEY (tenant_id)
         )",
-        "CREATE TABLE policy_versions (
+            "CREATE TABLE policy_versions (
             tenant_id TEXT NOT NULL,
             version BIGINT NOT NULL,
             author TEXT NOT NULL,
@@ -110,7 +111,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, version)
         )",
-        "CREATE TABLE policy_docs (
+            "CREATE TABLE policy_docs (
             tenant_id TEXT NOT NULL,
             version BIGINT NOT NULL,
             doc_id TEXT NOT NULL,
@@ -118,7 +119,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (tenant_id, version, doc_id),
             FOREIGN KEY (tenant_id, version) REFERENCES policy_versions (tenant_id, version)
         )",
-        "CREATE TABLE signing_keys (
+            "CREATE TABLE signing_keys (
             tenant_id TEXT NOT NULL,
             kid TEXT NOT NULL,
             purpose TEXT NOT NULL,
@@ -127,14 +128,14 @@ const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, kid)
         )",
-        "CREATE INDEX signing_keys_purpose ON signing_keys (tenant_id, purpose, created_at)",
-        "CREATE TABLE audit_head (
+            "CREATE INDEX signing_keys_purpose ON signing_keys (tenant_id, purpose, created_at)",
+            "CREATE TABLE audit_head (
             tenant_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
             hash TEXT NOT NULL,
             PRIMARY KEY (tenant_id)
         )",
-        "CREATE TABLE audit_events (
+            "CREATE TABLE audit_events (
             tenant_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
             prev_hash TEXT NOT NULL,
@@ -145,8 +146,21 @@ const MIGRATIONS: &[Migration] = &[Migration {
             detail TEXT NOT NULL,
             PRIMARY KEY (tenant_id, seq)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "data keys for encryption at rest",
+        statements: &["CREATE TABLE data_keys (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            master_id TEXT NOT NULL,
+            wrapped TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, id)
+        )"],
+    },
+];
 
 /// The schema version this build writes.
 pub(crate) fn latest_version() -> i64 {

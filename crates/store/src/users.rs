@@ -5,7 +5,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Store;
+use crate::crypt::open_value;
 use crate::error::{StoreError, corrupt, is_unique_violation};
+use tsuzuku_keyring::Keyring;
 
 /// A user of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +49,16 @@ macro_rules! user_cols {
     };
 }
 
-fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
+/// Column names as sealed values are bound to them (see `crypt`).
+const EMAIL: &str = "users.email";
+const DISPLAY_NAME: &str = "users.display_name";
+const TOTP_SECRET: &str = "users.totp_secret";
+
+fn user_from_row(
+    row: &AnyRow,
+    keyring: Option<&Keyring>,
+    tenant: &str,
+) -> Result<User, StoreError> {
     let id: String = row.try_get("id").map_err(|e| corrupt("a users row", e))?;
     let bad = |e: sqlx::Error| corrupt(format!("user {id}"), e);
     let groups_json: String = row.try_get("groups_json").map_err(bad)?;
@@ -57,12 +68,18 @@ fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
             e,
         )
     })?;
+    let open =
+        |column: &str, stored: Option<String>| open_value(keyring, column, tenant, &id, stored);
     Ok(User {
         username: row.try_get("username").map_err(bad)?,
-        display_name: row.try_get("display_name").map_err(bad)?,
-        email: row.try_get("email").map_err(bad)?,
+        display_name: open(
+            DISPLAY_NAME,
+            Some(row.try_get("display_name").map_err(bad)?),
+        )?
+        .unwrap_or_default(),
+        email: open(EMAIL, row.try_get("email").map_err(bad)?)?,
         password_hash: row.try_get("password_hash").map_err(bad)?,
-        totp_secret: row.try_get("totp_secret").map_err(bad)?,
+        totp_secret: open(TOTP_SECRET, row.try_get("totp_secret").map_err(bad)?)?,
         totp_last_step: row.try_get("totp_last_step").map_err(bad)?,
         groups,
         disabled: row.try_get::<i64, _>("disabled").map_err(bad)? != 0,
@@ -107,6 +124,13 @@ impl Store {
     pub async fn create_user(&self, new: NewUser, now: i64) -> Result<User, StoreError> {
         check_username(&new.username)?;
         let id = uuid::Uuid::new_v4().to_string();
+        let display_name = self
+            .seal_value(DISPLAY_NAME, &id, Some(&new.display_name))
+            .await?;
+        let email = self.seal_value(EMAIL, &id, new.email.as_deref()).await?;
+        let totp_secret = self
+            .seal_value(TOTP_SECRET, &id, new.totp_secret.as_deref())
+            .await?;
         let result = sqlx::query(
             "INSERT INTO users (tenant_id, id, username, display_name, email, password_hash,
                 totp_secret, groups_json, disabled, failed_logins, created_at)
@@ -115,10 +139,10 @@ impl Store {
         .bind(&*self.tenant)
         .bind(&id)
         .bind(&new.username)
-        .bind(&new.display_name)
-        .bind(new.email.as_deref())
+        .bind(display_name)
+        .bind(email)
         .bind(new.password_hash.as_deref())
-        .bind(new.totp_secret.as_deref())
+        .bind(totp_secret)
         .bind(groups_json(&new.groups)?)
         .bind(now)
         .execute(&self.pool)
@@ -145,6 +169,7 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let keyring = self.keyring_for_read().await?;
         sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
@@ -156,11 +181,12 @@ impl Store {
         .await
         .map_err(|e| self.db(&format!("reading user {id:?}"), e))?
         .as_ref()
-        .map(user_from_row)
+        .map(|r| user_from_row(r, keyring.as_deref(), &self.tenant))
         .transpose()
     }
 
     pub async fn get_user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let keyring = self.keyring_for_read().await?;
         sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
@@ -172,12 +198,13 @@ impl Store {
         .await
         .map_err(|e| self.db(&format!("reading user {username:?}"), e))?
         .as_ref()
-        .map(user_from_row)
+        .map(|r| user_from_row(r, keyring.as_deref(), &self.tenant))
         .transpose()
     }
 
     /// All users of the tenant, by username.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let keyring = self.keyring_for_read().await?;
         sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
@@ -188,7 +215,7 @@ impl Store {
         .await
         .map_err(|e| self.db("listing users", e))?
         .iter()
-        .map(user_from_row)
+        .map(|r| user_from_row(r, keyring.as_deref(), &self.tenant))
         .collect()
     }
 
@@ -236,6 +263,7 @@ impl Store {
         id: &str,
         secret: Option<String>,
     ) -> Result<(), StoreError> {
+        let secret = self.seal_value(TOTP_SECRET, id, secret.as_deref()).await?;
         let q = sqlx::query(
             "UPDATE users SET totp_secret = $3, totp_last_step = NULL
              WHERE tenant_id = $1 AND id = $2",
@@ -315,6 +343,7 @@ impl Store {
         issuer: &str,
         subject: &str,
     ) -> Result<Option<User>, StoreError> {
+        let keyring = self.keyring_for_read().await?;
         sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
@@ -332,7 +361,7 @@ impl Store {
             )
         })?
         .as_ref()
-        .map(user_from_row)
+        .map(|r| user_from_row(r, keyring.as_deref(), &self.tenant))
         .transpose()
     }
 
@@ -355,14 +384,20 @@ impl Store {
         // Two attempts: a concurrent first login of the same subject may win the insert.
         for _ in 0..2 {
             if let Some(existing) = self.get_user_by_oidc(issuer, subject).await? {
+                let sealed_name = self
+                    .seal_value(DISPLAY_NAME, &existing.id, Some(display_name))
+                    .await?;
+                let sealed_email = self
+                    .seal_value(EMAIL, &existing.id, email.as_deref())
+                    .await?;
                 sqlx::query(
                     "UPDATE users SET display_name = $3, email = $4, groups_json = $5
                      WHERE tenant_id = $1 AND id = $2",
                 )
                 .bind(&*self.tenant)
                 .bind(&existing.id)
-                .bind(display_name)
-                .bind(email.as_deref())
+                .bind(sealed_name)
+                .bind(sealed_email)
                 .bind(&groups_text)
                 .execute(&self.pool)
                 .await
@@ -375,6 +410,10 @@ impl Store {
                 });
             }
             let id = uuid::Uuid::new_v4().to_string();
+            let sealed_name = self
+                .seal_value(DISPLAY_NAME, &id, Some(display_name))
+                .await?;
+            let sealed_email = self.seal_value(EMAIL, &id, email.as_deref()).await?;
             let inserted = sqlx::query(
                 "INSERT INTO users (tenant_id, id, username, display_name, email, groups_json,
                     disabled, failed_logins, oidc_issuer, oidc_subject, created_at)
@@ -383,8 +422,8 @@ impl Store {
             .bind(&*self.tenant)
             .bind(&id)
             .bind(username)
-            .bind(display_name)
-            .bind(email.as_deref())
+            .bind(sealed_name)
+            .bind(sealed_email)
             .bind(&groups_text)
             .bind(issuer)
             .bind(subject)

@@ -47,9 +47,15 @@ pub enum Command {
     /// Read and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Run the device agent: a local proxy and PAC file that send the app domains to the best
+    /// healthy gateway site, failing over between sites.
+    Connect(ConnectArgs),
     /// The state store's sites: which server is the writable primary; promotion.
     #[command(subcommand)]
     Site(SiteCmd),
+    /// Encryption at rest: the master key and the data keys (docs/ENCRYPTION.md).
+    #[command(subcommand)]
+    Keys(KeysCmd),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +223,26 @@ pub enum PolicyCmd {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Loopback address of the local proxy (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:3128")]
+    pub listen: SocketAddr,
+    /// A gateway site, most preferred first: NAME=HOST@ADDR[,ADDR...] — the gateway's host name
+    /// (TLS name and Host of health probes) and its nodes' addresses.
+    #[arg(long = "site", required = true)]
+    pub sites: Vec<String>,
+    /// A domain (with its subdomains) whose traffic goes through the gateway (repeatable).
+    #[arg(long = "app-domain", required = true)]
+    pub app_domains: Vec<String>,
+    /// CA certificate (PEM) the gateways' certificates are issued by.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Ports apps may be reached on through CONNECT (default 443; repeatable).
+    #[arg(long = "allow-port")]
+    pub allow_ports: Vec<u16>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SiteCmd {
     /// Show which configured database server serves reads and writes.
@@ -224,6 +250,26 @@ pub enum SiteCmd {
     /// Make the reachable standby writable after the primary site is lost. Refused while a
     /// writable primary still answers (so two primaries never accept writes).
     Promote,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Show the master key's id and source, each tenant's data keys, and how many stored
+    /// values are encrypted or still plaintext.
+    Status,
+    /// Re-wrap every data key under a new master key, in one transaction; running gateways
+    /// keep working. Then point `[keys]` at the new key and restart the nodes one by one.
+    #[command(group(clap::ArgGroup::new("new_key").required(true)))]
+    Rotate {
+        /// The new key file; created (mode 0600, 64 hex digits) if it does not exist.
+        #[arg(long, group = "new_key")]
+        new_key_file: Option<PathBuf>,
+        /// The environment variable holding the new key (bring your own key).
+        #[arg(long, group = "new_key")]
+        new_key_env: Option<String>,
+    },
+    /// Encrypt values still stored in plaintext (written before encryption was turned on).
+    SealExisting,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use tsuzuku_audit::{AuditEvent, EventKind};
-use tsuzuku_config::Config;
+use tsuzuku_config::{Config, MasterKeySource};
+use tsuzuku_store::keyring::MasterKey;
 use tsuzuku_store::{Store, StoreRoot};
 
 /// A loaded data directory.
@@ -45,16 +46,80 @@ impl Env {
         store_url(&self.data_dir, &self.config.store.url)
     }
 
-    /// Opens the store for the configured tenant.
+    /// Opens the store for the configured tenant (with its master key, see
+    /// [`Env::store_root`]); the tenant gets its data key now if it has none, so a fresh data
+    /// directory is encrypted from its first write.
     pub async fn store(&self) -> Result<Store> {
-        Ok(self.store_root().await?.tenant(&self.config.store.tenant))
+        let store = self.store_root().await?.tenant(&self.config.store.tenant);
+        if store.root().master_key_id().is_some() && store.root().role().is_writable() {
+            store
+                .ensure_data_key()
+                .await
+                .context("cannot create the tenant's data key")?;
+        }
+        Ok(store)
     }
 
-    /// Opens the whole store (every tenant; site roles).
+    /// Opens the whole store (every tenant; site roles) and gives it the master key of `[keys]`
+    /// (encryption at rest, docs/ENCRYPTION.md). The key file is created only while the store
+    /// holds no data key; afterwards a missing key is an error, never a new key. A wrong key
+    /// fails here.
     pub async fn store_root(&self) -> Result<StoreRoot> {
-        StoreRoot::open(&self.store_url())
+        let root = StoreRoot::open(&self.store_url())
             .await
-            .with_context(|| format!("cannot open the store {}", redact(&self.store_url())))
+            .with_context(|| format!("cannot open the store {}", redact(&self.store_url())))?;
+        let has_keys = root
+            .has_data_keys()
+            .await
+            .context("cannot read the store's data keys")?;
+        if !self.config.keys.enabled {
+            if has_keys {
+                anyhow::bail!(
+                    "keys.enabled is false in the configuration, but the store holds encrypted data; \
+                     set keys.enabled = true and configure its master key"
+                );
+            }
+            return Ok(root);
+        }
+        let master = self.master_key(!has_keys)?;
+        if master.was_created() {
+            tracing::warn!(
+                master_key = master.id(),
+                "created a new master key ({}); back it up apart from the database: without it the encrypted data cannot be read",
+                master.source()
+            );
+        }
+        root.set_master_key(master).await?;
+        Ok(root)
+    }
+
+    /// Loads the configured master key; `create` allows creating a missing key file (only
+    /// while nothing is encrypted yet).
+    pub fn master_key(&self, create: bool) -> Result<MasterKey> {
+        Ok(match self.config.keys.source() {
+            MasterKeySource::File(p) => {
+                let path = self.path(&p);
+                if create {
+                    if let Some(dir) = path.parent()
+                        && !dir.exists()
+                    {
+                        use std::os::unix::fs::DirBuilderExt as _;
+                        std::fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o700)
+                            .create(dir)
+                            .with_context(|| {
+                                format!("creating the master key directory {}", dir.display())
+                            })?;
+                    }
+                    MasterKey::load_or_create(&path)?
+                } else {
+                    MasterKey::load(&path)?
+                }
+            }
+            MasterKeySource::Env(var) => MasterKey::from_env(&var)?,
+            MasterKeySource::Command(argv) => MasterKey::from_command(&argv)?,
+        })
     }
 
     /// Resolves a path from the configuration.

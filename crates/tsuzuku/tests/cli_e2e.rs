@@ -178,11 +178,13 @@ fn iij_examples() -> Vec<String> {
         .collect()
 }
 
-/// Opens the data directory's SQLite store directly, as the test's own process.
+/// Opens the data directory's SQLite store directly, as the test's own process, with the
+/// data directory's master key (encryption at rest is on by default).
 async fn open_store(data: &Path) -> tsuzuku_store::StoreRoot {
     let db = data.join("store.db");
     assert!(db.exists(), "no store at {db:?}");
-    tsuzuku_store::StoreRoot::open(&format!("sqlite://{}", db.display()))
+    let master = tsuzuku_store::keyring::MasterKey::load(data.join("keys/master.key")).unwrap();
+    tsuzuku_store::StoreRoot::open_with_master(&format!("sqlite://{}", db.display()), master)
         .await
         .unwrap()
 }

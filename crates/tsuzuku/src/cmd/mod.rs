@@ -1,6 +1,8 @@
 //! The subcommands.
 
 mod admin;
+mod connect;
+mod keys;
 mod policy;
 
 use std::process::ExitCode;
@@ -49,9 +51,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::audit(&env, c).await
         }
+        Command::Connect(a) => {
+            connect::run(a.listen, &a.sites, a.app_domains, a.ca, a.allow_ports).await
+        }
         Command::Site(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::site(&env, c).await
+        }
+        Command::Keys(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            keys::run(&env, c).await
         }
     }
 }
