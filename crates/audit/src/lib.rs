@@ -11,6 +11,7 @@
 pub mod chain;
 pub mod event;
 pub mod memory;
+pub mod spool;
 pub mod writer;
 
 pub use chain::{
@@ -19,6 +20,7 @@ pub use chain::{
 };
 pub use event::{AuditEvent, ChainedEvent, EventKind, ParseEventKindError};
 pub use memory::MemoryBackend;
+pub use spool::Spooled;
 pub use writer::{AuditBackend, AuditError, AuditWriter, WriterOptions};
 
 #[cfg(test)]

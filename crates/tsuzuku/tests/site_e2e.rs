@@ -70,3 +70,84 @@ async fn promotion_is_refused_while_the_primary_answers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("promotion refused"), "{err}");
 }
+
+#[tokio::test]
+async fn gateway_keeps_deciding_through_a_lost_primary_and_ships_its_audit_after_promotion() {
+    use tsuzuku_testkit::gateway::sign_in;
+    use tsuzuku_testkit::upstream::Upstream;
+    let primary = PgCluster::start_primary().await.unwrap();
+    let standby = PgCluster::start_standby(&primary).await.unwrap();
+    let mut gw = TestGateway::init(BIN).unwrap();
+    gw.set_config("url", &format!("\"{},{}\"", primary.url(), standby.url()))
+        .unwrap();
+    let up = Upstream::start().await.unwrap();
+    let out = gw
+        .cli_ok(&["--json", "user", "add", "alice", "--group", "staff"])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let password = v["password"].as_str().unwrap().to_owned();
+    let host = gw.host("app");
+    gw.cli_ok(&[
+        "app",
+        "add",
+        "app",
+        "--host",
+        &host,
+        "--upstream",
+        &up.url(),
+    ])
+    .unwrap();
+    let p = gw.data_dir().join("p.cedar");
+    std::fs::write(
+        &p,
+        r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#,
+    )
+    .unwrap();
+    gw.cli_ok(&["policy", "apply", p.to_str().unwrap()])
+        .unwrap();
+    gw.start().await.unwrap();
+    let c = gw.client(&["auth", "app"]).unwrap();
+    let s = sign_in(&c, &gw.url("app", "/"), "alice", &password, None)
+        .await
+        .unwrap();
+    assert_eq!(s.final_status, Some(200), "{}", s.body);
+    primary.wait_until_replayed(&standby).await.unwrap();
+
+    // The primary's site is lost: the existing session keeps working, every request is still
+    // decided by policy, and its audit event is spooled on the gateway's disk.
+    primary.kill().unwrap();
+    for i in 0..5 {
+        let r = c
+            .get(gw.url("app", &format!("/during-failover/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i} during failover");
+    }
+    let spool = gw.data().join("audit-spool");
+    let spooled: String = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(spooled.contains("/during-failover/4"), "{spooled}");
+
+    // After promotion the spool is shipped into the chain, in order, and the chain verifies.
+    gw.cli_ok(&["site", "promote"]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let tail = gw
+            .cli_ok(&["--json", "audit", "tail", "-n", "50", "--kind", "decision"])
+            .unwrap();
+        if tail.contains("/during-failover/4") {
+            assert!(tail.contains("/during-failover/0"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spool not shipped: {tail}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let verify = gw.cli_ok(&["audit", "verify"]).unwrap();
+    assert!(verify.contains("intact"), "{verify}");
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use tsuzuku_audit::{AuditWriter, EventKind};
+use tsuzuku_audit::{AuditWriter, EventKind, Spooled};
 use tsuzuku_config::Config;
 use tsuzuku_gateway::{Gateway, GatewaySettings};
 use tsuzuku_identity::oidc::{OidcClient, OidcSettings};
@@ -312,7 +312,23 @@ async fn serve(
     let crate::cli::Role::Gateway = a.role;
     let c = &env.config;
     let store = env.store().await?;
-    let (audit, audit_task) = AuditWriter::spawn(store.clone(), 4096);
+    // Decisions are audited into the store; while it cannot take writes (a lost primary, a
+    // standby not yet promoted) they go to a local spool and are shipped later (OPS-1).
+    let spool_name = match &a.node_id {
+        Some(n) => n.clone(),
+        None => format!("gateway-{}", c.gateway.listen.port()),
+    };
+    let spool_path = env
+        .data_dir
+        .join("audit-spool")
+        .join(format!("{spool_name}.jsonl"));
+    let backend = Arc::new(
+        Spooled::open(store.clone(), spool_path.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("audit spool {}", spool_path.display()))?,
+    );
+    let _drainer = backend.spawn_drainer(Duration::from_secs(1));
+    let (audit, audit_task) = AuditWriter::spawn(backend, 4096);
     let oidc_settings = match &c.oidc {
         None => None,
         Some(o) => {
