@@ -36,7 +36,9 @@ pub struct Spooled<B> {
     inner: B,
     path: PathBuf,
     lock: tokio::sync::Mutex<()>,
+    drain_lock: tokio::sync::Mutex<()>,
     pending: AtomicBool,
+    always: bool,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> AuditError {
@@ -47,6 +49,13 @@ impl<B: AuditBackend> Spooled<B> {
     /// Wraps `inner`, spooling to `path` (its directory is created; an existing spool file from
     /// before a restart is kept and shipped first).
     pub fn open(inner: B, path: PathBuf) -> Result<Self, AuditError> {
+        Self::open_with(inner, path, false)
+    }
+
+    /// Like [`Spooled::open`]; with `always`, every batch goes to the spool file first (one
+    /// `write` + `fdatasync` per batch instead of a database transaction) and the drainer ships
+    /// it — the fast path, at the price of the store's chain lagging by a drain interval.
+    pub fn open_with(inner: B, path: PathBuf, always: bool) -> Result<Self, AuditError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io_err("creating its directory", &path, e))?;
         }
@@ -57,7 +66,9 @@ impl<B: AuditBackend> Spooled<B> {
             inner,
             path,
             lock: tokio::sync::Mutex::new(()),
+            drain_lock: tokio::sync::Mutex::new(()),
             pending: AtomicBool::new(pending),
+            always,
         })
     }
 
@@ -73,12 +84,29 @@ impl<B: AuditBackend> Spooled<B> {
 
     /// Ships spooled events to the backend, oldest first. Returns how many were shipped; stops
     /// at the first backend error (the rest stay spooled).
+    ///
+    /// The spool file is first renamed to `*.shipping` (under the append lock, a moment), then
+    /// shipped without holding that lock, so appends never wait for the backend.
     pub async fn drain(&self) -> Result<usize, AuditError> {
-        let _g = self.lock.lock().await;
-        if !self.has_pending() {
-            return Ok(0);
+        let _one_drainer = self.drain_lock.lock().await;
+        let shipping = self.shipping_path();
+        {
+            let _g = self.lock.lock().await;
+            if !shipping.exists() {
+                if !self.has_pending() {
+                    return Ok(0);
+                }
+                match std::fs::rename(&self.path, &shipping) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        self.pending.store(false, Ordering::SeqCst);
+                        return Ok(0);
+                    }
+                    Err(e) => return Err(io_err("moving aside for shipping", &self.path, e)),
+                }
+            }
         }
-        let mut events = read_spool(&self.path)?;
+        let mut events = read_spool(&shipping)?;
         let mut shipped = 0;
         while !events.is_empty() {
             let n = events.len().min(DRAIN_CHUNK);
@@ -88,16 +116,24 @@ impl<B: AuditBackend> Spooled<B> {
                 let mut rest = chunk;
                 rest.append(&mut events);
                 return if shipped > 0 {
-                    rewrite_spool(&self.path, &rest).map(|()| shipped)
+                    rewrite_spool(&shipping, &rest).map(|()| shipped)
                 } else {
                     Err(e)
                 };
             }
             shipped += n;
-            rewrite_spool(&self.path, &events)?;
+            rewrite_spool(&shipping, &events)?;
         }
-        self.pending.store(false, Ordering::SeqCst);
+        let _g = self.lock.lock().await;
+        let more = std::fs::metadata(&self.path)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
+        self.pending.store(more, Ordering::SeqCst);
         Ok(shipped)
+    }
+
+    fn shipping_path(&self) -> PathBuf {
+        self.path.with_extension("shipping")
     }
 
     /// Drains every `every` until the returned task is aborted or `self` is dropped elsewhere.
@@ -125,7 +161,7 @@ impl<B: AuditBackend> Spooled<B> {
 impl<B: AuditBackend> AuditBackend for Spooled<B> {
     async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
         let _g = self.lock.lock().await;
-        if !self.has_pending() {
+        if !self.always && !self.has_pending() {
             match self.inner.append(batch.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() => {
@@ -181,7 +217,7 @@ fn read_spool(path: &Path) -> Result<Vec<AuditEvent>, AuditError> {
     Ok(events)
 }
 
-/// Replaces the spool file with `events` (write to a temporary file, sync, rename).
+/// Replaces a spool file with `events` (write to a temporary file, sync, rename).
 fn rewrite_spool(path: &Path, events: &[AuditEvent]) -> Result<(), AuditError> {
     if events.is_empty() {
         return match std::fs::remove_file(path) {

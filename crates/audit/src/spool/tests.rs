@@ -69,6 +69,7 @@ async fn events_spool_while_the_store_is_down_and_ship_in_order_afterwards() {
     assert_eq!(seen(&backend), [1, 2, 3, 4]);
     assert!(!s.has_pending());
     assert!(!s.path().exists());
+    assert!(!s.path().with_extension("shipping").exists());
     s.append(vec![ev(5)]).await.unwrap();
     assert_eq!(seen(&backend), [1, 2, 3, 4, 5]);
     assert!(verify(backend.mem.events("t")).is_intact());
@@ -118,4 +119,15 @@ async fn the_spool_file_is_private() {
     s.append(vec![ev(1)]).await.unwrap();
     let mode = std::fs::metadata(s.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
+
+#[tokio::test]
+async fn always_mode_spools_first_and_the_drain_ships() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(Switchable::default());
+    let s = Spooled::open_with(backend.clone(), dir.path().join("gw.jsonl"), true).unwrap();
+    s.append(vec![ev(1), ev(2)]).await.unwrap();
+    assert!(seen(&backend).is_empty());
+    assert_eq!(s.drain().await.unwrap(), 2);
+    assert_eq!(seen(&backend), [1, 2]);
 }
