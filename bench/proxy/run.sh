@@ -157,13 +157,6 @@ tz() { "$tsuzuku" --data-dir "$data" "$@"; }
 
 log "initialising the gateway data directory"
 tz init --listen "127.0.0.1:$gw_port" >"$tmp/init.log"
-# AUDIT_SPOOL=always measures the gateway with audit events spooled locally first (see
-# docs/GATEWAY.md); the default is the store first.
-if [ -n "${AUDIT_SPOOL:-}" ]; then
-  sed -i "s/^audit_spool = .*/audit_spool = \"$AUDIT_SPOOL\"/" "$data/tsuzuku.toml"
-  grep -q "^audit_spool = \"$AUDIT_SPOOL\"" "$data/tsuzuku.toml" || {
-    echo "run.sh: could not set audit_spool in $data/tsuzuku.toml" >&2; exit 1; }
-fi
 app_host="bench.localhost:$gw_port"
 portal_host="auth.localhost:$gw_port"
 cert="$data/tls/gateway.pem"

@@ -38,7 +38,6 @@ pub struct Spooled<B> {
     lock: tokio::sync::Mutex<()>,
     drain_lock: tokio::sync::Mutex<()>,
     pending: AtomicBool,
-    always: bool,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> AuditError {
@@ -49,13 +48,6 @@ impl<B: AuditBackend> Spooled<B> {
     /// Wraps `inner`, spooling to `path` (its directory is created; an existing spool file from
     /// before a restart is kept and shipped first).
     pub fn open(inner: B, path: PathBuf) -> Result<Self, AuditError> {
-        Self::open_with(inner, path, false)
-    }
-
-    /// Like [`Spooled::open`]; with `always`, every batch goes to the spool file first (one
-    /// `write` + `fdatasync` per batch instead of a database transaction) and the drainer ships
-    /// it — the fast path, at the price of the store's chain lagging by a drain interval.
-    pub fn open_with(inner: B, path: PathBuf, always: bool) -> Result<Self, AuditError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io_err("creating its directory", &path, e))?;
         }
@@ -68,7 +60,6 @@ impl<B: AuditBackend> Spooled<B> {
             lock: tokio::sync::Mutex::new(()),
             drain_lock: tokio::sync::Mutex::new(()),
             pending: AtomicBool::new(pending),
-            always,
         })
     }
 
@@ -161,7 +152,7 @@ impl<B: AuditBackend> Spooled<B> {
 impl<B: AuditBackend> AuditBackend for Spooled<B> {
     async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
         let _g = self.lock.lock().await;
-        if !self.always && !self.has_pending() {
+        if !self.has_pending() {
             match self.inner.append(batch.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() => {

@@ -163,19 +163,6 @@ pub struct GatewayConfig {
     pub assertion_ttl_secs: u64,
     /// How often the gateway looks for new policies and apps in the store.
     pub reload_interval_ms: u64,
-    /// Where decisions' audit events go first: `on-failure` (the store; the local spool only
-    /// while the store cannot take writes) or `always` (the local spool, `fdatasync`ed per
-    /// batch, shipped to the store within ~100 ms — faster; the store's chain lags by that).
-    pub audit_spool: AuditSpool,
-}
-
-/// See [`GatewayConfig::audit_spool`].
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuditSpool {
-    #[default]
-    OnFailure,
-    Always,
 }
 
 impl Default for GatewayConfig {
@@ -191,7 +178,6 @@ impl Default for GatewayConfig {
             max_header_bytes: 16 * 1024,
             assertion_ttl_secs: 60,
             reload_interval_ms: 1000,
-            audit_spool: AuditSpool::OnFailure,
         }
     }
 }

@@ -120,14 +120,3 @@ async fn the_spool_file_is_private() {
     let mode = std::fs::metadata(s.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
-
-#[tokio::test]
-async fn always_mode_spools_first_and_the_drain_ships() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(Switchable::default());
-    let s = Spooled::open_with(backend.clone(), dir.path().join("gw.jsonl"), true).unwrap();
-    s.append(vec![ev(1), ev(2)]).await.unwrap();
-    assert!(seen(&backend).is_empty());
-    assert_eq!(s.drain().await.unwrap(), 2);
-    assert_eq!(seen(&backend), [1, 2]);
-}

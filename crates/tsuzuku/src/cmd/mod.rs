@@ -322,17 +322,12 @@ async fn serve(
         .data_dir
         .join("audit-spool")
         .join(format!("{spool_name}.jsonl"));
-    let always = c.gateway.audit_spool == tsuzuku_config::AuditSpool::Always;
     let backend = Arc::new(
-        Spooled::open_with(store.clone(), spool_path.clone(), always)
+        Spooled::open(store.clone(), spool_path.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("audit spool {}", spool_path.display()))?,
     );
-    let _drainer = backend.spawn_drainer(if always {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_secs(1)
-    });
+    let _drainer = backend.spawn_drainer(Duration::from_secs(1));
     let (audit, audit_task) = AuditWriter::spawn(backend, 4096);
     let oidc_settings = match &c.oidc {
         None => None,
