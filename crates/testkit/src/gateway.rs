@@ -160,6 +160,34 @@ impl TestGateway {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Adds a local user (no TOTP) in `group` and returns the generated password.
+    pub fn add_user(&self, name: &str, group: &str) -> Result<String, KitError> {
+        let out = self.cli_ok(&["--json", "user", "add", name, "--group", group])?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .map_err(|e| KitError::Msg(format!("user add --json printed no JSON: {e}")))?;
+        v.get("password")
+            .and_then(|p| p.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| KitError::Msg("user add --json printed no password".into()))
+    }
+
+    /// Registers app `name` at `name.localhost:PORT` forwarding to `upstream`, and applies
+    /// `policy` (Cedar text) as the whole policy set.
+    pub fn add_app_with_policy(
+        &self,
+        name: &str,
+        upstream: &str,
+        policy: &str,
+    ) -> Result<(), KitError> {
+        let host = self.host(name);
+        self.cli_ok(&["app", "add", name, "--host", &host, "--upstream", upstream])?;
+        let p = self.data_dir().join(format!("{name}-policy.cedar"));
+        std::fs::write(&p, policy)?;
+        let p = p.to_string_lossy().into_owned();
+        self.cli_ok(&["policy", "apply", &p])?;
+        Ok(())
+    }
+
     /// Starts `tsuzuku serve` and waits until it prints READY.
     pub async fn start(&mut self) -> Result<(), KitError> {
         let mut child = Command::new(&self.bin)

@@ -21,30 +21,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 async fn connector_fails_over_to_the_second_site_without_a_new_sign_in() {
     let mut gw = TestGateway::init(BIN).unwrap();
     let up = Upstream::start().await.unwrap();
-    let out = gw
-        .cli_ok(&["--json", "user", "add", "alice", "--group", "staff"])
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let password = v["password"].as_str().unwrap().to_owned();
-    let host = gw.host("app");
-    gw.cli_ok(&[
+    let password = gw.add_user("alice", "staff").unwrap();
+    gw.add_app_with_policy(
         "app",
-        "add",
-        "app",
-        "--host",
-        &host,
-        "--upstream",
         &up.url(),
-    ])
-    .unwrap();
-    let p = gw.data_dir().join("p.cedar");
-    std::fs::write(
-        &p,
         r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#,
     )
     .unwrap();
-    gw.cli_ok(&["policy", "apply", p.to_str().unwrap()])
-        .unwrap();
     gw.start().await.unwrap();
     let site_b = gw.start_node().await.unwrap();
 

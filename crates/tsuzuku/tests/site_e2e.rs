@@ -11,6 +11,7 @@ use tsuzuku_testkit::gateway::TestGateway;
 use tsuzuku_testkit::postgres::PgCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
+const STAFF_POLICY: &str = r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#;
 
 #[tokio::test]
 async fn cli_reads_from_the_standby_refuses_writes_clearly_and_promotes() {
@@ -81,29 +82,8 @@ async fn gateway_keeps_deciding_through_a_lost_primary_and_ships_its_audit_after
     gw.set_config("url", &format!("\"{},{}\"", primary.url(), standby.url()))
         .unwrap();
     let up = Upstream::start().await.unwrap();
-    let out = gw
-        .cli_ok(&["--json", "user", "add", "alice", "--group", "staff"])
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let password = v["password"].as_str().unwrap().to_owned();
-    let host = gw.host("app");
-    gw.cli_ok(&[
-        "app",
-        "add",
-        "app",
-        "--host",
-        &host,
-        "--upstream",
-        &up.url(),
-    ])
-    .unwrap();
-    let p = gw.data_dir().join("p.cedar");
-    std::fs::write(
-        &p,
-        r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#,
-    )
-    .unwrap();
-    gw.cli_ok(&["policy", "apply", p.to_str().unwrap()])
+    let password = gw.add_user("alice", "staff").unwrap();
+    gw.add_app_with_policy("app", &up.url(), STAFF_POLICY)
         .unwrap();
     gw.start().await.unwrap();
     let c = gw.client(&["auth", "app"]).unwrap();
