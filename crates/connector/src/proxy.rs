@@ -385,10 +385,13 @@ fn local(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }
+        // What `tsuzuku connect status` shows: the site in use, every site's health, latency
+        // and loss, the last switches and why. Loopback only, like the proxy itself.
+        (&Method::GET, "/status") => text(StatusCode::OK, shared.state.status().to_string()),
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "Not found. The Tsuzuku connector serves only its PAC file here: http://{}/proxy.pac",
+                "Not found. The Tsuzuku connector serves its PAC file at http://{}/proxy.pac and its status at /status",
                 shared.addr
             ),
         ),

@@ -224,16 +224,19 @@ pub enum PolicyCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ConnectArgs {
+    #[command(subcommand)]
+    pub command: Option<ConnectCmd>,
     /// Loopback address of the local proxy (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:3128")]
     pub listen: SocketAddr,
     /// A gateway site, most preferred first: NAME=HOST@ADDR[,ADDR...] — the gateway's host name
     /// (TLS name and Host of health probes) and its nodes' addresses.
-    #[arg(long = "site", required = true)]
+    #[arg(long = "site")]
     pub sites: Vec<String>,
     /// A domain (with its subdomains) whose traffic goes through the gateway (repeatable).
-    #[arg(long = "app-domain", required = true)]
+    #[arg(long = "app-domain")]
     pub app_domains: Vec<String>,
     /// CA certificate (PEM) the gateways' certificates are issued by.
     #[arg(long)]
@@ -241,6 +244,17 @@ pub struct ConnectArgs {
     /// Ports apps may be reached on through CONNECT (default 443; repeatable).
     #[arg(long = "allow-port")]
     pub allow_ports: Vec<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectCmd {
+    /// Show what the running connector sees: the site in use, every site's health, latency and
+    /// loss, and the last switches and why.
+    Status {
+        /// The running connector's proxy address.
+        #[arg(long, default_value = "127.0.0.1:3128")]
+        proxy: SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]

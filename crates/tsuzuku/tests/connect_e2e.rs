@@ -128,4 +128,25 @@ async fn connector_fails_over_to_the_second_site_without_a_new_sign_in() {
         assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `tsuzuku connect status` shows the site in use and why.
+    let out = std::process::Command::new(BIN)
+        .args(["connect", "status", "--proxy", &proxy])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains('b') && status.contains('a'), "{status}");
+    eprintln!("connect status:\n{status}");
+    // With no connector there, a one-line error.
+    let dead = tsuzuku_testkit::gateway::free_port().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["connect", "status", "--proxy", &format!("127.0.0.1:{dead}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no connector answers"));
 }

@@ -97,6 +97,38 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Asks a running connector (on loopback) for its status and prints it.
+pub async fn status(proxy: SocketAddr) -> Result<ExitCode> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(proxy),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no connector answers at {proxy} (timed out)"))?
+    .with_context(|| format!("no connector answers at {proxy}; is `tsuzuku connect` running?"))?;
+    s.write_all(
+        format!("GET /status HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .with_context(|| format!("asking the connector at {proxy}"))?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| anyhow::anyhow!("the connector at {proxy} did not answer within 5 s"))?
+        .with_context(|| format!("reading the connector's answer from {proxy}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "the connector at {proxy} answered {}",
+            head.lines().next().unwrap_or("nothing")
+        );
+    }
+    print!("{body}");
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

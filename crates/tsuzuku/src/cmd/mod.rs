@@ -51,9 +51,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::audit(&env, c).await
         }
-        Command::Connect(a) => {
-            connect::run(a.listen, &a.sites, a.app_domains, a.ca, a.allow_ports).await
-        }
+        Command::Connect(a) => match a.command {
+            Some(crate::cli::ConnectCmd::Status { proxy }) => connect::status(proxy).await,
+            None => connect::run(a.listen, &a.sites, a.app_domains, a.ca, a.allow_ports).await,
+        },
         Command::Site(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::site(&env, c).await
