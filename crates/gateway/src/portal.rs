@@ -159,7 +159,7 @@ async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
     if let Authn::Ok(su) = authenticate(gw, ctx, req).await {
         let session = &su.0;
         if let Some(t) = target {
-            return continue_to(gw, ctx, session, &t, None).await;
+            return continue_to(gw, ctx, session, &t).await;
         }
         return respond::redirect(StatusCode::FOUND, "/");
     }
@@ -366,7 +366,7 @@ async fn finish_login(
     audit_login(gw, ctx, Some(user), true, "signed in", method).await;
     let cookie = set_cookie(SESSION_COOKIE, &token, None);
     let resp = match target {
-        Some(t) => continue_to(gw, ctx, &session, &t, Some(&cookie)).await,
+        Some(t) => continue_to(gw, ctx, &session, &t).await,
         None => respond::redirect(StatusCode::SEE_OTHER, "/"),
     };
     respond::with_cookie(resp, &cookie)
@@ -378,7 +378,6 @@ async fn continue_to(
     ctx: &Ctx,
     session: &Session,
     target: &ReturnTo,
-    _new_cookie: Option<&str>,
 ) -> Response<Body> {
     if target.host == gw.settings.portal_host {
         return respond::redirect(StatusCode::SEE_OTHER, &target.path);

@@ -214,17 +214,7 @@ impl TestGateway {
                 }
             });
         }
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                if l.starts_with("READY ") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
+        let ready = wait_ready(stdout).await;
         if !ready {
             let _ = child.kill().await;
             let err = self.stderr_text();
@@ -232,7 +222,6 @@ impl TestGateway {
                 "gateway did not become ready: {err}"
             )));
         }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
         Ok(())
     }
@@ -262,21 +251,10 @@ impl TestGateway {
             .stdout
             .take()
             .ok_or_else(|| KitError::Msg("no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                if l.starts_with("READY ") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
+        let ready = wait_ready(stdout).await;
         if !ready {
             return Err(KitError::Msg("second node did not become ready".into()));
         }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Node {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
@@ -337,6 +315,26 @@ impl TestGateway {
         }
         Ok(b.build()?)
     }
+}
+
+/// Waits (at most 30 s) for the `READY` line a serving process prints, then keeps draining its
+/// stdout in the background so the process never blocks on a full pipe.
+async fn wait_ready(stdout: tokio::process::ChildStdout) -> bool {
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("READY ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if ready {
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    }
+    ready
 }
 
 /// Another gateway node of the same site.

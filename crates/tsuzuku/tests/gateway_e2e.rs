@@ -806,23 +806,12 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .unwrap();
     let up = Upstream::start().await.unwrap();
     let bob = add_user(&gw2, "alice", "staff", false);
-    let host = gw2.host("app");
-    gw2.cli_ok(&[
+    gw2.add_app_with_policy(
         "app",
-        "add",
-        "app",
-        "--host",
-        &host,
-        "--upstream",
         &up.url(),
-    ])
-    .unwrap();
-    let p = write_policy(
-        &gw2,
-        "office-only",
         r#"permit (principal, action, resource) when { context.source_ip.isInRange(ip("203.0.113.0/24")) };"#,
-    );
-    gw2.cli_ok(&["policy", "apply", &p]).unwrap();
+    )
+    .unwrap();
     gw2.start().await.unwrap();
     let cookie = {
         // Sign in (the sign-in itself comes from 127.0.0.1, which the policy does not need).
