@@ -4,6 +4,8 @@
 #   nodejs, npm     the test OpenID provider (scripts/setup-oidc.sh)
 #   postgresql      the PostgreSQL store tests (a real primary and streaming standby, started
 #                   by crates/testkit/src/postgres.rs from /usr/lib/postgresql/<version>/bin)
+#   chromium        the browser test (crates/tsuzuku/tests/browser_e2e.rs: headless Chromium
+#                   through the connector's PAC file; it fails under CI=true without it)
 # then installs the test OpenID provider with scripts/setup-oidc.sh.
 #
 # Idempotent: apt-get runs (after an `apt-get update`) only when a package is missing.
@@ -18,10 +20,11 @@ declare -A wanted=(
   [wrk]=wrk
   [node]=nodejs
   [npm]=npm
+  [chromium]=chromium
 )
 
 missing=()
-for cmd in nginx wrk node npm; do
+for cmd in nginx wrk node npm chromium; do
   if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
     missing+=("${wanted[$cmd]}")
   fi
@@ -46,7 +49,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
 else
-  echo "install-test-deps.sh: nginx, wrk, node, npm and postgresql are present"
+  echo "install-test-deps.sh: nginx, wrk, node, npm, chromium and postgresql are present"
 fi
 
 if [ -f "$root/scripts/setup-oidc.sh" ]; then

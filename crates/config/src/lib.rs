@@ -54,6 +54,66 @@ pub struct Config {
     /// Encryption at rest: where the master key comes from (docs/ENCRYPTION.md).
     #[serde(default)]
     pub keys: KeysConfig,
+    /// The control plane (`tsuzuku serve --role control`): where it publishes snapshots.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// A gateway fed by the control plane's signed snapshots instead of reading its
+    /// configuration from the store; absent means the gateway reads the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotConfig>,
+}
+
+/// `[control]`: the control plane's HTTPS endpoint (docs/STORAGE.md, "Snapshots").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    pub listen: SocketAddr,
+    /// File holding the shared token gateways present, relative to the data directory.
+    pub node_token_file: PathBuf,
+    /// How often the store is read for changes to publish.
+    pub publish_interval_ms: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            node_token_file: PathBuf::from("keys/node-token"),
+            publish_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[snapshot]`: where a gateway gets its signed configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Base URL of the control plane, e.g. `https://control.example:9443`.
+    pub control_url: String,
+    /// The control plane's snapshot public key(s), PEM (`tsuzuku keys snapshot-public`).
+    pub trust: PathBuf,
+    /// File holding the node token.
+    #[serde(default = "default_node_token_file")]
+    pub node_token_file: PathBuf,
+    /// Extra CA certificate (PEM) to trust for the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Where the last good snapshot is kept (sealed with the master key).
+    #[serde(default = "default_snapshot_cache")]
+    pub cache_dir: PathBuf,
+    /// How long a starting gateway waits for the control plane before using its disk copy.
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_ms: u64,
+}
+
+fn default_node_token_file() -> PathBuf {
+    PathBuf::from("keys/node-token")
+}
+fn default_snapshot_cache() -> PathBuf {
+    PathBuf::from("snapshot-cache")
+}
+fn default_start_timeout() -> u64 {
+    3000
 }
 
 /// Encryption at rest (`[keys]`): secrets and personal data in the store are sealed under data
@@ -293,6 +353,29 @@ impl Config {
                     self.store.url
                 ),
             ));
+        }
+        if !(100..=60_000).contains(&self.control.publish_interval_ms) {
+            return Err(invalid(
+                "control.publish_interval_ms",
+                "expected 100 to 60000 milliseconds".into(),
+            ));
+        }
+        if let Some(sn) = &self.snapshot {
+            if !sn.control_url.starts_with("https://") {
+                return Err(invalid(
+                    "snapshot.control_url",
+                    format!(
+                        "expected an https:// URL of the control plane, got {:?}",
+                        sn.control_url
+                    ),
+                ));
+            }
+            if !(100..=600_000).contains(&sn.start_timeout_ms) {
+                return Err(invalid(
+                    "snapshot.start_timeout_ms",
+                    "expected 100 to 600000 milliseconds".into(),
+                ));
+            }
         }
         if !valid_tenant(&self.store.tenant) {
             return Err(invalid(

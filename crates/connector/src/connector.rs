@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::dr::{DrConfig, DrError, DrStatus, DrWatcher};
 use crate::probe::{ProbeConfig, ProbeError, Probers};
 use crate::proxy::{Proxy, ProxyConfig, ProxyError};
 use crate::select::{Exclusion, InvalidConfig, SelectConfig, Shed, Site, human};
@@ -26,6 +27,9 @@ pub struct ConnectorConfig {
     /// How often selection is re-evaluated without a new probe result, so that time-based
     /// changes (hold-down over, exclusion expired, endpoint silent) apply. Default 100 ms.
     pub evaluate_every: Duration,
+    /// Disaster-recovery mode: the DR record to watch and what to do in DR mode. `None`: no DR
+    /// mode.
+    pub dr: Option<DrConfig>,
 }
 
 impl ConnectorConfig {
@@ -41,6 +45,7 @@ impl ConnectorConfig {
                 ..ProxyConfig::default()
             },
             evaluate_every: Duration::from_millis(100),
+            dr: None,
         }
     }
 }
@@ -55,6 +60,8 @@ pub enum ConnectorError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error("disaster-recovery mode: {0}")]
+    Dr(#[from] DrError),
     #[error("evaluate_every must be more than zero")]
     EvaluateEvery,
     #[error("settings do not fit together: {0}")]
@@ -95,6 +102,7 @@ pub struct Connector {
     probers: Probers,
     ticker: AbortOnDrop,
     proxy: Proxy,
+    dr: Option<DrWatcher>,
 }
 
 impl Connector {
@@ -102,7 +110,16 @@ impl Connector {
     pub async fn start(config: ConnectorConfig) -> Result<Self, ConnectorError> {
         config.validate()?;
         let state = SiteState::new(config.sites.clone(), config.select, Clock::system())?;
-        let proxy = Proxy::bind(config.proxy, state.clone()).await?;
+        let dr = match config.dr {
+            Some(dr) => Some(DrWatcher::start(dr, state.clone())?),
+            None => None,
+        };
+        let proxy = Proxy::bind_with_dr(
+            config.proxy,
+            state.clone(),
+            dr.as_ref().map(DrWatcher::link),
+        )
+        .await?;
         let probers = Probers::start(&state, &config.sites, &config.probe)?;
         let ticker = {
             let state = state.clone();
@@ -122,6 +139,7 @@ impl Connector {
             probers,
             ticker,
             proxy,
+            dr,
         })
     }
 
@@ -138,6 +156,18 @@ impl Connector {
     /// The site in use, why, every site's health, latency and loss, and the last switches.
     pub fn status(&self) -> Status {
         self.state.status()
+    }
+
+    /// The disaster-recovery state, when DR mode is configured.
+    pub fn dr_status(&self) -> Option<Arc<DrStatus>> {
+        self.dr.as_ref().map(DrWatcher::status)
+    }
+
+    /// Looks the DR record up now (after a network change) instead of at the next interval.
+    pub fn recheck_dr(&self) {
+        if let Some(dr) = &self.dr {
+            dr.recheck_now();
+        }
     }
 
     /// Open tunnels per site.
@@ -171,6 +201,7 @@ impl Connector {
     /// Stops probing and the proxy, closing every tunnel.
     pub async fn shutdown(self) {
         drop(self.ticker);
+        drop(self.dr);
         self.probers.stop();
         self.proxy.shutdown().await;
     }

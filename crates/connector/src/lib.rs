@@ -9,8 +9,11 @@
 //! site list, the probe history, exclusions, load-shedding hints, the current choice, the
 //! settings and a clock value passed in; it opens no socket, reads no clock and knows nothing
 //! of tokio, HTTP or TLS. Probing (`probe.rs`), the shared state and its clock (`state.rs`) and
-//! the proxy (`proxy.rs`) feed it and act on its answer. The crate knows nothing of the store,
-//! policies or the gateway's internals: it talks to gateways over the network only.
+//! the proxy (`proxy.rs`) feed it and act on its answer. The same holds for `route.rs` (where a
+//! request goes, including in disaster-recovery mode) and `internet.rs` (host patterns, the
+//! signed allowlist): pure functions of their inputs; `dr.rs` is their IO shell. The crate
+//! knows nothing of the store, policies or the gateway's internals: it talks to gateways over
+//! the network only.
 //!
 //! Modules:
 //! - [`select`]: the decision (pure), with the reasons `connect status` shows.
@@ -18,14 +21,23 @@
 //! - [`state`]: the shared state, the clock, re-evaluation and publication of the decision.
 //! - [`proxy`]: the loopback forward proxy and `/proxy.pac`.
 //! - [`pac`]: app domains and the PAC file text (pure).
+//! - [`sitelist`]: the control plane's signed site list and exclusions, with a disk copy.
 //! - [`tls`]: TLS client settings towards gateways.
+//! - [`route`]: where a request goes — normal sites, the DR gateway, direct, or refused (pure).
+//! - [`internet`]: host patterns and the signed DR allowlist format (pure).
+//! - [`dr`]: disaster-recovery mode: watching the signed DR record, the remembered state, the
+//!   allowlist fetcher; publishes the DR state the proxy routes by.
 //! - [`connector`]: all of the above started as one [`Connector`].
 
 pub mod connector;
+pub mod dr;
+pub mod internet;
 pub mod pac;
 pub mod probe;
 pub mod proxy;
+pub mod route;
 pub mod select;
+pub mod sitelist;
 pub mod state;
 pub mod tls;
 
@@ -33,6 +45,7 @@ pub mod tls;
 mod testsupport;
 
 pub use connector::{Connector, ConnectorConfig, ConnectorError};
+pub use dr::{DrConfig, DrGateway, DrStatus, DrWatcher, Phase};
 pub use pac::{AppDomains, Internet};
 pub use probe::{ProbeConfig, Scheme};
 pub use proxy::{ProxyConfig, TunnelClose};

@@ -17,6 +17,13 @@
 //!   or excluded), instead of hanging on a site that no longer answers; with
 //!   [`TunnelClose::OnSwitch`] also when the selection moves away from their site for any
 //!   reason.
+//! - Disaster-recovery (DR) mode ([`crate::dr`], [`crate::route`]): critical apps go to the DR
+//!   gateway, other apps get a "unavailable during disaster recovery" page (503, or a refused
+//!   `CONNECT`), and internet traffic follows the record's mode — `open` direct, `controlled`
+//!   direct only to allowlisted hosts, `closed` refused (403). Every refusal is logged. Tunnels
+//!   whose route changes when the DR state changes are closed. With DR configured the PAC file
+//!   sends all traffic through the connector, so that the mode can be enforced whenever it
+//!   starts (browsers re-read PAC files rarely); outside DR mode internet traffic goes direct.
 //! - Requests in origin form are for the proxy itself: only `GET /proxy.pac` with the proxy's
 //!   own address as `Host` is answered (another `Host` is a DNS-rebinding attempt or a
 //!   mistake: 421).
@@ -41,7 +48,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::dr::{DrGateway, DrLink, normal_site_healthy};
+use crate::internet::HostSet;
 use crate::pac::{AppDomains, Internet, InvalidDomain, pac_file};
+use crate::route::{self, DrRouting, Refusal, Route, RouteInput};
 use crate::select::{Endpoint, Failure, Selection, human};
 use crate::state::SiteState;
 
@@ -132,6 +142,10 @@ struct Shared {
     pac: String,
     addr: SocketAddr,
     state: Arc<SiteState>,
+    /// DR mode's state and settings, when configured.
+    dr: Option<DrLink>,
+    /// Internet traffic outside DR mode (always through the connector when DR is configured).
+    internet: Internet,
     seq: AtomicU64,
     tunnels: Mutex<BTreeMap<String, usize>>,
     stop: watch::Receiver<bool>,
@@ -186,6 +200,15 @@ impl Drop for Proxy {
 impl Proxy {
     /// Checks the settings, listens, and serves until [`Proxy::shutdown`].
     pub async fn bind(cfg: ProxyConfig, state: Arc<SiteState>) -> Result<Self, ProxyError> {
+        Self::bind_with_dr(cfg, state, None).await
+    }
+
+    /// [`Proxy::bind`] with disaster-recovery mode: routes by the DR state `dr` publishes.
+    pub async fn bind_with_dr(
+        cfg: ProxyConfig,
+        state: Arc<SiteState>,
+        dr: Option<DrLink>,
+    ) -> Result<Self, ProxyError> {
         if !cfg.listen.ip().is_loopback() {
             return Err(ProxyError::NotLoopback(cfg.listen));
         }
@@ -218,7 +241,12 @@ impl Proxy {
             addr: cfg.listen,
             source,
         })?;
-        let pac = pac_file(&domains, addr, cfg.internet);
+        let internet = if dr.is_some() {
+            Internet::ViaConnector
+        } else {
+            cfg.internet
+        };
+        let pac = pac_file(&domains, addr, internet);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             cfg,
@@ -226,6 +254,8 @@ impl Proxy {
             pac,
             addr,
             state,
+            dr,
+            internet,
             seq: AtomicU64::new(0),
             tunnels: Mutex::new(BTreeMap::new()),
             stop: stop_rx,
@@ -387,7 +417,13 @@ fn local(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         }
         // What `tsuzuku connect status` shows: the site in use, every site's health, latency
         // and loss, the last switches and why. Loopback only, like the proxy itself.
-        (&Method::GET, "/status") => text(StatusCode::OK, shared.state.status().to_string()),
+        (&Method::GET, "/status") => {
+            let mut status = shared.state.status().to_string();
+            if let Some(dr) = &shared.dr {
+                status.push_str(&dr.status.borrow().to_string());
+            }
+            text(StatusCode::OK, status.trim_end().to_owned())
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
@@ -398,22 +434,147 @@ fn local(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Where traffic for a host goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Route {
-    Gateway,
-    Direct,
-    Refused,
+/// Where traffic for a host goes now ([`route::route`] with the current DR state).
+fn route_for(shared: &Shared, host: &str) -> Route {
+    let app = shared.domains.matches(host);
+    let none = HostSet::default();
+    let Some(link) = &shared.dr else {
+        return route::route(&RouteInput {
+            host,
+            app,
+            internet: shared.internet,
+            dr: DrRouting::Normal,
+            critical: &none,
+            allowlist: &none,
+            normal_healthy: true,
+        });
+    };
+    let status = link.status.borrow().clone();
+    let dr = status.phase.routing();
+    let normal_healthy =
+        dr != DrRouting::Returning || normal_site_healthy(&shared.state.selection());
+    route::route(&RouteInput {
+        host,
+        app,
+        internet: shared.internet,
+        dr,
+        critical: &link.critical,
+        allowlist: &status.allowlist,
+        normal_healthy,
+    })
 }
 
-fn route(shared: &Shared, host: &str) -> Route {
-    if shared.domains.matches(host) {
-        Route::Gateway
-    } else if shared.cfg.internet == Internet::ViaConnector {
-        Route::Direct
-    } else {
-        Route::Refused
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
     }
+    out
+}
+
+fn html(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    let (title, message) = (html_escape(title), html_escape(message));
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{message}</p>\n<p><small>Tsuzuku connector</small></p></body></html>\n"
+    );
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The answer to refused traffic: a page for plain HTTP, one line for `CONNECT`. Logged.
+fn refused(shared: &Shared, host: &str, why: Refusal, tunnel: bool) -> Response<Body> {
+    if why == Refusal::NotAnApp {
+        tracing::debug!(host, "refused: not an app domain");
+        return not_an_app(shared, host);
+    }
+    tracing::info!(host, reason = %why, tunnel, "refused during disaster recovery");
+    let (status, title, message) = match why {
+        Refusal::UnavailableInDr => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{host} is unavailable during disaster recovery"),
+            format!(
+                "Your organisation has switched to disaster-recovery mode. Only its critical apps are available until normal service returns, and {host} is not one of them. Try again later, or contact your IT team if you need it now."
+            ),
+        ),
+        Refusal::NotAllowlisted => (
+            StatusCode::FORBIDDEN,
+            format!("{host} is not reachable during disaster recovery"),
+            format!(
+                "Your organisation has switched to disaster-recovery mode, in which only internet destinations on its allowlist are reachable, and {host} is not on it. Contact your IT team if you need it."
+            ),
+        ),
+        Refusal::InternetClosed | Refusal::NotAnApp => (
+            StatusCode::FORBIDDEN,
+            format!("{host} is not reachable during disaster recovery"),
+            format!(
+                "Your organisation has switched to disaster-recovery mode, in which internet access is closed; only its critical apps are available. Contact your IT team if you need {host}."
+            ),
+        ),
+    };
+    if tunnel {
+        text(status, format!("{title}: {why}."))
+    } else {
+        html(status, &title, &message)
+    }
+}
+
+/// Connects to one of the DR gateway's addresses.
+async fn open_dr_gateway(
+    shared: &Shared,
+    gw: &DrGateway,
+    tried: &mut Vec<String>,
+) -> Option<(TcpStream, SocketAddr)> {
+    let n = gw.endpoints.len();
+    let start =
+        usize::try_from(shared.seq.fetch_add(1, Ordering::Relaxed) % n.max(1) as u64).unwrap_or(0);
+    for k in 0..n {
+        let Some(&addr) = gw.endpoints.get((start + k) % n) else {
+            continue;
+        };
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, addr));
+            }
+            Ok(Err(e)) => tried.push(format!("DR gateway {} at {addr} ({e})", gw.host)),
+            Err(_) => tried.push(format!(
+                "DR gateway {} at {addr} (no connection within {})",
+                gw.host,
+                human(shared.cfg.connect_timeout)
+            )),
+        }
+    }
+    None
+}
+
+fn dr_unreachable(gw: &DrGateway, tried: &[String]) -> Response<Body> {
+    tracing::warn!(gateway = %gw.host, tried = %tried.join("; "), "the DR gateway does not answer");
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "Disaster-recovery mode: the Tsuzuku connector could not reach the disaster-recovery gateway {}. Tried: {}. Try again in a moment; if it persists, tell your IT team.",
+            gw.host,
+            if tried.is_empty() {
+                "nothing".to_owned()
+            } else {
+                tried.join("; ")
+            }
+        ),
+    )
 }
 
 fn not_an_app(shared: &Shared, host: &str) -> Response<Body> {
@@ -527,8 +688,22 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             ),
         );
     }
-    let (upstream, site) = match route(&shared, &host) {
-        Route::Refused => return not_an_app(&shared, &host),
+    let opened = route_for(&shared, &host);
+    let (upstream, site) = match opened {
+        Route::Refused(why) => return refused(&shared, &host, why, true),
+        Route::DrGateway => {
+            let Some(link) = &shared.dr else {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no DR gateway configured",
+                );
+            };
+            let mut tried = Vec::new();
+            match open_dr_gateway(&shared, &link.gateway, &mut tried).await {
+                Some((stream, _)) => (stream, None),
+                None => return dr_unreachable(&link.gateway, &tried),
+            }
+        }
         Route::Gateway => {
             let mut tried = Vec::new();
             match open_gateway(&shared, &mut tried).await {
@@ -553,6 +728,15 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
         let at_open = rx.borrow_and_update().site.clone();
         (rx, at_open)
     });
+    let dr = shared.dr.as_ref().map(|link| {
+        let mut rx = link.status.clone();
+        let _ = rx.borrow_and_update();
+        DrWatch {
+            rx,
+            host: host.clone(),
+            opened,
+        }
+    });
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -561,19 +745,36 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
                 return;
             }
         };
-        tunnel(shared, TokioIo::new(upgraded), upstream, site, selection).await;
+        tunnel(
+            shared,
+            TokioIo::new(upgraded),
+            upstream,
+            site,
+            selection,
+            dr,
+        )
+        .await;
     });
     Response::new(empty())
 }
 
-/// Copies both ways until either side closes, the tunnel's site becomes unusable, or the
-/// proxy stops. Dropping both streams closes both connections.
+/// What a tunnel watches of the DR state: it is closed when its host's route changes.
+struct DrWatch {
+    rx: watch::Receiver<Arc<crate::dr::DrStatus>>,
+    host: String,
+    opened: Route,
+}
+
+/// Copies both ways until either side closes, the tunnel's site becomes unusable, its route
+/// changes with the DR state, or the proxy stops. Dropping both streams closes both
+/// connections.
 async fn tunnel<C>(
     shared: Arc<Shared>,
     mut client: C,
     mut upstream: TcpStream,
     site: Option<String>,
     selection: Option<(watch::Receiver<Arc<Selection>>, Option<String>)>,
+    dr: Option<DrWatch>,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -594,6 +795,25 @@ async fn tunnel<C>(
             }
         }
     };
+    let dr_close = async {
+        let Some(DrWatch {
+            mut rx,
+            host,
+            opened,
+        }) = dr
+        else {
+            return std::future::pending::<()>().await;
+        };
+        while rx.changed().await.is_ok() {
+            let _ = rx.borrow_and_update();
+            let now = route_for(&shared, &host);
+            if now != opened {
+                tracing::info!(host, was = ?opened, now = ?now, "closing tunnel: its route changed with the DR state");
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
     let mut stop = shared.stop.clone();
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
@@ -602,6 +822,7 @@ async fn tunnel<C>(
             }
         }
         () = close => {}
+        () = dr_close => {}
         () = stopped(&mut stop) => {}
     }
 }
@@ -635,6 +856,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Where one attempt of a forwarded request goes.
+enum Target {
+    Site(Endpoint),
+    Dr(SocketAddr),
+    Direct,
+}
 
 async fn http1<I>(io: I) -> Result<Sender, String>
 where
@@ -687,9 +915,9 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     };
     let host = normalise_host(authority.host());
     let port = authority.port_u16().unwrap_or(80);
-    let route = route(&shared, &host);
-    if route == Route::Refused {
-        return not_an_app(&shared, &host);
+    let route = route_for(&shared, &host);
+    if let Route::Refused(why) = route {
+        return refused(&shared, &host, why, false);
     }
     let path: Uri = match uri.path_and_query().map_or("/", |p| p.as_str()).parse() {
         Ok(p) => p,
@@ -707,28 +935,58 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     let mut body = Some(body);
     let mut tried = Vec::new();
 
-    let mut targets: Vec<Option<Endpoint>> = Vec::new();
-    let selection = match route {
+    let mut targets: Vec<Target> = Vec::new();
+    let mut selection = None;
+    let mut dr_gateway = None;
+    match route {
         Route::Gateway => {
-            let selection = shared.state.selection();
+            let sel = shared.state.selection();
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
             targets.extend(
-                selection
-                    .attempts(seq)
+                sel.attempts(seq)
                     .into_iter()
                     .take(shared.cfg.max_attempts)
-                    .map(Some),
+                    .map(Target::Site),
             );
-            Some(selection)
+            selection = Some(sel);
         }
-        _ => {
-            targets.push(None);
-            None
+        Route::DrGateway => {
+            if let Some(link) = &shared.dr {
+                let gw = link.gateway.clone();
+                let n = gw.endpoints.len().max(1);
+                let start = usize::try_from(shared.seq.fetch_add(1, Ordering::Relaxed) % n as u64)
+                    .unwrap_or(0);
+                for k in 0..n {
+                    if let Some(&a) = gw.endpoints.get((start + k) % n) {
+                        targets.push(Target::Dr(a));
+                    }
+                }
+                dr_gateway = Some(gw);
+            }
         }
-    };
+        Route::Direct | Route::Refused(_) => targets.push(Target::Direct),
+    }
     for target in targets {
         let stream = match &target {
-            Some(ep) => {
+            Target::Dr(addr) => {
+                match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(*addr))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tried.push(format!("DR gateway at {addr} ({e})"));
+                        continue;
+                    }
+                    Err(_) => {
+                        tried.push(format!(
+                            "DR gateway at {addr} (no connection within {})",
+                            human(shared.cfg.connect_timeout)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            Target::Site(ep) => {
                 match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(ep.addr))
                     .await
                 {
@@ -754,7 +1012,7 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
                     }
                 }
             }
-            None => match open_direct(&shared, &host, port).await {
+            Target::Direct => match open_direct(&shared, &host, port).await {
                 Ok(s) => s,
                 Err(why) => {
                     tried.push(why);
@@ -763,11 +1021,13 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             },
         };
         let _ = stream.set_nodelay(true);
-        let where_ = target.as_ref().map_or_else(
-            || host.clone(),
-            |ep| format!("site {} at {}", ep.site, ep.addr),
-        );
-        let mut sender = match open_sender(&shared, stream, &host, target.is_some()).await {
+        let where_ = match &target {
+            Target::Site(ep) => format!("site {} at {}", ep.site, ep.addr),
+            Target::Dr(addr) => format!("DR gateway at {addr}"),
+            Target::Direct => host.clone(),
+        };
+        let gateway = !matches!(target, Target::Direct);
+        let mut sender = match open_sender(&shared, stream, &host, gateway).await {
             Ok(s) => s,
             Err(why) => {
                 tried.push(format!("{where_} ({why})"));
@@ -792,7 +1052,7 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             }
             Err(e) if retriable => {
                 tried.push(format!("{where_} (no answer: {e})"));
-                if let Some(ep) = target {
+                if let Target::Site(ep) = target {
                     shared.state.report_traffic_failure(ep, Failure::Protocol);
                 }
             }
@@ -805,6 +1065,9 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
                 );
             }
         }
+    }
+    if let Some(gw) = dr_gateway {
+        return dr_unreachable(&gw, &tried);
     }
     match selection {
         Some(selection) => unreachable(&selection, &tried),

@@ -12,6 +12,7 @@ pub mod headers;
 pub mod pages;
 
 mod cache;
+mod feed;
 mod portal;
 mod proxy;
 mod respond;
@@ -19,7 +20,9 @@ mod server;
 mod service;
 mod state;
 
+pub use feed::{FeedSettings, SnapshotFollower};
 pub use server::{serve, tls_config};
 pub use state::{
-    ASSERTION_KEY_PURPOSE, Body, BoxError, Gateway, GatewayError, GatewaySettings, now_ms, now_unix,
+    ASSERTION_KEY_PURPOSE, Body, BoxError, Gateway, GatewayError, GatewaySettings,
+    ensure_assertion_key, now_ms, now_unix,
 };

@@ -155,15 +155,48 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
     let (session, user) = match cached {
         Some(su) => (su.0.clone(), su.1.clone()),
         None => {
-            let session = match gw.store.get_session(&hash).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return Authn::None,
-                Err(e) => return Authn::Unavailable(e.to_string()),
+            // A snapshot-fed gateway does not wait for a store that no server answers for.
+            let looked_up = match gw.feed.as_ref() {
+                Some(_) if !gw.store.root().role().is_readable() => Err(
+                    tsuzuku_store::StoreError::Unavailable("no database server answers".into()),
+                ),
+                _ => gw.store.get_session(&hash).await,
             };
-            let user = match gw.store.get_user(&session.user_id).await {
-                Ok(Some(u)) => u,
-                Ok(None) => return Authn::None,
-                Err(e) => return Authn::Unavailable(e.to_string()),
+            let session = match (looked_up, gw.feed.as_ref()) {
+                (Ok(Some(s)), feed) => {
+                    if let Some(f) = feed {
+                        f.remember(&s);
+                    }
+                    s
+                }
+                (Ok(None), feed) => {
+                    if let Some(f) = feed {
+                        f.forget(&hash);
+                    }
+                    return Authn::None;
+                }
+                // The store cannot answer: a snapshot-fed gateway goes on with the sessions it
+                // has seen (their own idle and absolute limits still apply below).
+                (Err(e), Some(f)) => match f.known(&hash) {
+                    Some(s) => s,
+                    None => return Authn::Unavailable(e.to_string()),
+                },
+                (Err(e), None) => return Authn::Unavailable(e.to_string()),
+            };
+            let from_snapshot = gw
+                .snapshot
+                .load()
+                .users
+                .as_ref()
+                .map(|users| users.get(&session.user_id).cloned());
+            let user = match from_snapshot {
+                Some(Some(u)) => u,
+                Some(None) => return Authn::None,
+                None => match gw.store.get_user(&session.user_id).await {
+                    Ok(Some(u)) => u,
+                    Ok(None) => return Authn::None,
+                    Err(e) => return Authn::Unavailable(e.to_string()),
+                },
             };
             gw.sessions.insert(
                 hash.clone(),
@@ -182,11 +215,23 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
     }
     // Refresh the idle clock at most once a minute, so requests do not each write.
     if now.saturating_sub(session.last_seen) >= 60
-        && let Err(e) = gw.store.touch_session(&hash, now).await
+        && let Err(e) = touch(gw, &hash, now).await
     {
-        tracing::warn!(error = %e, "could not refresh session activity");
+        match gw.feed.as_ref() {
+            Some(f) => f.touch(&hash, now),
+            None => tracing::warn!(error = %e, "could not refresh session activity"),
+        }
     }
     Authn::Ok(Box::new((session, user)))
+}
+
+async fn touch(gw: &Gateway, hash: &str, now: i64) -> Result<(), tsuzuku_store::StoreError> {
+    if gw.feed.is_some() && !gw.store.root().role().is_writable() {
+        return Err(tsuzuku_store::StoreError::Unavailable(
+            "no database server takes writes".into(),
+        ));
+    }
+    gw.store.touch_session(hash, now).await.map(drop)
 }
 
 /// Why a stored session cannot be used for a request.

@@ -18,6 +18,7 @@ use tsuzuku_policy::{PolicyDoc, PolicyEngine};
 use tsuzuku_store::{App, Session, Store, User};
 
 use crate::cache::TtlCache;
+use crate::feed::{Feed, FeedSettings};
 
 use crate::assertion::Signer;
 
@@ -43,6 +44,8 @@ pub enum GatewayError {
     Tls(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// Settings the binary derives from the configuration file.
@@ -66,11 +69,16 @@ pub struct GatewaySettings {
     pub sso_label: Option<String>,
 }
 
-/// Policies and apps as of one reload.
+/// Policies and apps as of one reload (or one applied control-plane snapshot).
 pub(crate) struct Snapshot {
     pub policy_version: i64,
     pub engine: Arc<PolicyEngine>,
     pub apps: HashMap<String, App>,
+    /// The control-plane snapshot version and issue time (Unix ms), when fed by snapshots.
+    pub version: Option<i64>,
+    pub issued_at_ms: Option<i64>,
+    /// Users by id, when fed by snapshots (otherwise read from the store).
+    pub users: Option<HashMap<String, User>>,
 }
 
 /// One gateway process.
@@ -87,6 +95,8 @@ pub struct Gateway {
     pub(crate) sessions: TtlCache<Arc<(Session, User)>>,
     /// Signed assertions by session and app, reused for half their lifetime.
     pub(crate) assertions: TtlCache<String>,
+    /// Set when the gateway is fed by control-plane snapshots.
+    pub(crate) feed: Option<Feed>,
 }
 
 /// How long a node may serve a session from memory before reading it from the store again:
@@ -94,7 +104,8 @@ pub struct Gateway {
 pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
 
 impl Gateway {
-    /// Builds a gateway: loads (or creates) the assertion key, policies and apps.
+    /// Builds a gateway that reads its configuration from the store: loads (or creates) the
+    /// assertion key, policies and apps.
     pub async fn new(
         settings: GatewaySettings,
         store: Store,
@@ -103,6 +114,49 @@ impl Gateway {
     ) -> Result<Arc<Self>, GatewayError> {
         let signer = load_or_create_signer(&store).await?;
         let snapshot = load_snapshot(&store, &settings.tz, None).await?;
+        Ok(Self::assemble(
+            settings, store, audit, oidc, signer, snapshot, None,
+        ))
+    }
+
+    /// Builds a gateway fed by the control plane's signed snapshots (see `feed`): it starts
+    /// from the newer of the snapshot on disk and one fetch within `start_timeout`, and needs
+    /// neither the control plane nor the store to be up. Call [`Gateway::spawn_reloader`] to
+    /// follow new snapshots.
+    pub async fn with_feed(
+        settings: GatewaySettings,
+        store: Store,
+        audit: AuditWriter,
+        oidc: Option<OidcClient>,
+        feed: FeedSettings,
+        start_timeout: Duration,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let feed = Feed::new(feed)?;
+        let first = feed
+            .initial(store.tenant_id(), &settings.node_id, start_timeout)
+            .await?;
+        let signer = signer_from(&first.body)?;
+        let snapshot = snapshot_from(&first.body, &settings.tz)?;
+        Ok(Self::assemble(
+            settings,
+            store,
+            audit,
+            oidc,
+            signer,
+            snapshot,
+            Some(feed),
+        ))
+    }
+
+    fn assemble(
+        settings: GatewaySettings,
+        store: Store,
+        audit: AuditWriter,
+        oidc: Option<OidcClient>,
+        signer: Signer,
+        snapshot: Snapshot,
+        feed: Option<Feed>,
+    ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -111,7 +165,7 @@ impl Gateway {
             .build(connector);
         let per_minute = settings.login_attempts_per_minute;
         let settings_ttl = settings.assertion_ttl_secs;
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             ip_limiter: IpRateLimiter::new(per_minute, f64::from(per_minute) / 60.0),
             settings,
             store,
@@ -125,7 +179,23 @@ impl Gateway {
                 Duration::from_secs(u64::try_from(settings_ttl / 2).unwrap_or(1).max(1)),
                 100_000,
             ),
-        }))
+            feed,
+        })
+    }
+
+    /// Applies a verified snapshot in one swap. A snapshot whose policies do not compile is
+    /// refused whole and the one in use stays.
+    pub(crate) fn install(&self, v: &tsuzuku_snapshot::Verified) -> Result<(), GatewayError> {
+        let next = snapshot_from(&v.body, &self.settings.tz)?;
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The control-plane snapshot in use: version and issue time (Unix ms). `None` for a
+    /// gateway that reads its configuration from the store.
+    pub fn snapshot_in_use(&self) -> Option<(i64, i64)> {
+        let s = self.snapshot.load();
+        s.version.zip(s.issued_at_ms)
     }
 
     /// The settings in force.
@@ -144,8 +214,12 @@ impl Gateway {
         &self.signer
     }
 
-    /// Re-reads policies (when their version changed) and apps from the store.
+    /// Re-reads policies (when their version changed) and apps from the store. A gateway fed
+    /// by snapshots has nothing to re-read (its feed applies new snapshots as they come).
     pub async fn reload(&self) -> Result<(), GatewayError> {
+        if self.feed.is_some() {
+            return Ok(());
+        }
         let current = self.snapshot.load_full();
         let next = load_snapshot(&self.store, &self.settings.tz, Some(&current)).await?;
         self.snapshot.store(Arc::new(next));
@@ -155,6 +229,14 @@ impl Gateway {
     /// Reloads every `reload_interval` until the gateway is dropped. A failed reload keeps the
     /// last good policies and apps (and says so in the log).
     pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        if self.feed.is_some() {
+            let tasks = crate::feed::spawn(self);
+            return tokio::spawn(async move {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        }
         let weak = Arc::downgrade(self);
         let every = self.settings.reload_interval;
         tokio::spawn(async move {
@@ -170,8 +252,12 @@ impl Gateway {
         })
     }
 
-    /// Whether the gateway can serve: the store answers (keys are loaded at start).
+    /// Whether the gateway can serve: the store answers (keys are loaded at start). A gateway
+    /// fed by snapshots decides from its snapshot and is ready without the store.
     pub async fn ready(&self) -> Result<(), String> {
+        if self.feed.is_some() {
+            return Ok(());
+        }
         self.store
             .ping()
             .await
@@ -182,6 +268,12 @@ impl Gateway {
     pub fn policy_version(&self) -> i64 {
         self.snapshot.load().policy_version
     }
+}
+
+/// Makes sure the store holds an identity-assertion key (the control plane needs one to put in
+/// snapshots before any gateway ran); returns the newest.
+pub async fn ensure_assertion_key(store: &Store) -> Result<Signer, GatewayError> {
+    load_or_create_signer(store).await
 }
 
 async fn load_or_create_signer(store: &Store) -> Result<Signer, GatewayError> {
@@ -200,6 +292,84 @@ async fn load_or_create_signer(store: &Store) -> Result<Signer, GatewayError> {
         Some(k) => Ok(Signer::from_pem(&k.secret)?),
         None => Ok(signer),
     }
+}
+
+fn signer_from(body: &tsuzuku_snapshot::SnapshotBody) -> Result<Signer, GatewayError> {
+    let newest = body
+        .assertion_keys
+        .iter()
+        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+        .ok_or_else(|| {
+            GatewayError::Snapshot("the snapshot carries no identity-assertion key".into())
+        })?;
+    Ok(Signer::from_pem(&newest.pem)?)
+}
+
+/// The gateway's view of a control-plane snapshot.
+fn snapshot_from(
+    body: &tsuzuku_snapshot::SnapshotBody,
+    tz: &jiff::tz::TimeZone,
+) -> Result<Snapshot, GatewayError> {
+    let docs: Vec<PolicyDoc<'_>> = body
+        .policies
+        .iter()
+        .map(|d| PolicyDoc {
+            id: &d.id,
+            text: &d.text,
+        })
+        .collect();
+    let engine = PolicyEngine::compile(&docs, tz.clone())?;
+    let apps = body
+        .apps
+        .iter()
+        .map(|a| {
+            (
+                a.host.clone(),
+                App {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    host: a.host.clone(),
+                    upstream: a.upstream.clone(),
+                    data_class: a.data_class.clone(),
+                    critical: a.critical,
+                    isolated: a.isolated,
+                    created_at: a.created_at,
+                },
+            )
+        })
+        .collect();
+    let users = body
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.id.clone(),
+                User {
+                    id: u.id.clone(),
+                    username: u.username.clone(),
+                    display_name: u.display_name.clone(),
+                    email: u.email.clone(),
+                    password_hash: None,
+                    totp_secret: None,
+                    totp_last_step: None,
+                    groups: u.groups.clone(),
+                    disabled: u.disabled,
+                    failed_logins: 0,
+                    locked_until: None,
+                    oidc_subject: None,
+                    created_at: u.created_at,
+                },
+            )
+        })
+        .collect();
+    Ok(Snapshot {
+        policy_version: body.policy_version,
+        engine: Arc::new(engine),
+        apps,
+        version: Some(body.version),
+        issued_at_ms: Some(body.issued_at_ms),
+        users: Some(users),
+    })
 }
 
 async fn load_snapshot(
@@ -221,6 +391,9 @@ async fn load_snapshot(
             policy_version: version,
             engine: cur.engine.clone(),
             apps,
+            version: None,
+            issued_at_ms: None,
+            users: None,
         });
     }
     let engine = match store.current_policy().await? {
@@ -242,6 +415,9 @@ async fn load_snapshot(
         policy_version: version,
         engine: Arc::new(engine),
         apps,
+        version: None,
+        issued_at_ms: None,
+        users: None,
     })
 }
 

@@ -135,7 +135,7 @@ pub(crate) fn compile_docs(docs: &[PolicyDoc<'_>]) -> Result<Compiled, PolicyErr
     if !problems.is_empty() {
         return Err(PolicyError::Invalid { problems });
     }
-    let index = Index::build(&all);
+    let index = Index::build(&all, &order);
     Ok(Compiled { all, order, index })
 }
 

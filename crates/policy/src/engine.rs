@@ -2,20 +2,18 @@
 //! request, evaluates the policies that can apply to it (see `index`), and
 //! reports a [`Decision`] with its reasons.
 
-use std::collections::HashMap;
+use std::cell::OnceCell;
 
-use cedar_policy::{Authorizer, Effect, PolicyId};
-use cedar_policy_core::ast::Request as CoreRequest;
-use cedar_policy_core::entities::Entities as CoreEntities;
+use cedar_policy::{Authorizer, Effect};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 use jiff::tz::TimeZone;
 
 use crate::PolicyError;
 use crate::compile::{Compiled, PolicyDoc, compile_docs};
-use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts, action_for_method};
+use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts};
 use crate::index::{Entry, Outcome, READ, WRITE};
-use crate::request::{Builder, local_clock, summary};
+use crate::request::{Builder, Built, Derived, Parts, local_clock, summary};
 
 /// The outcome of one authorization decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,18 +43,8 @@ pub struct Decision {
 pub struct PolicyEngine {
     pub(crate) compiled: Compiled,
     tz: TimeZone,
-    /// Position of every policy in document order, to sort reasons.
-    rank: HashMap<PolicyId, usize>,
-    builder: Builder,
+    pub(crate) builder: Builder,
     pub(crate) authorizer: Authorizer,
-}
-
-/// Everything one request turns into before Cedar evaluates it.
-pub(crate) struct Prepared {
-    pub request: CoreRequest,
-    pub entities: CoreEntities,
-    /// READ or WRITE.
-    pub action: usize,
 }
 
 impl PolicyEngine {
@@ -71,16 +59,9 @@ impl PolicyEngine {
         let compiled = compile_docs(docs)?;
         let schema = crate::schema::schema()?;
         let builder = Builder::new(schema).map_err(PolicyError::Schema)?;
-        let rank = compiled
-            .order
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i))
-            .collect();
         Ok(Self {
             compiled,
             tz,
-            rank,
             builder,
             authorizer: Authorizer::new(),
         })
@@ -95,30 +76,44 @@ impl PolicyEngine {
         app: &AppFacts,
         req: &RequestFacts,
     ) -> Decision {
-        let (prepared, summary) = self.prepare(user, device, app, req);
-        match prepared {
-            Ok(prepared) => {
-                let evaluator = Evaluator::new(
-                    prepared.request,
-                    &prepared.entities,
-                    Extensions::all_available(),
-                );
-                let outcomes = self
-                    .compiled
-                    .index
-                    .slice(&app.name)
-                    .entries_for(user, prepared.action)
-                    .map(|entry| (entry.as_ref(), entry.evaluate(&evaluator)));
-                self.conclude(outcomes, summary)
+        let (inputs, summary) = self.inputs(user, device, app, req);
+        let (parts, action) = match inputs {
+            Ok(inputs) => inputs,
+            Err(problem) => {
+                return Decision {
+                    allowed: false,
+                    determining: Vec::new(),
+                    reason: format!("denied: the request could not be evaluated ({problem})"),
+                    errors: vec![problem],
+                    context_summary: summary,
+                };
             }
-            Err(problem) => Decision {
-                allowed: false,
-                determining: Vec::new(),
-                reason: format!("denied: the request could not be evaluated ({problem})"),
-                errors: vec![problem],
-                context_summary: summary,
-            },
-        }
+        };
+        let env = self.builder.env(&parts);
+        // Cedar's request and entity store, built only when a policy needs
+        // Cedar's evaluator (see `eval`). Building it adds the user and the
+        // app to the action entities; their uids have different types, so
+        // it cannot fail, and if it did the policy would be reported failed.
+        let cedar: OnceCell<Result<Built, String>> = OnceCell::new();
+        let outcomes = self
+            .compiled
+            .index
+            .slice(&app.name)
+            .entries_for(user, action)
+            .map(|entry| {
+                let outcome = entry.evaluate_fast(&env).unwrap_or_else(|| {
+                    match cedar.get_or_init(|| self.builder.cedar(&parts)) {
+                        Ok(built) => entry.evaluate(&Evaluator::new(
+                            built.request.clone(),
+                            &built.entities,
+                            Extensions::all_available(),
+                        )),
+                        Err(problem) => Outcome::Failed(problem.clone()),
+                    }
+                });
+                (entry.as_ref(), outcome)
+            });
+        self.conclude(outcomes, summary)
     }
 
     /// The organisation's time zone the engine computes local time in.
@@ -135,6 +130,36 @@ impl PolicyEngine {
             .collect()
     }
 
+    /// The Cedar values of the request and the action (READ or WRITE), and
+    /// the audit summary of the inputs (which is returned even when the
+    /// inputs are unusable).
+    pub(crate) fn inputs(
+        &self,
+        user: &UserFacts,
+        device: Option<&DeviceFacts>,
+        app: &AppFacts,
+        req: &RequestFacts,
+    ) -> (Result<(Parts, usize), String>, serde_json::Value) {
+        let derived = Derived::new(req);
+        let moment = local_clock(&self.tz, req.now_unix).and_then(|c| self.builder.moment(&c));
+        let summary = summary(
+            user,
+            device,
+            app,
+            req,
+            &self.tz,
+            moment.as_deref().ok(),
+            &derived,
+        );
+        let parts = moment.and_then(|moment| {
+            let parts = self
+                .builder
+                .parts(user, device, app, req, &moment, &derived)?;
+            Ok((parts, if derived.read() { READ } else { WRITE }))
+        });
+        (parts, summary)
+    }
+
     /// Builds the Cedar request and entities, and the audit summary of the
     /// inputs (which is returned even when the inputs are unusable).
     pub(crate) fn prepare(
@@ -143,28 +168,10 @@ impl PolicyEngine {
         device: Option<&DeviceFacts>,
         app: &AppFacts,
         req: &RequestFacts,
-    ) -> (Result<Prepared, String>, serde_json::Value) {
-        let action = action_for_method(&req.method);
-        let read = action == "read";
-        let moment = local_clock(&self.tz, req.now_unix).and_then(|c| self.builder.moment(&c));
-        let summary = summary(
-            user,
-            device,
-            app,
-            req,
-            action,
-            &self.tz,
-            moment.as_ref().ok(),
-        );
-        let prepared = moment.and_then(|moment| {
-            let built = self.builder.build(user, device, app, req, read, &moment)?;
-            Ok(Prepared {
-                request: built.request,
-                entities: built.entities,
-                action: if read { READ } else { WRITE },
-            })
-        });
-        (prepared, summary)
+    ) -> (Result<Built, String>, serde_json::Value) {
+        let (inputs, summary) = self.inputs(user, device, app, req);
+        let built = inputs.and_then(|(parts, _)| self.builder.cedar(&parts));
+        (built, summary)
     }
 
     /// Combines the outcomes of the evaluated policies into one decision,
@@ -176,28 +183,30 @@ impl PolicyEngine {
         outcomes: impl Iterator<Item = (&'a Entry, Outcome)>,
         summary: serde_json::Value,
     ) -> Decision {
-        let mut forbids = Vec::new();
-        let mut permits = Vec::new();
-        let mut failed_forbids = Vec::new();
+        let mut forbids: Vec<&Entry> = Vec::new();
+        let mut permits: Vec<&Entry> = Vec::new();
+        let mut failed_forbids: Vec<&Entry> = Vec::new();
         let mut errors: Vec<(usize, String)> = Vec::new();
         for (entry, outcome) in outcomes {
             match (outcome, entry.effect) {
-                (Outcome::Satisfied, Effect::Forbid) => forbids.push(&entry.id),
-                (Outcome::Satisfied, Effect::Permit) => permits.push(&entry.id),
+                (Outcome::Satisfied, Effect::Forbid) => forbids.push(entry),
+                (Outcome::Satisfied, Effect::Permit) => permits.push(entry),
                 (Outcome::NotSatisfied, _) => {}
                 (Outcome::Failed(error), effect) => {
                     if effect == Effect::Forbid {
-                        failed_forbids.push(&entry.id);
+                        failed_forbids.push(entry);
                     }
-                    errors.push((self.rank_of(&entry.id), format!("{}: {error}", entry.id)));
+                    errors.push((entry.rank, format!("{}: {error}", entry.name)));
                 }
             }
         }
         errors.sort();
         errors.dedup();
-        for ids in [&mut forbids, &mut permits, &mut failed_forbids] {
-            ids.sort_by_key(|id| (self.rank_of(id), *id));
-            ids.dedup();
+        for entries in [&mut forbids, &mut permits, &mut failed_forbids] {
+            // Document order; a policy is listed twice when the user's
+            // groups name a group twice.
+            entries.sort_by_key(|entry| entry.rank);
+            entries.dedup_by_key(|entry| entry.rank);
         }
 
         let (allowed, determining, reason) = if !forbids.is_empty() {
@@ -221,29 +230,26 @@ impl PolicyEngine {
         };
         Decision {
             allowed,
-            determining: determining.iter().map(ToString::to_string).collect(),
+            determining: determining.iter().map(|entry| entry.name.clone()).collect(),
             errors: errors.into_iter().map(|(_, e)| e).collect(),
             reason,
             context_summary: summary,
         }
     }
-
-    /// Position of a policy in document order.
-    pub(crate) fn rank_of(&self, id: &PolicyId) -> usize {
-        self.rank.get(id).copied().unwrap_or(usize::MAX)
-    }
 }
 
 /// "policy a" or "policies a, b".
-fn name_policies(ids: &[&PolicyId]) -> String {
-    let list = ids
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if ids.len() == 1 {
-        format!("policy {list}")
+fn name_policies(entries: &[&Entry]) -> String {
+    let mut text = String::from(if entries.len() == 1 {
+        "policy "
     } else {
-        format!("policies {list}")
+        "policies "
+    });
+    for (n, entry) in entries.iter().enumerate() {
+        if n > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&entry.name);
     }
+    text
 }

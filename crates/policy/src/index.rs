@@ -12,11 +12,13 @@
 //! into the buckets that apply to every request, so the result is always the
 //! same as evaluating the whole set.
 //!
-//! Each bucket holds the policies' conditions (scope and `when`/`unless`
-//! clauses as one Cedar expression) built once, and a request evaluates them
-//! with one Cedar evaluator, exactly as Cedar's authorizer does (which
-//! rebuilds every condition on every request). A test compares the results
-//! with Cedar's authorizer.
+//! Each bucket holds the policies' conditions built once: compiled for the
+//! fast path (see `eval`), without the scope parts that the bucket already
+//! guarantees, and as one Cedar expression (scope and `when`/`unless`
+//! clauses, Cedar's `condition()`) for Cedar's evaluator, which decides
+//! whatever the fast path leaves to it, exactly as Cedar's authorizer does
+//! (which rebuilds every condition on every request). Tests compare the
+//! results with Cedar's authorizer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use cedar_policy::{
 use cedar_policy_core::ast::{Expr, SlotEnv, Value};
 use cedar_policy_core::evaluator::Evaluator;
 
+use crate::eval::{Env, Node};
 use crate::facts::UserFacts;
 
 const APP_TYPE: &str = "Tsuzuku::App";
@@ -42,14 +45,20 @@ pub(crate) const WRITE: usize = 1;
 /// One policy, ready to evaluate.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub id: PolicyId,
+    /// The policy id as text, for decisions.
+    pub name: String,
+    /// Position in document order.
+    pub rank: usize,
     pub effect: Effect,
     /// Scope and conditions as one expression (Cedar's `condition()`).
     condition: Expr,
     env: SlotEnv,
+    /// The same, compiled for the fast path (see `eval`).
+    fast: Node,
 }
 
 /// What evaluating one policy gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Satisfied,
     NotSatisfied,
@@ -57,13 +66,45 @@ pub(crate) enum Outcome {
 }
 
 impl Entry {
-    fn new(policy: &Policy) -> Self {
+    /// `exact` says which scope parts the policy's buckets imply (see
+    /// [`Placement`]); the fast path leaves them out. Scope constraints
+    /// always evaluate to a boolean without error, so leaving out one that
+    /// is true changes neither the result nor whether evaluation fails.
+    fn new(policy: &Policy, rank: usize, exact: [bool; 3]) -> Self {
         let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+        let condition = core.condition();
+        let [principal, action, resource] = exact;
+        let needed = [
+            (!principal).then(|| core.principal_constraint().as_expr()),
+            (!action).then(|| core.action_constraint().as_expr()),
+            (!resource).then(|| core.resource_constraint().as_expr()),
+            core.non_scope_constraints().cloned(),
+        ];
+        // The same shape as Cedar's `condition()`: a && (b && (c && d)).
+        let needed = needed
+            .into_iter()
+            .flatten()
+            .rev()
+            .reduce(|rest, first| Expr::and(first, rest))
+            .unwrap_or_else(|| Expr::val(true));
         Entry {
-            id: policy.id().clone(),
+            name: policy.id().to_string(),
+            rank,
             effect: policy.effect(),
-            condition: core.condition(),
+            fast: Node::compile(&needed),
+            condition,
             env: core.env().clone(),
+        }
+    }
+
+    /// Evaluates the policy on the fast path; `None` when only Cedar's
+    /// evaluator can tell (an error, or a construct the fast path does not
+    /// implement), see [`Entry::evaluate`].
+    pub(crate) fn evaluate_fast(&self, env: &Env<'_>) -> Option<Outcome> {
+        match self.fast.holds(env) {
+            Ok(true) => Some(Outcome::Satisfied),
+            Ok(false) => Some(Outcome::NotSatisfied),
+            Err(_) => None,
         }
     }
 
@@ -102,6 +143,10 @@ struct Placement {
     app: Option<String>,
     principal: Principal,
     actions: [bool; 2],
+    /// Whether the principal, action and resource scope hold for every
+    /// request that evaluates the policy from the buckets it is in, so that
+    /// the fast path need not test them.
+    exact: [bool; 3],
 }
 
 enum Principal {
@@ -147,13 +192,13 @@ impl Slice {
     /// Ids of every policy in the slice (for tests), possibly twice when
     /// it applies to both actions.
     #[cfg(test)]
-    pub(crate) fn policy_ids(&self) -> impl Iterator<Item = &PolicyId> {
+    pub(crate) fn policy_ids(&self) -> impl Iterator<Item = &str> {
         self.anyone
             .iter()
             .chain(self.by_group.values().flatten())
             .chain(self.by_user.values().flatten())
             .flatten()
-            .map(|entry| &entry.id)
+            .map(|entry| entry.name.as_str())
     }
 }
 
@@ -166,10 +211,17 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) fn build(all: &PolicySet) -> Index {
-        let placed: Vec<(Placement, Arc<Entry>)> = all
-            .policies()
-            .map(|p| (placement(p), Arc::new(Entry::new(p))))
+    /// Indexes the policies `order` names (document order) from `all`.
+    pub(crate) fn build(all: &PolicySet, order: &[PolicyId]) -> Index {
+        let placed: Vec<(Placement, Arc<Entry>)> = order
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, id)| all.policy(id).map(|p| (rank, p)))
+            .map(|(rank, p)| {
+                let place = placement(p);
+                let entry = Arc::new(Entry::new(p, rank, place.exact));
+                (place, entry)
+            })
             .collect();
         let mut index = Index::default();
         for (place, _) in &placed {
@@ -223,40 +275,57 @@ pub(crate) fn scoped_app(policy: &Policy) -> Option<String> {
 
 fn placement(policy: &Policy) -> Placement {
     let app = scoped_app(policy);
+    // `resource == App::"x"` and `resource in App::"x"` hold exactly in the
+    // slice of x (`is ... in` also tests the type, so it is evaluated).
+    let resource_exact = app.is_some()
+        && matches!(
+            policy.resource_constraint(),
+            ResourceConstraint::Eq(_) | ResourceConstraint::In(_)
+        );
     // Users are only ever in groups (never in other users), and groups have
     // no parents, so `principal in Group::"g"` holds exactly for members of
     // g, and `principal in User::"u"` exactly for u.
-    let principal = match policy.principal_constraint() {
-        PrincipalConstraint::Eq(uid)
-        | PrincipalConstraint::In(uid)
-        | PrincipalConstraint::IsIn(_, uid)
-            if is(&uid, USER_TYPE) =>
-        {
-            Principal::User(uid.id().unescaped().to_owned())
+    let (principal, principal_exact) = match policy.principal_constraint() {
+        PrincipalConstraint::Eq(uid) | PrincipalConstraint::In(uid) if is(&uid, USER_TYPE) => {
+            (Principal::User(uid.id().unescaped().to_owned()), true)
         }
-        PrincipalConstraint::In(uid) | PrincipalConstraint::IsIn(_, uid)
-            if is(&uid, GROUP_TYPE) =>
-        {
-            Principal::Group(uid.id().unescaped().to_owned())
+        PrincipalConstraint::IsIn(_, uid) if is(&uid, USER_TYPE) => {
+            (Principal::User(uid.id().unescaped().to_owned()), false)
         }
-        _ => Principal::Anyone,
+        PrincipalConstraint::In(uid) if is(&uid, GROUP_TYPE) => {
+            (Principal::Group(uid.id().unescaped().to_owned()), true)
+        }
+        PrincipalConstraint::IsIn(_, uid) if is(&uid, GROUP_TYPE) => {
+            (Principal::Group(uid.id().unescaped().to_owned()), false)
+        }
+        _ => (Principal::Anyone, false),
     };
-    // `read` and `write` are both in `access`; anything unrecognised is
-    // evaluated for both actions.
+    // `read` and `write` are both in `access` (and nothing else is): a
+    // policy is in an action's bucket when its action scope names that
+    // action or `access`. That is exact for `action in [...]` and for
+    // `action == read` or `write`; `action == access` holds for neither
+    // action, and anything unrecognised is evaluated for both actions.
     let covers = |uid: &EntityUid, action: &str| {
         is(uid, ACTION_TYPE) && [action, "access"].contains(&uid.id().unescaped())
     };
-    let actions = match policy.action_constraint() {
-        ActionConstraint::Any => [true, true],
-        ActionConstraint::Eq(uid) => [covers(&uid, "read"), covers(&uid, "write")],
-        ActionConstraint::In(uids) => [
-            uids.iter().any(|u| covers(u, "read")),
-            uids.iter().any(|u| covers(u, "write")),
-        ],
+    let (actions, action_exact) = match policy.action_constraint() {
+        ActionConstraint::Any => ([true, true], false),
+        ActionConstraint::Eq(uid) => (
+            [covers(&uid, "read"), covers(&uid, "write")],
+            is(&uid, ACTION_TYPE) && ["read", "write"].contains(&uid.id().unescaped()),
+        ),
+        ActionConstraint::In(uids) => (
+            [
+                uids.iter().any(|u| covers(u, "read")),
+                uids.iter().any(|u| covers(u, "write")),
+            ],
+            true,
+        ),
     };
     Placement {
         app,
         principal,
         actions,
+        exact: [principal_exact, action_exact, resource_exact],
     }
 }

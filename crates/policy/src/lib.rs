@@ -12,6 +12,7 @@
 mod compile;
 mod engine;
 mod error;
+mod eval;
 mod explain;
 mod facts;
 mod index;

@@ -5,6 +5,7 @@
     clippy::panic
 )]
 
+mod eval;
 mod iij;
 
 use std::net::IpAddr;

@@ -324,6 +324,14 @@ impl Store {
 /// One tenant's chain: every event must belong to this store's tenant.
 impl AuditBackend for Store {
     async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+        // When no server takes writes, say so at once instead of waiting for a connection:
+        // the caller (a gateway's spool) must not hold requests for the pool's timeout.
+        let role = self.sites.role();
+        if !role.is_writable() {
+            return Err(AuditError::transient(format!(
+                "the store cannot take writes now ({role})"
+            )));
+        }
         self.append_audit(batch)
             .await
             .map(drop)

@@ -33,8 +33,11 @@ mod apps;
 mod audit;
 mod crypt;
 mod error;
+mod gsites;
 mod keys;
 mod migrate;
+mod mirror;
+mod nodes;
 mod policy;
 mod sessions;
 mod sites;
@@ -45,7 +48,9 @@ mod users;
 pub use apps::{App, NewApp};
 pub use crypt::{DataKeyInfo, EncryptionStatus, Rotation, TenantEncryption};
 pub use error::StoreError;
+pub use gsites::{GatewaySite, SiteExclusion};
 pub use keys::StoredKey;
+pub use nodes::{ConnectorReport, NodeReport};
 pub use policy::{PolicyDoc, PolicyVersion};
 pub use sessions::{Handoff, OidcPending, Session};
 pub use sites::{SiteOptions, StoreRole};
@@ -95,9 +100,15 @@ impl StoreRoot {
     /// (one connection). Each SQLite connection runs in WAL mode with `synchronous=NORMAL`, a
     /// 5 s busy timeout and foreign keys on.
     pub async fn open(url: &str) -> Result<StoreRoot, StoreError> {
+        StoreRoot::open_with(url, SiteOptions::default()).await
+    }
+
+    /// [`StoreRoot::open`] with explicit [`SiteOptions`] for a PostgreSQL store (ignored for
+    /// SQLite, which is a local file).
+    pub async fn open_with(url: &str, options: SiteOptions) -> Result<StoreRoot, StoreError> {
         if is_postgres(url) {
             let urls: Vec<String> = split_url_list(url);
-            return StoreRoot::open_sites(&urls).await;
+            return StoreRoot::open_sites_with(&urls, options).await;
         }
         sqlx::any::install_default_drivers();
         let url = with_default_mode(url);
@@ -193,6 +204,7 @@ impl StoreRoot {
         }
         let clock = Arc::new(sites::SwitchClock::new(options.probe_timeout));
         let pool_options = sites::pg_pool_options(&options, Arc::clone(&clock));
+        let start_unavailable = options.start_unavailable;
         let sites = Arc::new(sites::Sites::servers(nodes, options, clock));
         let (pool, probes) = sites
             .first_check(|first| pool_options.connect_lazy_with(first.clone()))
@@ -201,6 +213,9 @@ impl StoreRoot {
             StoreRole::Primary { .. } => migrate::run(&pool, true).await?,
             StoreRole::ReadOnlyStandby { server, .. } => {
                 migrate::check_current(&pool, &server).await?
+            }
+            StoreRole::Unavailable { reason } if start_unavailable => {
+                tracing::warn!(%reason, "no database server answers; starting unavailable");
             }
             StoreRole::Unavailable { reason } => return Err(StoreError::Unavailable(reason)),
         }

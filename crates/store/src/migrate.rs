@@ -160,6 +160,58 @@ const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (tenant_id, id)
         )"],
     },
+    Migration {
+        version: 3,
+        name: "gateway nodes and the snapshot each one uses",
+        statements: &["CREATE TABLE gateway_nodes (
+            tenant_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            snapshot_version BIGINT,
+            snapshot_issued_ms BIGINT,
+            last_seen_ms BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, node_id)
+        )"],
+    },
+    Migration {
+        version: 4,
+        name: "gateway sites and their time-limited exclusions",
+        statements: &[
+            "CREATE TABLE gateway_sites (
+            tenant_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            endpoints_json TEXT NOT NULL,
+            preference BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, name)
+        )",
+            "CREATE TABLE site_exclusions (
+            tenant_id TEXT NOT NULL,
+            site TEXT NOT NULL,
+            until_ms BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, site),
+            FOREIGN KEY (tenant_id, site) REFERENCES gateway_sites (tenant_id, name) ON DELETE CASCADE
+        )",
+        ],
+    },
+    Migration {
+        version: 5,
+        name: "connector experience reports",
+        statements: &["CREATE TABLE connector_reports (
+            tenant_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            site TEXT,
+            latency_ms BIGINT,
+            loss_pct BIGINT,
+            switches BIGINT NOT NULL,
+            reported_ms BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, device)
+        )"],
+    },
 ];
 
 /// The schema version this build writes.

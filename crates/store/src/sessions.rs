@@ -9,7 +9,7 @@ use crate::Store;
 use crate::error::{StoreError, corrupt, is_foreign_key_violation, is_unique_violation};
 
 /// A logged-in session, on the portal or on one app host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     /// SHA-256 hex of the session token.
     pub token_hash: String,

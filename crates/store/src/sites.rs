@@ -43,6 +43,11 @@ pub struct SiteOptions {
     pub acquire_timeout: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// Open even when no server answers: the store starts [`StoreRole::Unavailable`] (every
+    /// query fails with [`StoreError::Unavailable`]) and picks a server up as soon as one
+    /// answers. For gateways that must come up from their snapshot while the database is
+    /// down; such an opener never migrates the schema.
+    pub start_unavailable: bool,
 }
 
 impl Default for SiteOptions {
@@ -52,6 +57,7 @@ impl Default for SiteOptions {
             probe_timeout: Duration::from_secs(1),
             acquire_timeout: Duration::from_secs(5),
             max_connections: crate::MAX_CONNECTIONS,
+            start_unavailable: false,
         }
     }
 }
@@ -403,6 +409,7 @@ impl Sites {
         let probes: Vec<Option<Probe>> = results.iter().map(|r| r.as_ref().ok().cloned()).collect();
         let first = match choose(None, &probes) {
             Choice::Primary(i) | Choice::Standby(i) => i,
+            Choice::None if options.start_unavailable => 0,
             Choice::None => {
                 return Err(StoreError::Unavailable(format!(
                     "none of the store's database servers answered ({}); check that they run and that the URLs are right",

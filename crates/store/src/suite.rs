@@ -20,7 +20,10 @@ use std::sync::Arc;
 use serde_json::json;
 use tsuzuku_audit::{AuditEvent, AuditWriter, ChainProblem, EventKind, chain_hash, verify};
 
-use crate::{NewApp, NewUser, PolicyDoc, Session, Store, StoreError, StoreRoot};
+use crate::{
+    ConnectorReport, GatewaySite, NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion,
+    Store, StoreError, StoreRoot,
+};
 
 /// A fixed "now" (Unix seconds) so expiry arithmetic is deterministic.
 pub const NOW: i64 = 1_760_000_000;
@@ -48,6 +51,9 @@ pub async fn run_all(url: &str) {
     oidc_pending_single_use(&root).await;
     policy_versions_and_optimistic_concurrency(&root).await;
     signing_keys(&root).await;
+    gateway_nodes(&root).await;
+    gateway_sites_and_exclusions(&root).await;
+    mirror_users_and_apps(&root).await;
     tenant_isolation(&root).await;
     audit_append_and_read(&root).await;
     audit_tampering_is_detected(&root).await;
@@ -762,6 +768,162 @@ pub async fn signing_keys(root: &StoreRoot) {
     assert!(s.delete_key("k1").await.unwrap());
     assert!(!s.delete_key("k1").await.unwrap());
     assert_eq!(s.keys("assertion").await.unwrap().len(), 1);
+}
+
+pub async fn gateway_nodes(root: &StoreRoot) {
+    let s = fresh_tenant(root, "nodes");
+    let other = fresh_tenant(root, "nodes-other");
+    let mut r = NodeReport {
+        node_id: "gw-b".into(),
+        role: "gateway".into(),
+        snapshot_version: None,
+        snapshot_issued_ms: None,
+        last_seen_ms: NOW * 1000,
+    };
+    s.report_node(&r).await.unwrap();
+    r.node_id = "gw-a".into();
+    r.snapshot_version = Some(7);
+    r.snapshot_issued_ms = Some(NOW * 1000 - 5);
+    s.report_node(&r).await.unwrap();
+    // A second report replaces the first.
+    r.snapshot_version = Some(8);
+    r.last_seen_ms = NOW * 1000 + 1;
+    s.report_node(&r).await.unwrap();
+    let nodes = s.list_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0], r);
+    assert_eq!(nodes[1].node_id, "gw-b");
+    assert_eq!(nodes[1].snapshot_version, None);
+    assert!(other.list_nodes().await.unwrap().is_empty());
+
+    let mut c = ConnectorReport {
+        device: "laptop-1".into(),
+        site: Some("tokyo".into()),
+        latency_ms: Some(12),
+        loss_pct: Some(0),
+        switches: 1,
+        reported_ms: NOW * 1000,
+    };
+    s.report_connector(&c).await.unwrap();
+    c.site = Some("osaka".into());
+    c.reported_ms += 10;
+    s.report_connector(&c).await.unwrap();
+    assert_eq!(s.connector_reports(0).await.unwrap(), vec![c.clone()]);
+    assert!(
+        s.connector_reports(c.reported_ms + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(other.connector_reports(0).await.unwrap().is_empty());
+}
+
+pub async fn gateway_sites_and_exclusions(root: &StoreRoot) {
+    let s = fresh_tenant(root, "gsites");
+    let other = fresh_tenant(root, "gsites-other");
+    let site = |name: &str, pref: i64| GatewaySite {
+        name: name.into(),
+        host: format!("{name}.gw.example"),
+        endpoints: vec!["192.0.2.1:443".into(), "192.0.2.2:443".into()],
+        preference: pref,
+        created_at: NOW,
+    };
+    s.add_gateway_site(&site("osaka", 2)).await.unwrap();
+    s.add_gateway_site(&site("tokyo", 1)).await.unwrap();
+    assert_conflict_names(s.add_gateway_site(&site("tokyo", 5)).await, "tokyo");
+    let names: Vec<String> = s
+        .list_gateway_sites()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.name)
+        .collect();
+    assert_eq!(names, ["tokyo", "osaka"], "by preference");
+    assert_eq!(s.list_gateway_sites().await.unwrap()[0], site("tokyo", 1));
+    let ex = |site: &str, until_ms: i64| SiteExclusion {
+        site: site.into(),
+        until_ms,
+        reason: "maintenance".into(),
+        created_by: "cli:test".into(),
+        created_at_ms: NOW * 1000,
+    };
+    s.exclude_gateway_site(&ex("tokyo", NOW * 1000 + 7_200_000))
+        .await
+        .unwrap();
+    assert_not_found(s.exclude_gateway_site(&ex("nagoya", NOW * 1000 + 1)).await);
+    // Excluding again replaces the exclusion.
+    s.exclude_gateway_site(&ex("tokyo", NOW * 1000 + 3_600_000))
+        .await
+        .unwrap();
+    let active = s.active_site_exclusions(NOW * 1000).await.unwrap();
+    assert_eq!(active, vec![ex("tokyo", NOW * 1000 + 3_600_000)]);
+    // Expired exclusions are not active.
+    assert!(
+        s.active_site_exclusions(NOW * 1000 + 3_600_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(other.list_gateway_sites().await.unwrap().is_empty());
+    assert!(other.active_site_exclusions(0).await.unwrap().is_empty());
+    assert!(s.include_gateway_site("tokyo").await.unwrap());
+    assert!(!s.include_gateway_site("tokyo").await.unwrap());
+    s.exclude_gateway_site(&ex("osaka", NOW * 1000 + 1000))
+        .await
+        .unwrap();
+    assert!(s.remove_gateway_site("osaka").await.unwrap());
+    assert!(!s.remove_gateway_site("osaka").await.unwrap());
+    assert!(s.active_site_exclusions(0).await.unwrap().is_empty());
+}
+
+pub async fn mirror_users_and_apps(root: &StoreRoot) {
+    let source = fresh_tenant(root, "mirror-src");
+    let copy = fresh_tenant(root, "mirror-dst");
+    let mut alice = source.create_user(new_user("alice"), NOW).await.unwrap();
+    alice.totp_secret = Some("JBSWY3DPEHPK3PXP".into());
+    let bob = source.create_user(new_user("bob"), NOW).await.unwrap();
+    let stale = copy.create_user(new_user("carol"), NOW).await.unwrap();
+    copy.mirror_users(&[alice.clone(), bob.clone()])
+        .await
+        .unwrap();
+    let got = copy.get_user(&alice.id).await.unwrap().unwrap();
+    assert_eq!(got.username, "alice");
+    assert_eq!(got.password_hash, alice.password_hash);
+    assert_eq!(got.totp_secret.as_deref(), Some("JBSWY3DPEHPK3PXP"));
+    assert_eq!(got.groups, alice.groups);
+    assert!(
+        copy.get_user(&stale.id).await.unwrap().is_none(),
+        "not in the mirror: removed"
+    );
+    // Mirroring again updates in place (groups changed, bob removed).
+    alice.groups = vec!["admins".into()];
+    copy.mirror_users(std::slice::from_ref(&alice))
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.get_user(&alice.id).await.unwrap().unwrap().groups,
+        ["admins"]
+    );
+    assert!(copy.get_user(&bob.id).await.unwrap().is_none());
+    let app = source
+        .create_app(
+            NewApp {
+                name: "wiki".into(),
+                host: "wiki.example".into(),
+                upstream: "http://127.0.0.1:9".into(),
+                data_class: "internal".into(),
+                critical: true,
+                isolated: false,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    copy.mirror_apps(std::slice::from_ref(&app)).await.unwrap();
+    copy.mirror_apps(std::slice::from_ref(&app)).await.unwrap();
+    assert_eq!(copy.list_apps().await.unwrap(), vec![app]);
+    copy.mirror_apps(&[]).await.unwrap();
+    assert!(copy.list_apps().await.unwrap().is_empty());
 }
 
 /// DP-9: everything written under tenant A is invisible to and unchangeable from tenant B.

@@ -114,7 +114,10 @@ async fn every_table_is_scoped_by_tenant() {
             "apps",
             "audit_events",
             "audit_head",
+            "connector_reports",
             "data_keys",
+            "gateway_nodes",
+            "gateway_sites",
             "handoffs",
             "oidc_pending",
             "policy_docs",
@@ -122,6 +125,7 @@ async fn every_table_is_scoped_by_tenant() {
             "policy_versions",
             "sessions",
             "signing_keys",
+            "site_exclusions",
             "users"
         ]
     );

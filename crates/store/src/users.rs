@@ -50,9 +50,9 @@ macro_rules! user_cols {
 }
 
 /// Column names as sealed values are bound to them (see `crypt`).
-const EMAIL: &str = "users.email";
-const DISPLAY_NAME: &str = "users.display_name";
-const TOTP_SECRET: &str = "users.totp_secret";
+pub(crate) const EMAIL: &str = "users.email";
+pub(crate) const DISPLAY_NAME: &str = "users.display_name";
+pub(crate) const TOTP_SECRET: &str = "users.totp_secret";
 
 fn user_from_row(
     row: &AnyRow,
@@ -91,7 +91,7 @@ fn user_from_row(
     })
 }
 
-fn groups_json(groups: &[String]) -> Result<String, StoreError> {
+pub(crate) fn groups_json(groups: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(groups)
         .map_err(|e| StoreError::Invalid(format!("groups {groups:?} cannot be stored: {e}")))
 }

@@ -190,10 +190,16 @@ impl TestGateway {
 
     /// Starts `tsuzuku serve` and waits until it prints READY.
     pub async fn start(&mut self) -> Result<(), KitError> {
+        self.start_with(&[]).await
+    }
+
+    /// Starts `tsuzuku serve ARGS…` (e.g. `--role dr-gateway`) and waits until it prints READY.
+    pub async fn start_with(&mut self, args: &[&str]) -> Result<(), KitError> {
         let mut child = Command::new(&self.bin)
             .arg("--data-dir")
             .arg(self.data())
             .arg("serve")
+            .args(args)
             .env("TSUZUKU_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -224,6 +230,44 @@ impl TestGateway {
         }
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Moves the control plane's `[control] listen` to a free loopback port and makes it
+    /// publish every 200 ms; returns the port.
+    pub fn use_control_port(&self) -> Result<u16, KitError> {
+        let port = free_port()?;
+        let cfg = self.data().join("tsuzuku.toml");
+        let text = std::fs::read_to_string(&cfg)?
+            .replace(
+                "listen = \"127.0.0.1:9443\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace("publish_interval_ms = 1000", "publish_interval_ms = 200");
+        std::fs::write(&cfg, text)?;
+        Ok(port)
+    }
+
+    /// Starts the control plane (`serve --role control`) on this data directory and waits until
+    /// it prints READY. Killed on drop.
+    pub async fn start_control(&self) -> Result<Child, KitError> {
+        let mut child = Command::new(&self.bin)
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(["serve", "--role", "control"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| KitError::Msg("no stdout".into()))?;
+        if !wait_ready(stdout).await {
+            return Err(KitError::Msg(
+                "the control plane did not become ready".into(),
+            ));
+        }
+        Ok(child)
     }
 
     /// Starts a second gateway node of the same site: same store, keys and certificate, its own

@@ -56,6 +56,13 @@ pub enum Command {
     /// Encryption at rest: the master key and the data keys (docs/ENCRYPTION.md).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Disaster recovery: the signed DNS TXT record that puts connectors in DR mode
+    /// (docs/CONTINUITY.md).
+    #[command(subcommand)]
+    Dr(DrCmd),
+    /// The deployment at a glance: the store's role, and each gateway node's snapshot version
+    /// and age as the control plane last heard.
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -94,8 +101,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Role {
-    /// The policy enforcement point with its sign-in portal.
+    /// The policy enforcement point with its sign-in portal. With `[snapshot]` configured it
+    /// takes its configuration from the control plane's signed snapshots.
     Gateway,
+    /// The control plane: publishes signed gateway snapshots over HTTPS (`[control]`).
+    Control,
+    /// The disaster-recovery gateway the customer runs in its own data centre: mirrors the
+    /// control plane's snapshots (with credential verifiers) into its own local store and
+    /// serves the critical apps from it alone (docs/CONTINUITY.md).
+    DrGateway,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +258,74 @@ pub struct ConnectArgs {
     /// Ports apps may be reached on through CONNECT (default 443; repeatable).
     #[arg(long = "allow-port")]
     pub allow_ports: Vec<u16>,
+    /// The control plane (https://HOST:PORT) to take the signed site list and exclusions from;
+    /// with it, --site is not needed.
+    #[arg(long, requires = "control_trust")]
+    pub control: Option<String>,
+    /// The control plane's public key (PEM, `tsuzuku keys snapshot-public`) site lists must be
+    /// signed with.
+    #[arg(long)]
+    pub control_trust: Option<PathBuf>,
+    /// CA certificate (PEM) of the control plane's certificate, if not a public one.
+    #[arg(long)]
+    pub control_ca: Option<PathBuf>,
+    /// Where the last good site list is kept, so the connector starts while the control plane
+    /// is unreachable.
+    #[arg(long, default_value = "tsuzuku-sites.json")]
+    pub site_cache: PathBuf,
+    /// The organisation's tenant in the control plane.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// This device's name in experience reports to the control plane (default: host name).
+    #[arg(long)]
+    pub device_id: Option<String>,
+    #[command(flatten)]
+    pub dr: Box<ConnectDrArgs>,
+}
+
+/// Disaster-recovery mode of `tsuzuku connect` (docs/CONTINUITY.md).
+#[derive(Debug, Args)]
+pub struct ConnectDrArgs {
+    /// The DR trigger record's name (e.g. _tsuzuku-dr.example.com); enables DR mode.
+    #[arg(long = "dr-record", requires_all = ["dr_trust", "dr_gateway"])]
+    pub dr_record: Option<String>,
+    /// A DR public key (PEM) records and allowlists must be signed with (repeatable).
+    #[arg(long = "dr-trust")]
+    pub dr_trust: Vec<PathBuf>,
+    /// How DNS is asked: system, IP[:PORT], udp://IP[:PORT], tcp://IP[:PORT],
+    /// tls://NAME@IP[:PORT] or https://NAME@IP[:PORT][/PATH].
+    #[arg(long = "dr-dns", default_value = "system")]
+    pub dr_dns: String,
+    /// How often the record is looked up.
+    #[arg(long = "dr-interval", default_value = "30s")]
+    pub dr_interval: String,
+    /// Where the last verified DR state is kept across restarts (the signed allowlist is cached
+    /// beside it, in FILE.allowlist).
+    #[arg(long = "dr-state")]
+    pub dr_state: Option<PathBuf>,
+    /// The DR gateway: HOST@ADDR[,ADDR...] — its host name and its addresses.
+    #[arg(long = "dr-gateway")]
+    pub dr_gateway: Option<String>,
+    /// An app host that stays reachable in DR mode through the DR gateway (repeatable;
+    /// `*.example.com` covers the names below example.com).
+    #[arg(long = "dr-critical-host")]
+    pub dr_critical_hosts: Vec<String>,
+    /// A group of this device's user (DR drills name groups; repeatable).
+    #[arg(long = "dr-group")]
+    pub dr_groups: Vec<String>,
+    /// This device's id (DR drills name devices).
+    #[arg(long = "dr-device")]
+    pub dr_device: Option<String>,
+    /// Where the signed allowlist of the `controlled` internet mode is fetched (http(s) URL).
+    #[arg(long = "dr-allowlist-url")]
+    pub dr_allowlist_url: Option<String>,
+    /// How often the signed allowlist is fetched again.
+    #[arg(long = "dr-allowlist-refresh", default_value = "15m")]
+    pub dr_allowlist_refresh: String,
+    /// An internet destination allowed in the `controlled` mode, besides the signed list
+    /// (repeatable): www.example.com, *.example.com or an IP address.
+    #[arg(long = "dr-allow")]
+    pub dr_allow: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,10 +346,43 @@ pub enum SiteCmd {
     /// Make the reachable standby writable after the primary site is lost. Refused while a
     /// writable primary still answers (so two primaries never accept writes).
     Promote,
+    /// Add a gateway site for connectors: its gateways' host name and node addresses.
+    Add {
+        name: String,
+        /// The gateways' TLS host name (probes and tunnels use it as SNI and Host).
+        #[arg(long)]
+        host: String,
+        /// A gateway node's address, IP:PORT (repeatable).
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// Lower is preferred (default 100).
+        #[arg(long, default_value_t = 100)]
+        preference: i64,
+    },
+    /// Remove a gateway site.
+    Remove { name: String },
+    /// Gateway sites, their preference, and exclusions in force with their expiry.
+    List,
+    /// Move every connector off a gateway site for a time (maintenance); they come back by
+    /// themselves when it expires.
+    Exclude {
+        name: String,
+        /// How long, e.g. 30m, 2h.
+        #[arg(long = "for", value_name = "DURATION")]
+        valid_for: String,
+        /// Why, shown to operators and in connectors' status.
+        #[arg(long)]
+        reason: String,
+    },
+    /// End a site's exclusion now.
+    Include { name: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
+    /// Print the control plane's snapshot public key (creating the signing key if there is
+    /// none): put it in each gateway's `snapshot.trust` file.
+    SnapshotPublic,
     /// Show the master key's id and source, each tenant's data keys, and how many stored
     /// values are encrypted or still plaintext.
     Status,
@@ -284,6 +399,95 @@ pub enum KeysCmd {
     },
     /// Encrypt values still stored in plaintext (written before encryption was turned on).
     SealExisting,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrCmd {
+    /// Create a DR signing key pair in DIR: dr-signing-key.pem (PKCS#8, mode 0600; keep it
+    /// offline) and dr-public-key.pem (give it to connectors); prints the key id.
+    Keygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print a signed DR record's TXT value: as is, in zone-file form and as a dnsmasq.conf line.
+    Record(DrRecordArgs),
+    /// Look the record up and show what connectors would conclude. Exits 0 when a record
+    /// verifies, 2 when there is none (NXDOMAIN or no TXT record), 1 with the reason when it
+    /// is rejected or DNS fails.
+    Check(DrCheckArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("validity").required(true).args(["valid_for", "not_after"])))]
+pub struct DrRecordArgs {
+    /// The DR signing key (PKCS#8 PEM, from `tsuzuku dr keygen`).
+    #[arg(long, value_name = "PRIVATE.pem")]
+    pub key: PathBuf,
+    /// on: every connector enters DR mode; off: back to normal; test: a drill for --groups
+    /// and --devices only.
+    #[arg(long, value_enum)]
+    pub state: DrStateArg,
+    /// Internet access in DR mode (required for on and test).
+    #[arg(long, value_enum)]
+    pub internet: Option<DrInternetArg>,
+    /// How long the record is valid from now, e.g. 2h, 90m, 3d.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub valid_for: Option<String>,
+    /// End of validity: RFC 3339 (2026-01-01T12:00:00Z) or unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub not_after: Option<String>,
+    /// Start of validity (default: 5 minutes ago, for devices whose clock is behind).
+    #[arg(long, value_name = "TIME")]
+    pub not_before: Option<String>,
+    /// For test: the groups the drill applies to (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// For test: the device ids the drill applies to (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// The record's DNS name, for the zone-file and dnsmasq forms.
+    #[arg(long, default_value = "_tsuzuku-dr.example.com")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DrStateArg {
+    On,
+    Off,
+    Test,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DrInternetArg {
+    Open,
+    Controlled,
+    Closed,
+}
+
+#[derive(Debug, Args)]
+pub struct DrCheckArgs {
+    /// The record's DNS name, e.g. _tsuzuku-dr.example.com.
+    pub name: String,
+    /// A trusted DR public key (PEM; repeat during a key rotation).
+    #[arg(long = "trust", value_name = "PUBLIC.pem", required = true)]
+    pub trust: Vec<PathBuf>,
+    /// The DNS server to ask: IP[:PORT] (UDP and TCP), udp://IP[:PORT], tcp://IP[:PORT],
+    /// tls://NAME@IP[:PORT] (DNS over TLS), https://NAME@IP[:PORT][/PATH] (DNS over HTTPS).
+    /// Default: the system resolver.
+    #[arg(long, value_name = "SERVER")]
+    pub nameserver: Option<String>,
+    /// Conclude as a member of this group (repeatable), for test records.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Conclude as this device, for test records.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Give up on DNS after this long.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Check as at this time (RFC 3339 or unix seconds) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

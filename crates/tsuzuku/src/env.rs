@@ -93,6 +93,55 @@ impl Env {
         Ok(root)
     }
 
+    /// Opens the store for a gateway fed by snapshots, which must start even when no database
+    /// server answers: the store then starts unavailable, and the master key is given to it
+    /// in the background as soon as a server answers (sessions and sign-ins need it; the
+    /// snapshot does not).
+    pub async fn store_for_snapshot_gateway(&self) -> Result<Store> {
+        let options = tsuzuku_store::SiteOptions {
+            start_unavailable: true,
+            // Requests must not queue behind a dead server for long; the monitor notices a lost
+            // server within about a second anyway.
+            acquire_timeout: std::time::Duration::from_secs(1),
+            ..tsuzuku_store::SiteOptions::default()
+        };
+        let url = self.store_url();
+        let root = StoreRoot::open_with(&url, options)
+            .await
+            .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+        if !self.config.keys.enabled {
+            return Ok(root.tenant(&self.config.store.tenant));
+        }
+        if root.role().is_readable() {
+            let master = self.master_key(false)?;
+            root.set_master_key(master).await?;
+            return Ok(root.tenant(&self.config.store.tenant));
+        }
+        let master = self.master_key(false)?;
+        let later = root.clone();
+        tokio::spawn(async move {
+            let mut master = Some(master);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if !later.role().is_readable() {
+                    continue;
+                }
+                let Some(m) = master.take() else { return };
+                match later.set_master_key(m).await {
+                    Ok(()) => {
+                        tracing::info!("database reachable; encryption keys loaded");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the encryption keys; sign-ins will fail until restart");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(root.tenant(&self.config.store.tenant))
+    }
+
     /// Loads the configured master key; `create` allows creating a missing key file (only
     /// while nothing is encrypted yet).
     pub fn master_key(&self, create: bool) -> Result<MasterKey> {

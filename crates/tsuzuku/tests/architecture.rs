@@ -139,3 +139,32 @@ fn only_the_binary_uses_anyhow() {
         assert_free_of_at(k, &["anyhow"], "1");
     }
 }
+
+#[test]
+fn snapshot_knows_no_sql_http_or_policy() {
+    assert_free_of(
+        "tsuzuku-snapshot",
+        &[
+            "tokio",
+            "sqlx",
+            "hyper",
+            "reqwest",
+            "cedar-policy",
+            "tsuzuku-store",
+            "tsuzuku-policy",
+        ],
+    );
+}
+
+#[test]
+fn control_plane_never_decides_or_proxies() {
+    assert_free_of(
+        "tsuzuku-control",
+        &[
+            "tsuzuku-gateway",
+            "tsuzuku-policy",
+            "cedar-policy",
+            "reqwest",
+        ],
+    );
+}

@@ -494,6 +494,149 @@ pub async fn site(env: &Env, c: SiteCmd) -> Result<ExitCode> {
             .await?;
             println!("promoted: store is now {role}");
         }
+        other => return gateway_site(env, root.tenant(&env.config.store.tenant), other).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway-site verbs of `tsuzuku site` (connectors' sites; the store's own database sites
+/// are `status` and `promote`).
+async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Result<ExitCode> {
+    use tsuzuku_store::{GatewaySite, SiteExclusion};
+    let now_ms = tsuzuku_gateway::now_ms();
+    match c {
+        SiteCmd::Add {
+            name,
+            host,
+            endpoints,
+            preference,
+        } => {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("site name {name:?}: expected letters, digits, '-' or '_'");
+            }
+            if !tsuzuku_config::valid_host_port(&host) {
+                bail!("--host {host:?} is not a valid lowercase host name");
+            }
+            for e in &endpoints {
+                e.parse::<std::net::SocketAddr>().with_context(|| {
+                    format!(
+                        "--endpoint {e:?} is not an IP address with a port, e.g. 192.0.2.10:443"
+                    )
+                })?;
+            }
+            store
+                .add_gateway_site(&GatewaySite {
+                    name: name.clone(),
+                    host: host.clone(),
+                    endpoints: endpoints.clone(),
+                    preference,
+                    created_at: now_ms / 1000,
+                })
+                .await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "site.add", "site": name, "host": host, "endpoints": endpoints, "preference": preference}),
+            )
+            .await?;
+            println!("added gateway site {name}");
+        }
+        SiteCmd::Remove { name } => {
+            if !store.remove_gateway_site(&name).await? {
+                bail!("no gateway site named {name:?}; see `tsuzuku site list`");
+            }
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "site.remove", "site": name}),
+            )
+            .await?;
+            println!("removed gateway site {name}");
+        }
+        SiteCmd::Exclude {
+            name,
+            valid_for,
+            reason,
+        } => {
+            let d = super::dr::parse_duration("--for", &valid_for)?;
+            let until_ms = now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            store
+                .exclude_gateway_site(&SiteExclusion {
+                    site: name.clone(),
+                    until_ms,
+                    reason: reason.clone(),
+                    created_by: env::actor(),
+                    created_at_ms: now_ms,
+                })
+                .await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "site.exclude", "site": name, "until_ms": until_ms, "reason": reason}),
+            )
+            .await?;
+            println!(
+                "excluded gateway site {name} until {} ({reason}); connectors move off it at their next site-list refresh",
+                time(until_ms / 1000)
+            );
+        }
+        SiteCmd::Include { name } => {
+            if !store.include_gateway_site(&name).await? {
+                bail!("gateway site {name:?} is not excluded");
+            }
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "site.include", "site": name}),
+            )
+            .await?;
+            println!("gateway site {name} is no longer excluded");
+        }
+        SiteCmd::List => {
+            let sites = store.list_gateway_sites().await?;
+            let exclusions = store.active_site_exclusions(now_ms).await?;
+            let rows = sites
+                .iter()
+                .map(|s| {
+                    let ex = exclusions.iter().find(|e| e.site == s.name);
+                    vec![
+                        s.name.clone(),
+                        s.preference.to_string(),
+                        s.host.clone(),
+                        s.endpoints.join(", "),
+                        ex.map_or_else(
+                            || "-".into(),
+                            |e| format!("until {} ({})", time(e.until_ms / 1000), e.reason),
+                        ),
+                    ]
+                })
+                .collect();
+            let json = serde_json::json!(
+                sites
+                    .iter()
+                    .map(|s| {
+                        let ex = exclusions.iter().find(|e| e.site == s.name);
+                        serde_json::json!({
+                            "name": s.name, "preference": s.preference, "host": s.host,
+                            "endpoints": s.endpoints,
+                            "excluded_until_ms": ex.map(|e| e.until_ms),
+                            "exclusion_reason": ex.map(|e| e.reason.clone()),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            );
+            print(
+                env.json,
+                &["site", "preference", "host", "endpoints", "excluded"],
+                rows,
+                json,
+            );
+        }
+        SiteCmd::Status | SiteCmd::Promote => {}
     }
     Ok(ExitCode::SUCCESS)
 }

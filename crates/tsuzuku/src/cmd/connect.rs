@@ -5,7 +5,6 @@
 //! plane is not built yet (issue 4, item 2).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,26 +40,48 @@ pub fn parse_site(spec: &str, preference: u32) -> Result<Site> {
     })
 }
 
-pub async fn run(
-    listen: SocketAddr,
-    sites: &[String],
-    app_domains: Vec<String>,
-    ca: Option<PathBuf>,
-    allow_ports: Vec<u16>,
-) -> Result<ExitCode> {
-    if sites.is_empty() {
-        bail!("give at least one --site NAME=HOST@ADDR[,ADDR...]");
-    }
+pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
+    let listen = a.listen;
+    let app_domains = a.app_domains.clone();
+    let ca = a.ca.clone();
+    let allow_ports = a.allow_ports.clone();
+    let sites = &a.sites;
     if app_domains.is_empty() {
         bail!(
             "give at least one --app-domain (e.g. example.com) whose traffic goes through the gateway"
         );
     }
-    let sites = sites
-        .iter()
-        .enumerate()
-        .map(|(i, s)| parse_site(s, u32::try_from(i).unwrap_or(u32::MAX)))
-        .collect::<Result<Vec<_>>>()?;
+    let mut feed = None;
+    let mut report_to = None;
+    let mut exclusions = Vec::new();
+    let sites = match &a.control {
+        Some(url) => {
+            let source = site_list_source(&a, url)?;
+            let list = tsuzuku_connector::sitelist::initial(&source, Duration::from_secs(3))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "no site list: the control plane at {url} gave none and {} holds none",
+                        source.cache_file.display()
+                    )
+                })?;
+            exclusions = list.exclusions.clone();
+            let sites = list.sites.clone();
+            report_to = Some(source.clone());
+            feed = Some(tsuzuku_connector::sitelist::spawn(source, Some(list))?);
+            sites
+        }
+        None => {
+            if sites.is_empty() {
+                bail!("give at least one --site NAME=HOST@ADDR[,ADDR...], or --control URL");
+            }
+            sites
+                .iter()
+                .enumerate()
+                .map(|(i, s)| parse_site(s, u32::try_from(i).unwrap_or(u32::MAX)))
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
     let mut cfg = ConnectorConfig::new(sites, app_domains);
     cfg.proxy.listen = listen;
     if !allow_ports.is_empty() {
@@ -75,10 +96,35 @@ pub async fn run(
         );
         cfg.probe.ca_pem = Some(pem);
     }
-    let connector = Connector::start(cfg).await?;
+    cfg.dr = dr_config(&a.dr)?;
+    let mut connector = Connector::start(cfg).await?;
+    connector.set_exclusions(exclusions);
+    // Experience monitoring: the site in use and its latency, every 10 s.
+    let _reports = match report_to {
+        Some(source) => {
+            let device = a.device_id.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "device".into())
+            });
+            let state = connector.state().clone();
+            Some(AbortOnDrop(tsuzuku_connector::sitelist::spawn_reports(
+                &source,
+                device,
+                Duration::from_secs(10),
+                move || state.status(),
+            )?))
+        }
+        None => None,
+    };
+    let (mut lists, _feed_task) = match feed {
+        Some((rx, task)) => (Some(rx), Some(AbortOnDrop(task))),
+        None => (None, None),
+    };
     println!("PAC {}", connector.pac_url());
     println!("READY {}", connector.proxy_addr());
     let mut last = String::new();
+    let mut last_dr = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -89,12 +135,168 @@ pub async fn run(
                     println!("site: {} ({})", status.selection.site.as_deref().unwrap_or("none"), status.selection.reason);
                     last = now;
                 }
+                if let Some(dr) = connector.dr_status() {
+                    let phase = dr_phase_line(&dr);
+                    if phase != last_dr {
+                        println!("{phase}");
+                        last_dr = phase;
+                    }
+                }
+            }
+            Some(list) = next_list(&mut lists) => {
+                if list.sites != connector.state().sites()
+                    && let Err(e) = connector.set_sites(list.sites.clone())
+                {
+                    tracing::error!(error = %e, "the new site list cannot be used; keeping the previous one");
+                    continue;
+                }
+                connector.set_exclusions(list.exclusions.clone());
+                println!("site list: version {} ({} sites, {} excluded)", list.version, list.sites.len(), list.exclusions.len());
             }
             () = super::shutdown_signal() => break,
         }
     }
     connector.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dr: active internet=… drill=…`, `dr: returning` or `dr: normal` — printed on every change.
+fn dr_phase_line(dr: &tsuzuku_connector::DrStatus) -> String {
+    match &dr.phase {
+        tsuzuku_connector::Phase::Active(m) => {
+            format!("dr: active internet={} drill={}", m.internet, m.drill)
+        }
+        tsuzuku_connector::Phase::Returning => "dr: returning".to_owned(),
+        tsuzuku_connector::Phase::Normal => "dr: normal".to_owned(),
+    }
+}
+
+/// A duration flag of DR mode: 30s, 2m, 1h, ...
+fn dr_duration(flag: &str, text: &str) -> Result<Duration> {
+    let span: jiff::Span = text
+        .parse()
+        .with_context(|| format!("{flag} {text:?}: expected a duration such as 30s, 2m or 1h"))?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .with_context(|| format!("{flag} {text:?}: not a fixed length of time"))?;
+    Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} {text:?}: must be longer than zero"))
+}
+
+/// The DR settings from the `--dr-*` flags; `None` without `--dr-record`.
+fn dr_config(a: &crate::cli::ConnectDrArgs) -> Result<Option<tsuzuku_connector::DrConfig>> {
+    let Some(record) = &a.dr_record else {
+        return Ok(None);
+    };
+    let mut trusted = tsuzuku_dr::TrustedKeys::new();
+    for p in &a.dr_trust {
+        let pem = std::fs::read_to_string(p)
+            .with_context(|| format!("--dr-trust: cannot read {}", p.display()))?;
+        trusted
+            .insert_pem(&pem)
+            .with_context(|| format!("--dr-trust {}", p.display()))?;
+    }
+    let transport: tsuzuku_dr::lookup::Transport = a
+        .dr_dns
+        .parse()
+        .with_context(|| format!("--dr-dns {:?}", a.dr_dns))?;
+    let spec = a
+        .dr_gateway
+        .as_deref()
+        .context("--dr-record needs --dr-gateway HOST@ADDR[,ADDR...]")?;
+    let (host, addrs) = spec.split_once('@').with_context(|| {
+        format!("--dr-gateway {spec:?}: expected HOST@ADDR[,ADDR...], e.g. dr-gw.example.com@10.0.0.5:443")
+    })?;
+    if host.is_empty() {
+        bail!("--dr-gateway {spec:?}: the DR gateway's host name must not be empty");
+    }
+    let endpoints = addrs
+        .split(',')
+        .map(|x| {
+            x.trim().parse::<SocketAddr>().with_context(|| {
+                format!("--dr-gateway {spec:?}: {x:?} is not an IP address with a port, e.g. 10.0.0.5:443")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let gateway = tsuzuku_connector::DrGateway {
+        host: host.to_owned(),
+        endpoints,
+    };
+    let mut cfg = tsuzuku_connector::DrConfig::new(record, transport, trusted, gateway);
+    cfg.interval = dr_duration("--dr-interval", &a.dr_interval)?;
+    cfg.allowlist_refresh = dr_duration("--dr-allowlist-refresh", &a.dr_allowlist_refresh)?;
+    cfg.lookup_timeout = cfg.lookup_timeout.min(cfg.interval);
+    cfg.state_file = a.dr_state.clone();
+    cfg.allowlist_cache = a.dr_state.as_ref().map(|p| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".allowlist");
+        std::path::PathBuf::from(s)
+    });
+    cfg.member = tsuzuku_dr::Member {
+        groups: a.dr_groups.clone(),
+        device_id: a.dr_device.clone(),
+    };
+    cfg.critical_hosts = a.dr_critical_hosts.clone();
+    cfg.allow = a.dr_allow.clone();
+    cfg.allowlist_url = a.dr_allowlist_url.clone();
+    Ok(Some(cfg))
+}
+
+fn site_list_source(
+    a: &crate::cli::ConnectArgs,
+    url: &str,
+) -> Result<tsuzuku_connector::sitelist::SiteListSource> {
+    if !url.starts_with("https://") {
+        bail!("--control {url:?}: expected an https:// URL");
+    }
+    let trust_path = a
+        .control_trust
+        .as_ref()
+        .context("--control needs --control-trust (the control plane's public key)")?;
+    let trusted = tsuzuku_snapshot::TrustedKeys::from_pem(
+        &std::fs::read_to_string(trust_path)
+            .with_context(|| format!("reading --control-trust {}", trust_path.display()))?,
+    )
+    .with_context(|| format!("--control-trust {}", trust_path.display()))?;
+    let ca_pem = match &a.control_ca {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("reading --control-ca {}", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok(tsuzuku_connector::sitelist::SiteListSource {
+        control_url: url.to_owned(),
+        trusted,
+        tenant: a.tenant.clone(),
+        ca_pem,
+        cache_file: a.site_cache.clone(),
+    })
+}
+
+/// The next site list, or never when there is no feed.
+async fn next_list(
+    rx: &mut Option<tsuzuku_connector::sitelist::SiteLists>,
+) -> Option<std::sync::Arc<tsuzuku_connector::sitelist::SiteList>> {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            r.borrow_and_update().clone()
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Asks a running connector (on loopback) for its status and prints it.

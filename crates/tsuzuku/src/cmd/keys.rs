@@ -21,6 +21,7 @@ pub async fn run(env: &Env, c: KeysCmd) -> Result<ExitCode> {
             new_key_env,
         } => rotate(env, new_key_file, new_key_env).await,
         KeysCmd::SealExisting => seal_existing(env).await,
+        KeysCmd::SnapshotPublic => super::control::snapshot_public(env).await,
     }
 }
 

@@ -2,6 +2,9 @@
 
 mod admin;
 mod connect;
+mod control;
+mod dr;
+mod drgateway;
 mod keys;
 mod policy;
 
@@ -53,15 +56,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Connect(a) => match a.command {
             Some(crate::cli::ConnectCmd::Status { proxy }) => connect::status(proxy).await,
-            None => connect::run(a.listen, &a.sites, a.app_domains, a.ca, a.allow_ports).await,
+            None => connect::run(a).await,
         },
         Command::Site(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::site(&env, c).await
         }
+        Command::Dr(c) => dr::run(c, json).await,
         Command::Keys(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             keys::run(&env, c).await
+        }
+        Command::Status => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            control::status(&env).await
         }
     }
 }
@@ -310,9 +318,39 @@ async fn serve(
     a: ServeArgs,
     demo_listener: Option<tokio::net::TcpListener>,
 ) -> Result<ExitCode> {
-    let crate::cli::Role::Gateway = a.role;
+    if let crate::cli::Role::Control = a.role {
+        return control::serve(env, shutdown_signal()).await;
+    }
     let c = &env.config;
-    let store = env.store().await?;
+    let dr = matches!(a.role, crate::cli::Role::DrGateway);
+    let node = a.node_id.clone().unwrap_or_else(node_id);
+    let store = match (&c.snapshot, dr) {
+        (Some(_), false) => env.store_for_snapshot_gateway().await?,
+        _ => env.store().await?,
+    };
+    // A DR gateway mirrors the control plane's snapshots into its own local store and serves
+    // from that store: it needs nothing else alive.
+    let mut dr_follow = None;
+    if dr {
+        let sn = c.snapshot.as_ref().context(
+            "--role dr-gateway runs from the control plane's snapshots: configure [snapshot] (docs/CONTINUITY.md)",
+        )?;
+        if !c.store.url.starts_with("sqlite:") {
+            bail!(
+                "a DR gateway keeps its own local copy: store.url must be a sqlite: URL, not the control plane's database"
+            );
+        }
+        let follower = tsuzuku_gateway::SnapshotFollower::new(
+            feed_settings(env, sn, "dr-gateway")?,
+            store.tenant_id(),
+            &node,
+        )?;
+        let first = follower
+            .initial(Duration::from_millis(sn.start_timeout_ms))
+            .await?;
+        drgateway::mirror(&store, &first.body).await?;
+        dr_follow = Some((follower, first.body.version));
+    }
     // Decisions are audited into the store; while it cannot take writes (a lost primary, a
     // standby not yet promoted) they go to a local spool and are shipped later (OPS-1).
     let spool_name = match &a.node_id {
@@ -368,7 +406,7 @@ async fn serve(
         },
         login_attempts_per_minute: c.login.attempts_per_minute_per_ip,
         reload_interval: Duration::from_millis(c.gateway.reload_interval_ms),
-        node_id: a.node_id.unwrap_or_else(node_id),
+        node_id: node.clone(),
         sso_label: c.oidc.as_ref().map(|o| o.display_name.clone()),
     };
     // One attempt before serving; if the provider is down, keep trying in the background.
@@ -387,7 +425,21 @@ async fn serve(
             }
         }
     }
-    let gw: Arc<Gateway> = Gateway::new(settings, store, audit, oidc).await?;
+    let gw: Arc<Gateway> = match &c.snapshot {
+        None => Gateway::new(settings, store.clone(), audit, oidc).await?,
+        Some(_) if dr => Gateway::new(settings, store.clone(), audit, oidc).await?,
+        Some(sn) => {
+            Gateway::with_feed(
+                settings,
+                store.clone(),
+                audit,
+                oidc,
+                feed_settings(env, sn, "gateway")?,
+                Duration::from_millis(sn.start_timeout_ms),
+            )
+            .await?
+        }
+    };
     if let Some(o) = retry {
         spawn_oidc_discovery(&gw, o);
     }
@@ -399,6 +451,17 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {} (gateway.listen)", c.gateway.listen))?;
     let _reloader = gw.spawn_reloader();
+    if let Some((follower, have)) = dr_follow {
+        let mut snapshots = follower.spawn(have);
+        let local = store.clone();
+        tokio::spawn(async move {
+            while let Some(v) = snapshots.recv().await {
+                if let Err(e) = drgateway::mirror(&local, &v.body).await {
+                    tracing::error!(error = %format!("{e:#}"), version = v.body.version, "cannot mirror the snapshot; serving the previous copy");
+                }
+            }
+        });
+    }
     if let Some(l) = demo_listener {
         let jwks: jsonwebtoken::jwk::JwkSet =
             serde_json::from_value(tsuzuku_gateway::assertion::jwks(&[gw.signer()]))?;
@@ -415,6 +478,48 @@ async fn serve(
     // Every queued audit event is written before the process exits.
     let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[snapshot]` settings as the gateway crate takes them.
+fn feed_settings(
+    env: &Env,
+    sn: &tsuzuku_config::SnapshotConfig,
+    role: &str,
+) -> Result<tsuzuku_gateway::FeedSettings> {
+    let trust_path = env.path(&sn.trust);
+    let trusted = tsuzuku_snapshot::TrustedKeys::from_pem(
+        &std::fs::read_to_string(&trust_path)
+            .with_context(|| format!("reading snapshot.trust {}", trust_path.display()))?,
+    )
+    .with_context(|| format!("snapshot.trust {}", trust_path.display()))?;
+    let token_path = env.path(&sn.node_token_file);
+    let node_token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("reading snapshot.node_token_file {}", token_path.display()))?
+        .trim()
+        .to_owned();
+    let ca_pem = match &sn.ca_file {
+        Some(p) => Some(
+            std::fs::read(env.path(p))
+                .with_context(|| format!("reading snapshot.ca_file {}", env.path(p).display()))?,
+        ),
+        None => None,
+    };
+    let cache_dir = env.path(&sn.cache_dir);
+    let cache = tsuzuku_snapshot::DiskCache::open(
+        &cache_dir,
+        env.master_key(false)
+            .context("the snapshot cache is sealed with the master key ([keys])")?,
+        tsuzuku_gateway::now_unix(),
+    )
+    .with_context(|| format!("snapshot.cache_dir {}", cache_dir.display()))?;
+    Ok(tsuzuku_gateway::FeedSettings {
+        control_url: sn.control_url.clone(),
+        node_token,
+        trusted,
+        ca_pem,
+        cache,
+        role: role.into(),
+    })
 }
 
 /// Discovers the OIDC provider, retrying until it answers: the gateway serves local sign-ins

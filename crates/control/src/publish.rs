@@ -1,0 +1,353 @@
+//! Building, signing and publishing snapshots.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tsuzuku_snapshot::body::{FORMAT, next_version};
+use tsuzuku_snapshot::{
+    AppEntry, CredentialEntry, ExclusionEntry, KeyEntry, PolicyEntry, SiteEntry, SiteListBody,
+    SnapshotBody, SnapshotSigner, UserEntry,
+};
+use tsuzuku_store::Store;
+
+use crate::error::ControlError;
+
+/// Key purpose under which the snapshot signing key is stored.
+pub const SNAPSHOT_KEY_PURPOSE: &str = "snapshot";
+/// Key purpose of the identity-assertion keys gateways sign with (as the gateway stores them).
+const ASSERTION_KEY_PURPOSE: &str = "assertion";
+
+/// One published version in wire form.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub version: i64,
+    pub issued_at_ms: i64,
+    pub digest: String,
+    pub bytes: Bytes,
+}
+
+/// Reads the store's current configuration into a snapshot document, with the users'
+/// credential verifiers (the DR-gateway variant; [`Publisher`] strips them for ordinary
+/// gateways).
+pub async fn body_from_store(
+    store: &Store,
+    version: i64,
+    now_ms: i64,
+) -> Result<SnapshotBody, ControlError> {
+    // The policy version is read first and its documents by number, so the pair is consistent
+    // even when a new version is saved in between.
+    let policy = store.current_policy().await?;
+    let apps = store.list_apps().await?;
+    let users = store.list_users().await?;
+    let mut keys = store.keys(ASSERTION_KEY_PURPOSE).await?;
+    keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+    Ok(SnapshotBody {
+        format: FORMAT,
+        tenant: store.tenant_id().to_owned(),
+        version,
+        issued_at_ms: now_ms,
+        policy_version: policy.as_ref().map_or(0, |p| p.version),
+        policies: policy
+            .map(|p| {
+                p.docs
+                    .into_iter()
+                    .map(|d| PolicyEntry {
+                        id: d.id,
+                        text: d.text,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        apps: apps
+            .into_iter()
+            .map(|a| AppEntry {
+                id: a.id,
+                name: a.name,
+                host: a.host,
+                upstream: a.upstream,
+                data_class: a.data_class,
+                critical: a.critical,
+                isolated: a.isolated,
+                created_at: a.created_at,
+            })
+            .collect(),
+        credentials: users
+            .iter()
+            .map(|u| CredentialEntry {
+                user_id: u.id.clone(),
+                password_hash: u.password_hash.clone(),
+                totp_secret: u.totp_secret.clone(),
+                oidc_subject: u.oidc_subject.clone(),
+            })
+            .collect(),
+        users: users
+            .into_iter()
+            .map(|u| UserEntry {
+                id: u.id,
+                username: u.username,
+                display_name: u.display_name,
+                email: u.email,
+                groups: u.groups,
+                disabled: u.disabled,
+                created_at: u.created_at,
+            })
+            .collect(),
+        assertion_keys: keys
+            .into_iter()
+            .map(|k| KeyEntry {
+                kid: k.kid,
+                pem: k.secret,
+                created_at: k.created_at,
+            })
+            .collect(),
+    })
+}
+
+/// Reads the gateway sites and the exclusions in force at `now_ms` into a site list.
+pub async fn sites_from_store(
+    store: &Store,
+    version: i64,
+    now_ms: i64,
+) -> Result<SiteListBody, ControlError> {
+    let sites = store.list_gateway_sites().await?;
+    let exclusions = store.active_site_exclusions(now_ms).await?;
+    Ok(SiteListBody {
+        format: FORMAT,
+        tenant: store.tenant_id().to_owned(),
+        version,
+        issued_at_ms: now_ms,
+        sites: sites
+            .into_iter()
+            .map(|s| SiteEntry {
+                name: s.name,
+                host: s.host,
+                endpoints: s.endpoints,
+                preference: s.preference,
+            })
+            .collect(),
+        exclusions: exclusions
+            .into_iter()
+            .map(|e| ExclusionEntry {
+                site: e.site,
+                until_ms: e.until_ms,
+                reason: e.reason,
+            })
+            .collect(),
+    })
+}
+
+/// Loads the snapshot signing key from the store, creating it on first use.
+pub async fn signing_key(store: &Store, now: i64) -> Result<SnapshotSigner, ControlError> {
+    let newest = |keys: Vec<tsuzuku_store::StoredKey>| {
+        keys.into_iter()
+            .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+    };
+    if let Some(k) = newest(store.keys(SNAPSHOT_KEY_PURPOSE).await?) {
+        return Ok(SnapshotSigner::from_pem(&k.secret)?);
+    }
+    let signer = SnapshotSigner::generate();
+    store
+        .put_key(
+            signer.kid(),
+            SNAPSHOT_KEY_PURPOSE,
+            signer.to_pem()?,
+            signer.public_pem()?,
+            now,
+        )
+        .await?;
+    // Two control planes starting at once may both have created one: use the newest.
+    match newest(store.keys(SNAPSHOT_KEY_PURPOSE).await?) {
+        Some(k) => Ok(SnapshotSigner::from_pem(&k.secret)?),
+        None => Ok(signer),
+    }
+}
+
+/// Publishes signed snapshots of one tenant.
+pub struct Publisher {
+    store: Store,
+    signer: SnapshotSigner,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    /// The same versions with credential verifiers, for DR gateways.
+    dr_tx: watch::Sender<Option<Arc<Published>>>,
+    sites_tx: watch::Sender<Option<Arc<Published>>>,
+    /// Serialises refreshes.
+    refreshing: tokio::sync::Mutex<()>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("tenant", &self.store.tenant_id())
+            .field("kid", &self.signer.kid())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl Publisher {
+    /// Loads (or creates) the signing key and publishes the first version.
+    pub async fn new(store: Store) -> Result<Arc<Self>, ControlError> {
+        let signer = signing_key(&store, now_ms() / 1000).await?;
+        let (tx, _) = watch::channel(None);
+        let (sites_tx, _) = watch::channel(None);
+        let (dr_tx, _) = watch::channel(None);
+        let p = Arc::new(Self {
+            store,
+            signer,
+            tx,
+            dr_tx,
+            sites_tx,
+            refreshing: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+        });
+        p.refresh().await?;
+        Ok(p)
+    }
+
+    /// The public key gateways must trust (`snapshot.trust`), as SPKI PEM.
+    pub fn public_pem(&self) -> Result<String, ControlError> {
+        Ok(self.signer.public_pem()?)
+    }
+
+    /// The key id snapshots are signed with.
+    pub fn kid(&self) -> &str {
+        self.signer.kid()
+    }
+
+    /// The version currently published.
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.tx.borrow().clone()
+    }
+
+    /// Notified on every new version.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.tx.subscribe()
+    }
+
+    /// Notified on every new version of the DR-gateway variant (with credential verifiers).
+    pub fn subscribe_dr(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.dr_tx.subscribe()
+    }
+
+    /// The connectors' site list currently published.
+    pub fn current_sites(&self) -> Option<Arc<Published>> {
+        self.sites_tx.borrow().clone()
+    }
+
+    /// Notified on every new site list.
+    pub fn subscribe_sites(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.sites_tx.subscribe()
+    }
+
+    /// The store this publisher reads (and records node reports in).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reads the store and publishes a new version if anything a gateway uses changed.
+    /// Returns whether it published.
+    pub async fn refresh(&self) -> Result<bool, ControlError> {
+        let _one = self.refreshing.lock().await;
+        let sites = self.refresh_sites().await?;
+        Ok(self.refresh_snapshot().await? || sites)
+    }
+
+    async fn refresh_sites(&self) -> Result<bool, ControlError> {
+        let previous = self.current_sites();
+        let now = now_ms();
+        let body = sites_from_store(
+            &self.store,
+            next_version(previous.as_ref().map(|p| p.version), now),
+            now,
+        )
+        .await?;
+        let digest = body.content_digest();
+        if previous.as_ref().is_some_and(|p| p.digest == digest) {
+            return Ok(false);
+        }
+        let bytes = self.signer.sign_sites(&body)?;
+        tracing::info!(
+            version = body.version,
+            sites = body.sites.len(),
+            exclusions = body.exclusions.len(),
+            "published site list"
+        );
+        self.sites_tx.send_replace(Some(Arc::new(Published {
+            version: body.version,
+            issued_at_ms: body.issued_at_ms,
+            digest,
+            bytes: Bytes::from(bytes),
+        })));
+        Ok(true)
+    }
+
+    async fn refresh_snapshot(&self) -> Result<bool, ControlError> {
+        let previous = self.current();
+        let now = now_ms();
+        let prev_version = previous.as_ref().map(|p| p.version);
+        let body = body_from_store(&self.store, next_version(prev_version, now), now).await?;
+        if body.assertion_keys.is_empty() {
+            return Err(ControlError::NoAssertionKey);
+        }
+        let digest = body.content_digest();
+        if previous.as_ref().is_some_and(|p| p.digest == digest) {
+            return Ok(false);
+        }
+        let dr_bytes = self.signer.sign(&body)?;
+        let mut ordinary = body.clone();
+        ordinary.credentials.clear();
+        let bytes = self.signer.sign(&ordinary)?;
+        self.dr_tx.send_replace(Some(Arc::new(Published {
+            version: body.version,
+            issued_at_ms: body.issued_at_ms,
+            digest: digest.clone(),
+            bytes: Bytes::from(dr_bytes),
+        })));
+        tracing::info!(
+            version = body.version,
+            policy_version = body.policy_version,
+            apps = body.apps.len(),
+            users = body.users.len(),
+            "published gateway snapshot"
+        );
+        self.tx.send_replace(Some(Arc::new(Published {
+            version: body.version,
+            issued_at_ms: body.issued_at_ms,
+            digest,
+            bytes: Bytes::from(bytes),
+        })));
+        Ok(true)
+    }
+
+    /// Refreshes every `every` until the publisher is dropped; a failed refresh keeps the
+    /// published version (gateways go on with it) and is logged once per distinct error.
+    pub fn spawn(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(p) = weak.upgrade() else { break };
+                let result = p.refresh().await;
+                let mut last = p.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+                match result {
+                    Ok(_) => *last = None,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if last.as_deref() != Some(msg.as_str()) {
+                            tracing::warn!(error = %msg, "cannot refresh the gateway snapshot; gateways keep the published one");
+                        }
+                        *last = Some(msg);
+                    }
+                }
+            }
+        })
+    }
+}

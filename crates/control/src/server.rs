@@ -1,0 +1,393 @@
+//! The control plane's HTTPS endpoint.
+//!
+//! - `GET /healthz` — `ok`.
+//! - `GET /v1/snapshot?node=ID&after=VERSION[&role=ROLE][&wait=SECS]` with
+//!   `Authorization: Bearer <node token>` — the published snapshot if its version is newer than
+//!   `after` (200, `application/json`), otherwise waits up to `wait` seconds (default 25, at
+//!   most 60) for a newer one and answers 204 if none came. Every poll records the node's
+//!   report (`after` is the version it uses).
+//! - `POST /v1/report` — a connector's experience report (JSON: `device`, `site`, `latency_ms`,
+//!   `loss_pct`, `switches`; at most 16 KiB), kept per device for `tsuzuku status`. Not
+//!   authenticated yet (device certificates are issue 4 item 8): a report can only claim what a
+//!   device sees, and a device id replaces only that device's row.
+//! - `GET /v1/sites?after=VERSION[&wait=SECS]` — the connectors' signed site list, the same
+//!   long-poll way. No token: the list names public gateway addresses and exclusions, and its
+//!   signature (checked by every connector) is what protects it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ct::tokens_equal;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tsuzuku_store::NodeReport;
+
+use crate::error::ControlError;
+use crate::publish::Publisher;
+
+/// What the endpoint needs besides the publisher.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// The shared secret gateways present as a bearer token.
+    pub node_token: String,
+    /// Longest long-poll wait.
+    pub max_wait: Duration,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    publisher: Arc<Publisher>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ControlError> {
+    // This endpoint speaks HTTP/1.1 only (long-polls need nothing more).
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let options = Arc::new(options);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let publisher = publisher.clone();
+        let options = options.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+            let svc = service_fn(move |req| {
+                let publisher = publisher.clone();
+                let options = options.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(&publisher, &options, peer, req).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+    Ok(())
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Query of a snapshot poll.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Poll {
+    pub node: String,
+    pub role: String,
+    pub after: Option<i64>,
+    pub wait: Duration,
+}
+
+/// Parses and checks the query of `/v1/snapshot`.
+pub(crate) fn parse_poll(query: &str, max_wait: Duration) -> Result<Poll, String> {
+    let mut node = None;
+    let mut role = "gateway".to_owned();
+    let mut after = None;
+    let mut wait = Duration::from_secs(25).min(max_wait);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "node" => node = Some(v.into_owned()),
+            "role" => role = v.into_owned(),
+            "after" => {
+                after = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| format!("after={v:?} is not a snapshot version"))?,
+                )
+            }
+            "wait" => {
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| format!("wait={v:?} is not a number of seconds"))?;
+                wait = Duration::from_secs(secs).min(max_wait);
+            }
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    let node = node.ok_or("the node parameter is missing")?;
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    };
+    if !valid(&node) {
+        return Err("node must be 1-128 characters of letters, digits, - _ . :".into());
+    }
+    if !valid(&role) {
+        return Err("role must be 1-128 characters of letters, digits, - _ . :".into());
+    }
+    Ok(Poll {
+        node,
+        role,
+        after,
+        wait,
+    })
+}
+
+async fn handle(
+    publisher: &Publisher,
+    options: &ServeOptions,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),
+        (&Method::GET, "/v1/snapshot") => {}
+        (&Method::GET, "/v1/sites") => {
+            let (after, wait) =
+                match parse_sites_poll(req.uri().query().unwrap_or(""), options.max_wait) {
+                    Ok(x) => x,
+                    Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+                };
+            return long_poll(publisher.subscribe_sites(), after, wait).await;
+        }
+        (&Method::POST, "/v1/report") => {
+            return report(publisher, req).await;
+        }
+        (_, "/v1/snapshot" | "/v1/sites") => {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        _ => return text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !tokens_equal(presented, &options.node_token) {
+        tracing::warn!(%peer, "snapshot request with a missing or wrong node token");
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "a valid node token is required (Authorization: Bearer ...)",
+        );
+    }
+    let poll = match parse_poll(req.uri().query().unwrap_or(""), options.max_wait) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    // DR gateways get the variant with credential verifiers; every other node does not.
+    let rx = if poll.role == "dr-gateway" {
+        publisher.subscribe_dr()
+    } else {
+        publisher.subscribe()
+    };
+    record(publisher, &poll).await;
+    long_poll(rx, poll.after, poll.wait).await
+}
+
+/// Answers with the published document once its version is newer than `after` (at once if it
+/// already is), or 204 after `wait`.
+async fn long_poll(
+    mut rx: tokio::sync::watch::Receiver<Option<Arc<crate::publish::Published>>>,
+    after: Option<i64>,
+    wait: Duration,
+) -> Response<Full<Bytes>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let current = rx.borrow_and_update().clone();
+        if let Some(p) = current
+            && after.is_none_or(|a| p.version > a)
+        {
+            let mut r = Response::new(Full::new(p.bytes.clone()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            Err(_) => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                return r;
+            }
+        }
+    }
+}
+
+/// Largest accepted report body.
+const MAX_REPORT_BYTES: usize = 16 * 1024;
+
+/// Parses and checks a connector's report (pure).
+pub(crate) fn parse_report(
+    body: &[u8],
+    now_ms: i64,
+) -> Result<tsuzuku_store::ConnectorReport, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        device: String,
+        site: Option<String>,
+        latency_ms: Option<i64>,
+        loss_pct: Option<i64>,
+        #[serde(default)]
+        switches: i64,
+    }
+    let w: Wire = serde_json::from_slice(body).map_err(|e| format!("not a report: {e}"))?;
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    };
+    if !valid(&w.device) {
+        return Err("device must be 1-128 characters of letters, digits, - _ . :".into());
+    }
+    if let Some(site) = &w.site
+        && !valid(site)
+    {
+        return Err("site must be 1-128 characters of letters, digits, - _ . :".into());
+    }
+    if w.latency_ms.is_some_and(|l| !(0..=600_000).contains(&l)) {
+        return Err("latency_ms must be 0 to 600000".into());
+    }
+    if w.loss_pct.is_some_and(|l| !(0..=100).contains(&l)) {
+        return Err("loss_pct must be 0 to 100".into());
+    }
+    if w.switches < 0 {
+        return Err("switches must not be negative".into());
+    }
+    Ok(tsuzuku_store::ConnectorReport {
+        device: w.device,
+        site: w.site,
+        latency_ms: w.latency_ms,
+        loss_pct: w.loss_pct,
+        switches: w.switches,
+        reported_ms: now_ms,
+    })
+}
+
+async fn report(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_REPORT_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "a report is at most 16 KiB");
+        }
+    };
+    let r = match parse_report(&body, jiff::Timestamp::now().as_millisecond()) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    match publisher.store().report_connector(&r).await {
+        Ok(()) => {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record a connector report");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the report cannot be recorded now",
+            )
+        }
+    }
+}
+
+/// Parses the query of `/v1/sites`: `after` and `wait`.
+pub(crate) fn parse_sites_poll(
+    query: &str,
+    max_wait: Duration,
+) -> Result<(Option<i64>, Duration), String> {
+    let mut after = None;
+    let mut wait = Duration::from_secs(25).min(max_wait);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "after" => {
+                after = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| format!("after={v:?} is not a site-list version"))?,
+                )
+            }
+            "wait" => {
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| format!("wait={v:?} is not a number of seconds"))?;
+                wait = Duration::from_secs(secs).min(max_wait);
+            }
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    Ok((after, wait))
+}
+
+/// Records the node's report; a store that cannot take it costs the report, not the poll.
+async fn record(publisher: &Publisher, poll: &Poll) {
+    let now = jiff::Timestamp::now().as_millisecond();
+    // The version a gateway names is one this control plane (or its peer) issued, and versions
+    // are issue times: the version is the issue time.
+    let report = NodeReport {
+        node_id: poll.node.clone(),
+        role: poll.role.clone(),
+        snapshot_version: poll.after,
+        snapshot_issued_ms: poll.after,
+        last_seen_ms: now,
+    };
+    if let Err(e) = publisher.store().report_node(&report).await {
+        tracing::debug!(error = %e, node = %poll.node, "cannot record the node's report");
+    }
+}
+
+/// Constant-time comparison of bearer tokens.
+mod ct {
+    use subtle::ConstantTimeEq as _;
+
+    /// True when `a` and `b` are the same non-empty token. Runs in time independent of where
+    /// they differ (the length of the expected token is not secret).
+    pub fn tokens_equal(a: &str, b: &str) -> bool {
+        !b.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+pub(crate) use ct::tokens_equal as tokens_equal_for_tests;

@@ -1,0 +1,216 @@
+//! `tsuzuku serve --role control`, `tsuzuku status` and `tsuzuku keys snapshot-public`: the
+//! control plane that publishes signed gateway snapshots, and what it knows about the nodes.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tsuzuku_control::{Publisher, ServeOptions};
+
+use crate::env::Env;
+use crate::output;
+
+/// Reads the node token file, creating it (32 random bytes, hex, mode 0600) if missing.
+pub fn read_or_create_token(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => {
+            let t = t.trim().to_owned();
+            if t.len() < 32 {
+                anyhow::bail!(
+                    "node token file {} holds {} characters; a token needs at least 32 (delete it to have a new one made)",
+                    path.display(),
+                    t.len()
+                );
+            }
+            Ok(t)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore as _;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut b = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            let token = hex::encode(b);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating the node token file {}", path.display()))?;
+            f.write_all(token.as_bytes())?;
+            tracing::warn!(file = %path.display(), "created a node token; copy it to every gateway's snapshot.node_token_file");
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the node token file {}", path.display())),
+    }
+}
+
+/// Runs the control plane until SIGINT/SIGTERM.
+pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -> Result<ExitCode> {
+    let c = &env.config;
+    let store = env.store().await?;
+    tsuzuku_gateway::ensure_assertion_key(&store)
+        .await
+        .context("the identity-assertion key")?;
+    let publisher = Publisher::new(store)
+        .await
+        .context("cannot publish the first gateway snapshot")?;
+    let token = read_or_create_token(&env.path(&c.control.node_token_file))?;
+    let tls = tsuzuku_gateway::tls_config(
+        &env.path(&c.gateway.tls_cert),
+        &env.path(&c.gateway.tls_key),
+    )?;
+    let listener = tokio::net::TcpListener::bind(c.control.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (control.listen)", c.control.listen))?;
+    let _refresher = publisher.spawn(Duration::from_millis(c.control.publish_interval_ms));
+    tracing::info!(listen = %c.control.listen, kid = publisher.kid(), "control plane serving");
+    println!("READY https://{}", listener.local_addr()?);
+    tsuzuku_control::serve(
+        publisher,
+        listener,
+        tls,
+        ServeOptions {
+            node_token: token,
+            max_wait: Duration::from_secs(60),
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tsuzuku keys snapshot-public`.
+pub async fn snapshot_public(env: &Env) -> Result<ExitCode> {
+    let store = env.store().await?;
+    let signer = tsuzuku_control::signing_key(&store, tsuzuku_gateway::now_unix()).await?;
+    print!("{}", signer.public_pem()?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tsuzuku status`.
+pub async fn status(env: &Env) -> Result<ExitCode> {
+    let store = env.store().await?;
+    let role = store.root().role();
+    let nodes = store.list_nodes().await?;
+    let now = tsuzuku_gateway::now_ms();
+    let secs = |ms: i64| (now.saturating_sub(ms) / 1000).max(0);
+    if !env.json {
+        println!("store: {role}");
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node_id.clone(),
+                n.role.clone(),
+                n.snapshot_version
+                    .map_or_else(|| "none".into(), |v| v.to_string()),
+                n.snapshot_issued_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{} s", secs(ms))),
+                format!("{} s ago", secs(n.last_seen_ms)),
+            ]
+        })
+        .collect();
+    let json = serde_json::json!({
+        "store": {"role": role.to_string(), "writable": role.is_writable()},
+        "nodes": nodes.iter().map(|n| serde_json::json!({
+            "node": n.node_id,
+            "role": n.role,
+            "snapshot_version": n.snapshot_version,
+            "snapshot_age_secs": n.snapshot_issued_ms.map(secs),
+            "last_seen_secs": secs(n.last_seen_ms),
+        })).collect::<Vec<_>>(),
+    });
+    // Experience monitoring: connectors that reported in the last two minutes, per site.
+    let reports = store.connector_reports(now.saturating_sub(120_000)).await?;
+    let per_site = per_site(&reports);
+    let mut json = json;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "sites".into(),
+            serde_json::json!(
+                per_site
+                    .iter()
+                    .map(|s| serde_json::json!({
+                        "site": s.site, "connectors": s.connectors,
+                        "median_latency_ms": s.median_latency_ms, "max_loss_pct": s.max_loss_pct,
+                    }))
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    output::print(
+        env.json,
+        &[
+            "node",
+            "role",
+            "snapshot version",
+            "snapshot age",
+            "last seen",
+        ],
+        rows,
+        json,
+    );
+    if !env.json {
+        output::print(
+            false,
+            &[
+                "site",
+                "connectors (last 2 min)",
+                "median latency",
+                "worst loss",
+            ],
+            per_site
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.site.clone(),
+                        s.connectors.to_string(),
+                        s.median_latency_ms
+                            .map_or_else(|| "-".into(), |l| format!("{l} ms")),
+                        s.max_loss_pct
+                            .map_or_else(|| "-".into(), |l| format!("{l}%")),
+                    ]
+                })
+                .collect(),
+            serde_json::Value::Null,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connectors per site, from their reports.
+struct SiteUse {
+    site: String,
+    connectors: usize,
+    median_latency_ms: Option<i64>,
+    max_loss_pct: Option<i64>,
+}
+
+fn per_site(reports: &[tsuzuku_store::ConnectorReport]) -> Vec<SiteUse> {
+    let mut by: std::collections::BTreeMap<String, Vec<&tsuzuku_store::ConnectorReport>> =
+        Default::default();
+    for r in reports {
+        by.entry(r.site.clone().unwrap_or_else(|| "(none)".into()))
+            .or_default()
+            .push(r);
+    }
+    by.into_iter()
+        .map(|(site, rs)| {
+            let mut lat: Vec<i64> = rs.iter().filter_map(|r| r.latency_ms).collect();
+            lat.sort_unstable();
+            SiteUse {
+                site,
+                connectors: rs.len(),
+                median_latency_ms: lat.get(lat.len() / 2).copied(),
+                max_loss_pct: rs.iter().filter_map(|r| r.loss_pct).max(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,225 @@
+//! Issue 4 items 2 and 6: the connector takes its sites from the control plane's signed site
+//! list, keeps it on disk and starts from it while the control plane is down; an operator's
+//! `tsuzuku site exclude … --for` moves it off a site within one refresh and it comes back by
+//! itself when the exclusion expires.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tsuzuku_testkit::gateway::TestGateway;
+use tsuzuku_testkit::upstream::Upstream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
+
+struct Connect {
+    _child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+async fn start_connect(gw: &TestGateway, cport: u16, cache: &std::path::Path) -> Connect {
+    let ca = gw.data().join("tls").join("ca.pem");
+    let mut child = Command::new(BIN)
+        .args([
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-domain",
+            "localhost",
+        ])
+        .arg("--control")
+        .arg(format!("https://127.0.0.1:{cport}"))
+        .arg("--control-trust")
+        .arg(gw.data().join("snapshot-trust.pem"))
+        .arg("--control-ca")
+        .arg(&ca)
+        .arg("--ca")
+        .arg(&ca)
+        .arg("--site-cache")
+        .arg(cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    Connect { _child: child, log }
+}
+
+impl Connect {
+    /// The site the connector last announced.
+    fn site(&self) -> Option<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("site: ").map(|s| s.to_owned()))
+    }
+
+    async fn wait_site(&self, prefix: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.site().is_some_and(|s| s.starts_with(prefix)) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "connector not on {prefix:?} after {within:?}: {:?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn connectors_follow_the_signed_site_list_and_time_limited_exclusions() {
+    let mut gw = TestGateway::init(BIN).unwrap();
+    let up = Upstream::start().await.unwrap();
+    gw.add_app_with_policy(
+        "app",
+        &up.url(),
+        r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#,
+    )
+    .unwrap();
+    gw.start().await.unwrap();
+    let site_b = gw.start_node().await.unwrap();
+    let cport = gw.use_control_port().unwrap();
+    let public = gw.cli_ok(&["keys", "snapshot-public"]).unwrap();
+    std::fs::write(gw.data().join("snapshot-trust.pem"), &public).unwrap();
+
+    // Bad input is refused with a message.
+    let out = gw
+        .cli(&[
+            "site",
+            "add",
+            "x",
+            "--host",
+            "localhost",
+            "--endpoint",
+            "nohost:1",
+        ])
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--endpoint"));
+
+    gw.cli_ok(&[
+        "site",
+        "add",
+        "tokyo",
+        "--host",
+        "localhost",
+        "--endpoint",
+        &gw.addr().to_string(),
+        "--preference",
+        "1",
+    ])
+    .unwrap();
+    gw.cli_ok(&[
+        "site",
+        "add",
+        "osaka",
+        "--host",
+        "localhost",
+        "--endpoint",
+        &site_b.addr.to_string(),
+        "--preference",
+        "2",
+    ])
+    .unwrap();
+    let mut control = gw.start_control().await.unwrap();
+    let cache = gw.data_dir().join("connector-sites.json");
+    let connect = start_connect(&gw, cport, &cache).await;
+    connect.wait_site("tokyo", Duration::from_secs(15)).await;
+
+    // Maintenance: every connector moves off tokyo within one refresh, and comes back by itself.
+    let out = gw
+        .cli_ok(&[
+            "site",
+            "exclude",
+            "tokyo",
+            "--for",
+            "6s",
+            "--reason",
+            "maintenance",
+        ])
+        .unwrap();
+    assert!(out.contains("excluded gateway site tokyo"), "{out}");
+    let list = gw.cli_ok(&["site", "list"]).unwrap();
+    assert!(list.contains("maintenance"), "{list}");
+    let moved = connect.wait_site("osaka", Duration::from_secs(5)).await;
+    eprintln!("TIMING exclude -> connector moved: {moved:?}");
+    let back = connect.wait_site("tokyo", Duration::from_secs(40)).await;
+    eprintln!("TIMING exclusion expiry (6 s) -> back on tokyo after {back:?} from the move");
+    let list = gw.cli_ok(&["--json", "site", "list"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(v[0]["excluded_until_ms"].is_null(), "{list}");
+
+    // Experience monitoring: the connector reports its site and latency; `tsuzuku status`
+    // shows connectors per site.
+    let start = Instant::now();
+    loop {
+        let out = gw.cli_ok(&["--json", "status"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let sites = v["sites"].as_array().cloned().unwrap_or_default();
+        if sites.iter().any(|s| {
+            s["site"] == "tokyo" && s["connectors"] == 1 && s["median_latency_ms"].is_i64()
+        }) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "no report: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The control plane goes away: a new connector starts from the copy on disk.
+    control.start_kill().unwrap();
+    control.wait().await.unwrap();
+    drop(connect);
+    let again = start_connect(&gw, cport, &cache).await;
+    again.wait_site("tokyo", Duration::from_secs(15)).await;
+
+    // A tampered copy on disk is refused; with no control plane there is nothing to start from.
+    drop(again);
+    let raw = std::fs::read_to_string(&cache).unwrap();
+    std::fs::write(&cache, raw.replace("\"sig\":\"", "\"sig\":\"AAAA")).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-domain",
+            "localhost",
+        ])
+        .arg("--control")
+        .arg(format!("https://127.0.0.1:{cport}"))
+        .arg("--control-trust")
+        .arg(gw.data().join("snapshot-trust.pem"))
+        .arg("--site-cache")
+        .arg(&cache)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no site list"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+}
