@@ -104,6 +104,10 @@ pub struct SnapshotConfig {
     /// How long a starting gateway waits for the control plane before using its disk copy.
     #[serde(default = "default_start_timeout")]
     pub start_timeout_ms: u64,
+    /// The gateway site this node belongs to (as in `tsuzuku site add`): it then reports its
+    /// load every 2 s, from which the control plane tells connectors to shed load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 fn default_node_token_file() -> PathBuf {

@@ -44,6 +44,8 @@ pub struct SiteList {
     pub version: i64,
     pub sites: Vec<Site>,
     pub exclusions: Vec<Exclusion>,
+    /// Sites over their load threshold: prefer others while the hint lasts.
+    pub sheds: Vec<crate::select::Shed>,
 }
 
 /// Why a site list cannot be used.
@@ -104,10 +106,19 @@ pub fn convert(body: &SiteListBody) -> Result<SiteList, SiteListError> {
             reason: e.reason.clone(),
         })
         .collect();
+    let sheds = body
+        .shedding
+        .iter()
+        .map(|s| crate::select::Shed {
+            site: s.site.clone(),
+            until: Time::from_unix_ms(u64::try_from(s.until_ms).unwrap_or(0)),
+        })
+        .collect();
     Ok(SiteList {
         version: body.version,
         sites,
         exclusions,
+        sheds,
     })
 }
 
@@ -358,6 +369,7 @@ mod tests {
                 until_ms: 5_000,
                 reason: "maintenance".into(),
             }],
+            shedding: vec![],
         }
     }
 

@@ -15,7 +15,8 @@ mod server;
 
 pub use error::ControlError;
 pub use publish::{
-    Published, Publisher, SNAPSHOT_KEY_PURPOSE, body_from_store, signing_key, sites_from_store,
+    NodeLoad, Published, Publisher, SHED_AT_PERCENT, SNAPSHOT_KEY_PURPOSE, body_from_store,
+    shedding, signing_key, sites_from_store,
 };
 pub use server::{ServeOptions, serve};
 

@@ -105,14 +105,77 @@ pub async fn body_from_store(
     })
 }
 
-/// Reads the gateway sites and the exclusions in force at `now_ms` into a site list.
+/// A gateway node's last load report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLoad {
+    pub site: String,
+    /// Requests per second it served over its last report period.
+    pub rps: f64,
+    pub at_ms: i64,
+}
+
+/// Load reports older than this are ignored.
+const LOAD_FRESH_MS: i64 = 10_000;
+/// A site sheds at or above this share of its capacity.
+pub const SHED_AT_PERCENT: i64 = 90;
+
+/// Which sites shed load at `now_ms` (pure): a site with a known capacity whose nodes' fresh
+/// reports add up to `SHED_AT_PERCENT` of it or more. Each hint says whether the other
+/// sites' spare capacity can take its load, and lapses 10–15 s later unless renewed.
+pub fn shedding(
+    sites: &[tsuzuku_store::GatewaySite],
+    excluded: &[String],
+    loads: &[NodeLoad],
+    now_ms: i64,
+) -> Vec<tsuzuku_snapshot::ShedEntry> {
+    let load_of = |site: &str| -> f64 {
+        loads
+            .iter()
+            .filter(|l| l.site == site && now_ms.saturating_sub(l.at_ms) <= LOAD_FRESH_MS)
+            .map(|l| l.rps)
+            .sum()
+    };
+    let until_ms = (now_ms / 5_000).saturating_add(3).saturating_mul(5_000);
+    sites
+        .iter()
+        .filter_map(|s| {
+            let cap = s.capacity_rps.filter(|c| *c > 0)? as f64;
+            let load = load_of(&s.name);
+            if load * 100.0 < SHED_AT_PERCENT as f64 * cap {
+                return None;
+            }
+            let pct = (load * 100.0 / cap).floor() as i64;
+            let spare: f64 = sites
+                .iter()
+                .filter(|o| o.name != s.name && !excluded.contains(&o.name))
+                .filter_map(|o| {
+                    o.capacity_rps
+                        .filter(|c| *c > 0)
+                        .map(|c| (c as f64 - load_of(&o.name)).max(0.0))
+                })
+                .sum();
+            Some(tsuzuku_snapshot::ShedEntry {
+                site: s.name.clone(),
+                until_ms,
+                load_pct: pct,
+                others_can_absorb: spare >= load,
+            })
+        })
+        .collect()
+}
+
+/// Reads the gateway sites and the exclusions in force at `now_ms` into a site list, with the
+/// load-shedding hints from `loads`.
 pub async fn sites_from_store(
     store: &Store,
     version: i64,
     now_ms: i64,
+    loads: &[NodeLoad],
 ) -> Result<SiteListBody, ControlError> {
     let sites = store.list_gateway_sites().await?;
     let exclusions = store.active_site_exclusions(now_ms).await?;
+    let excluded: Vec<String> = exclusions.iter().map(|e| e.site.clone()).collect();
+    let shedding = shedding(&sites, &excluded, loads, now_ms);
     Ok(SiteListBody {
         format: FORMAT,
         tenant: store.tenant_id().to_owned(),
@@ -135,6 +198,7 @@ pub async fn sites_from_store(
                 reason: e.reason,
             })
             .collect(),
+        shedding,
     })
 }
 
@@ -172,6 +236,8 @@ pub struct Publisher {
     /// The same versions with credential verifiers, for DR gateways.
     dr_tx: watch::Sender<Option<Arc<Published>>>,
     sites_tx: watch::Sender<Option<Arc<Published>>>,
+    /// Gateway nodes' load reports, by node.
+    loads: Mutex<std::collections::HashMap<String, NodeLoad>>,
     /// Serialises refreshes.
     refreshing: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<String>>,
@@ -203,6 +269,7 @@ impl Publisher {
             tx,
             dr_tx,
             sites_tx,
+            loads: Mutex::new(std::collections::HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
         });
@@ -235,6 +302,17 @@ impl Publisher {
         self.dr_tx.subscribe()
     }
 
+    /// Records a gateway node's load report (kept in memory: load is only worth its last
+    /// few seconds).
+    pub fn report_load(&self, node: &str, load: NodeLoad) {
+        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        if loads.len() >= 10_000 && !loads.contains_key(node) {
+            let now = load.at_ms;
+            loads.retain(|_, l| now.saturating_sub(l.at_ms) <= LOAD_FRESH_MS);
+        }
+        loads.insert(node.to_owned(), load);
+    }
+
     /// The connectors' site list currently published.
     pub fn current_sites(&self) -> Option<Arc<Published>> {
         self.sites_tx.borrow().clone()
@@ -261,10 +339,18 @@ impl Publisher {
     async fn refresh_sites(&self) -> Result<bool, ControlError> {
         let previous = self.current_sites();
         let now = now_ms();
+        let loads: Vec<NodeLoad> = self
+            .loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
         let body = sites_from_store(
             &self.store,
             next_version(previous.as_ref().map(|p| p.version), now),
             now,
+            &loads,
         )
         .await?;
         let digest = body.content_digest();
@@ -275,6 +361,7 @@ impl Publisher {
         tracing::info!(
             version = body.version,
             sites = body.sites.len(),
+            shedding = body.shedding.len(),
             exclusions = body.exclusions.len(),
             "published site list"
         );

@@ -10,6 +10,8 @@
 //!   `loss_pct`, `switches`; at most 16 KiB), kept per device for `tsuzuku status`. Not
 //!   authenticated yet (device certificates are issue 4 item 8): a report can only claim what a
 //!   device sees, and a device id replaces only that device's row.
+//! - `POST /v1/load` with the node token — a gateway node's load (JSON: `node`, `site`, `rps`),
+//!   from which the site list's load-shedding hints are computed.
 //! - `GET /v1/sites?after=VERSION[&wait=SECS]` — the connectors' signed site list, the same
 //!   long-poll way. No token: the list names public gateway addresses and exclusions, and its
 //!   signature (checked by every connector) is what protects it.
@@ -187,10 +189,29 @@ async fn handle(
         (&Method::POST, "/v1/report") => {
             return report(publisher, req).await;
         }
+        (&Method::POST, "/v1/load") => {}
         (_, "/v1/snapshot" | "/v1/sites") => {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
         _ => return text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+    let authorized = |req: &Request<Incoming>| {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        tokens_equal(presented, &options.node_token)
+    };
+    if req.method() == Method::POST && req.uri().path() == "/v1/load" {
+        if !authorized(&req) {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "a valid node token is required (Authorization: Bearer ...)",
+            );
+        }
+        return load(publisher, req).await;
     }
     let presented = req
         .headers()
@@ -248,6 +269,66 @@ async fn long_poll(
                 return r;
             }
         }
+    }
+}
+
+/// Parses a gateway node's load report (pure).
+pub(crate) fn parse_load(
+    body: &[u8],
+    now_ms: i64,
+) -> Result<(String, crate::publish::NodeLoad), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        node: String,
+        site: String,
+        rps: f64,
+    }
+    let w: Wire = serde_json::from_slice(body).map_err(|e| format!("not a load report: {e}"))?;
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    };
+    if !valid(&w.node) || !valid(&w.site) {
+        return Err("node and site must be 1-128 characters of letters, digits, - _ . :".into());
+    }
+    if !w.rps.is_finite() || w.rps < 0.0 || w.rps > 1e9 {
+        return Err("rps must be a number from 0 to 1e9".into());
+    }
+    Ok((
+        w.node,
+        crate::publish::NodeLoad {
+            site: w.site,
+            rps: w.rps,
+            at_ms: now_ms,
+        },
+    ))
+}
+
+async fn load(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), 4096)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "a load report is at most 4 KiB",
+            );
+        }
+    };
+    match parse_load(&body, jiff::Timestamp::now().as_millisecond()) {
+        Ok((node, l)) => {
+            publisher.report_load(&node, l);
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, &e),
     }
 }
 

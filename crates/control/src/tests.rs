@@ -109,6 +109,7 @@ async fn publishes_the_site_list_and_a_new_version_on_exclusion() {
         host: "gw.example".into(),
         endpoints: vec!["192.0.2.1:443".into()],
         preference: 1,
+        capacity_rps: None,
         created_at: 1,
     })
     .await
@@ -203,6 +204,73 @@ fn reports_are_checked() {
     ] {
         assert!(
             parse_report(bad, 0).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn a_site_over_its_threshold_sheds_and_says_whether_the_others_can_absorb_it() {
+    use crate::publish::{NodeLoad, shedding};
+    use tsuzuku_store::GatewaySite;
+    let site = |name: &str, cap: Option<i64>| GatewaySite {
+        name: name.into(),
+        host: "gw".into(),
+        endpoints: vec![],
+        preference: 1,
+        capacity_rps: cap,
+        created_at: 0,
+    };
+    let load = |site: &str, rps: f64, at_ms: i64| NodeLoad {
+        site: site.into(),
+        rps,
+        at_ms,
+    };
+    let now = 100_000;
+    let sites = [
+        site("tokyo", Some(1000)),
+        site("osaka", Some(1000)),
+        site("nagoya", None),
+    ];
+    // Two nodes of tokyo add up to 95 %: tokyo sheds; osaka has 800 spare < 950: cannot absorb.
+    let loads = [
+        load("tokyo", 500.0, now),
+        load("tokyo", 450.0, now - 5_000),
+        load("osaka", 200.0, now),
+        load("tokyo", 10_000.0, now - 60_000), // stale: ignored
+    ];
+    let shed = shedding(&sites, &[], &loads, now);
+    assert_eq!(shed.len(), 1);
+    assert_eq!(shed[0].site, "tokyo");
+    assert_eq!(shed[0].load_pct, 95);
+    assert!(!shed[0].others_can_absorb);
+    assert!(shed[0].until_ms > now + 9_000 && shed[0].until_ms <= now + 15_000);
+    // With osaka idle, it can.
+    let loads = [load("tokyo", 950.0, now)];
+    assert!(shedding(&sites, &[], &loads, now)[0].others_can_absorb);
+    // An excluded site's capacity does not count.
+    assert!(!shedding(&sites, &["osaka".into()], &loads, now)[0].others_can_absorb);
+    // Under the threshold, or without a known capacity: no hint.
+    assert!(shedding(&sites, &[], &[load("tokyo", 899.0, now)], now).is_empty());
+    assert!(shedding(&sites, &[], &[load("nagoya", 1e6, now)], now).is_empty());
+}
+
+#[test]
+fn load_reports_are_checked() {
+    use crate::server::parse_load;
+    let (node, l) = parse_load(br#"{"node":"gw-1","site":"tokyo","rps":12.5}"#, 7).unwrap();
+    assert_eq!(node, "gw-1");
+    assert_eq!(l.site, "tokyo");
+    assert_eq!(l.at_ms, 7);
+    for bad in [
+        &br#"{"node":"gw-1","site":"tokyo","rps":-1}"#[..],
+        br#"{"node":"gw 1","site":"tokyo","rps":1}"#,
+        br#"{"node":"gw-1","rps":1}"#,
+        br#"{"node":"gw-1","site":"t","rps":1e12}"#,
+    ] {
+        assert!(
+            parse_load(bad, 0).is_err(),
             "{}",
             String::from_utf8_lossy(bad)
         );

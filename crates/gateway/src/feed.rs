@@ -39,6 +39,8 @@ pub struct FeedSettings {
     pub cache: DiskCache,
     /// This node's role as reported to the control plane.
     pub role: String,
+    /// The gateway site this node belongs to; set, the node reports its load.
+    pub site: Option<String>,
 }
 
 impl std::fmt::Debug for FeedSettings {
@@ -376,7 +378,51 @@ pub(crate) fn spawn(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {
             feed.persist_sessions();
         }
     });
-    vec![poller, persister]
+    let mut tasks = vec![poller, persister];
+    if let Some(site) = gw.feed.as_ref().and_then(|f| f.settings.site.clone()) {
+        tasks.push(spawn_load_reports(gw, site));
+    }
+    tasks
+}
+
+/// Reports this node's requests per second to the control plane every 2 s.
+fn spawn_load_reports(gw: &Arc<Gateway>, site: String) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(gw);
+    tokio::spawn(async move {
+        let every = Duration::from_secs(2);
+        let mut tick = tokio::time::interval(every);
+        let mut last = (std::time::Instant::now(), 0u64);
+        loop {
+            tick.tick().await;
+            let Some(gw) = weak.upgrade() else { break };
+            let Some(feed) = gw.feed.as_ref() else { break };
+            let now = (
+                std::time::Instant::now(),
+                gw.requests.load(Ordering::Relaxed),
+            );
+            let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
+            let rps = now.1.saturating_sub(last.1) as f64 / secs;
+            last = now;
+            let url = format!(
+                "{}/v1/load",
+                feed.settings.control_url.trim_end_matches('/')
+            );
+            let body = serde_json::json!({
+                "node": gw.settings.node_id, "site": site, "rps": rps,
+            });
+            let sent = feed
+                .client
+                .post(&url)
+                .bearer_auth(&feed.settings.node_token)
+                .json(&body)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "cannot report load");
+            }
+        }
+    })
 }
 
 /// Snapshots for a process that does not run from them directly but mirrors them (the DR

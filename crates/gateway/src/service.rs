@@ -52,6 +52,8 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    gw.requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ctx = Ctx {
         id: request_id(),
         peer,

@@ -97,6 +97,8 @@ pub struct Gateway {
     pub(crate) assertions: TtlCache<String>,
     /// Set when the gateway is fed by control-plane snapshots.
     pub(crate) feed: Option<Feed>,
+    /// Requests received, for load reports.
+    pub(crate) requests: std::sync::atomic::AtomicU64,
 }
 
 /// How long a node may serve a session from memory before reading it from the store again:
@@ -180,6 +182,7 @@ impl Gateway {
                 100_000,
             ),
             feed,
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -99,6 +99,22 @@ pub struct SiteListBody {
     pub issued_at_ms: i64,
     pub sites: Vec<SiteEntry>,
     pub exclusions: Vec<ExclusionEntry>,
+    /// Sites over their load threshold, which connectors should avoid while the hint lasts.
+    #[serde(default)]
+    pub shedding: Vec<ShedEntry>,
+}
+
+/// A site's request to be avoided because it is over its load threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShedEntry {
+    pub site: String,
+    /// The hint lapses at this time (Unix ms) unless a newer list renews it.
+    pub until_ms: i64,
+    /// The site's load as a share of its capacity, percent.
+    pub load_pct: i64,
+    /// Whether the other sites' spare capacity can take this site's load.
+    pub others_can_absorb: bool,
 }
 
 /// One gateway site.
@@ -140,6 +156,16 @@ impl SiteListBody {
                 .unwrap_or_default()
                 .as_bytes(),
         );
+        h.update([0]);
+        // Shedding hints count by site, verdict and expiry, not by the exact load: a load that
+        // moves by a percent does not make a new version.
+        // The expiry is included so that a hint still in force is renewed (the control plane
+        // moves it forward in steps while the site stays over its threshold).
+        for sh in &self.shedding {
+            h.update(sh.site.as_bytes());
+            h.update([u8::from(sh.others_can_absorb), 0]);
+            h.update(sh.until_ms.to_be_bytes());
+        }
         hex::encode(h.finalize())
     }
 }

@@ -23,8 +23,8 @@ pub mod sign;
 mod error;
 
 pub use body::{
-    AppEntry, CredentialEntry, ExclusionEntry, KeyEntry, PolicyEntry, SiteEntry, SiteListBody,
-    SnapshotBody, UserEntry,
+    AppEntry, CredentialEntry, ExclusionEntry, KeyEntry, PolicyEntry, ShedEntry, SiteEntry,
+    SiteListBody, SnapshotBody, UserEntry,
 };
 pub use cache::DiskCache;
 pub use error::SnapshotError;

@@ -256,6 +256,7 @@ fn sites(version: i64) -> SiteListBody {
             until_ms: 99,
             reason: "maintenance".into(),
         }],
+        shedding: vec![],
     }
 }
 

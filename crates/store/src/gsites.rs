@@ -18,6 +18,9 @@ pub struct GatewaySite {
     pub endpoints: Vec<String>,
     /// Lower is preferred.
     pub preference: i64,
+    /// Requests per second the site's gateways can take (for load shedding); `None`: unknown,
+    /// never shed.
+    pub capacity_rps: Option<i64>,
     pub created_at: i64,
 }
 
@@ -41,6 +44,7 @@ fn site_from_row(row: &AnyRow) -> Result<GatewaySite, StoreError> {
         endpoints: serde_json::from_str(&endpoints)
             .map_err(|e| corrupt("a gateway_sites row's endpoints", e))?,
         preference: row.try_get("preference").map_err(bad)?,
+        capacity_rps: row.try_get("capacity_rps").map_err(bad)?,
         created_at: row.try_get("created_at").map_err(bad)?,
     })
 }
@@ -62,14 +66,16 @@ impl Store {
         let endpoints = serde_json::to_string(&site.endpoints)
             .map_err(|e| StoreError::Invalid(format!("endpoints: {e}")))?;
         match sqlx::query(
-            "INSERT INTO gateway_sites (tenant_id, name, host, endpoints_json, preference, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO gateway_sites
+               (tenant_id, name, host, endpoints_json, preference, capacity_rps, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&*self.tenant)
         .bind(&site.name)
         .bind(&site.host)
         .bind(endpoints)
         .bind(site.preference)
+        .bind(site.capacity_rps)
         .bind(site.created_at)
         .execute(&self.pool)
         .await
@@ -107,7 +113,7 @@ impl Store {
     /// Every gateway site, by preference then name.
     pub async fn list_gateway_sites(&self) -> Result<Vec<GatewaySite>, StoreError> {
         sqlx::query(
-            "SELECT name, host, endpoints_json, preference, created_at FROM gateway_sites
+            "SELECT name, host, endpoints_json, preference, capacity_rps, created_at FROM gateway_sites
              WHERE tenant_id = $1 ORDER BY preference, name",
         )
         .bind(&*self.tenant)

@@ -183,6 +183,7 @@ const MIGRATIONS: &[Migration] = &[
             host TEXT NOT NULL,
             endpoints_json TEXT NOT NULL,
             preference BIGINT NOT NULL,
+            capacity_rps BIGINT,
             created_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, name)
         )",

@@ -826,6 +826,7 @@ pub async fn gateway_sites_and_exclusions(root: &StoreRoot) {
         host: format!("{name}.gw.example"),
         endpoints: vec!["192.0.2.1:443".into(), "192.0.2.2:443".into()],
         preference: pref,
+        capacity_rps: Some(1000),
         created_at: NOW,
     };
     s.add_gateway_site(&site("osaka", 2)).await.unwrap();

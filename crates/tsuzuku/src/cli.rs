@@ -358,6 +358,10 @@ pub enum SiteCmd {
         /// Lower is preferred (default 100).
         #[arg(long, default_value_t = 100)]
         preference: i64,
+        /// Requests per second the site's gateways can take. With it, connectors are told to
+        /// prefer other sites while the site's nodes report 90 % of it or more.
+        #[arg(long)]
+        capacity_rps: Option<i64>,
     },
     /// Remove a gateway site.
     Remove { name: String },

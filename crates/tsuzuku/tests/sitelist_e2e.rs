@@ -223,3 +223,68 @@ async fn connectors_follow_the_signed_site_list_and_time_limited_exclusions() {
     assert!(err.contains("no site list"), "{err}");
     assert!(err.contains("refused"), "{err}");
 }
+
+/// Issue 4 item 7: a site over its load threshold tells connectors to prefer another site.
+#[tokio::test]
+async fn an_overloaded_site_moves_connectors_to_a_site_with_capacity() {
+    let mut gw = TestGateway::init(BIN).unwrap();
+    let up = Upstream::start().await.unwrap();
+    gw.add_app_with_policy(
+        "app",
+        &up.url(),
+        r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#,
+    )
+    .unwrap();
+    // osaka: an ordinary node; tokyo: a node that reports its load to the control plane.
+    let site_b = gw.start_node().await.unwrap();
+    let cport = gw.use_control_port().unwrap();
+    let public = gw.cli_ok(&["keys", "snapshot-public"]).unwrap();
+    std::fs::write(gw.data().join("snapshot-trust.pem"), &public).unwrap();
+    let gw_addr = gw.addr().to_string();
+    let b_addr = site_b.addr.to_string();
+    for (name, addr, pref, cap) in [
+        ("tokyo", gw_addr.as_str(), "1", "20"),
+        ("osaka", b_addr.as_str(), "2", "100000"),
+    ] {
+        gw.cli_ok(&[
+            "site",
+            "add",
+            name,
+            "--host",
+            "localhost",
+            "--endpoint",
+            addr,
+            "--preference",
+            pref,
+            "--capacity-rps",
+            cap,
+        ])
+        .unwrap();
+    }
+    let _control = gw.start_control().await.unwrap();
+    gw.append_config(&format!(
+        "[snapshot]\ncontrol_url = \"https://127.0.0.1:{cport}\"\ntrust = \"snapshot-trust.pem\"\n\
+         ca_file = \"tls/ca.pem\"\nsite = \"tokyo\"\n"
+    ))
+    .unwrap();
+    gw.start().await.unwrap();
+    let cache = gw.data_dir().join("connector-sites.json");
+    let connect = start_connect(&gw, cport, &cache).await;
+    connect.wait_site("tokyo", Duration::from_secs(15)).await;
+
+    // Load on tokyo: about 50 requests per second against a capacity of 20.
+    let c = gw.client(&["app"]).unwrap();
+    let url = gw.url("app", "/healthz");
+    let hammer = tokio::spawn(async move {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(8) {
+            let _ = c.get(&url).send().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let moved = connect.wait_site("osaka", Duration::from_secs(8)).await;
+    eprintln!("TIMING load over the threshold -> connector moved: {moved:?}");
+    let site = connect.site().unwrap();
+    assert!(site.contains("shedding"), "{site}");
+    hammer.abort();
+}

@@ -510,7 +510,11 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
             host,
             endpoints,
             preference,
+            capacity_rps,
         } => {
+            if capacity_rps.is_some_and(|c| c <= 0) {
+                bail!("--capacity-rps must be more than zero");
+            }
             if name.is_empty()
                 || !name
                     .bytes()
@@ -534,6 +538,7 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                     host: host.clone(),
                     endpoints: endpoints.clone(),
                     preference,
+                    capacity_rps,
                     created_at: now_ms / 1000,
                 })
                 .await?;
@@ -608,6 +613,8 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                         s.preference.to_string(),
                         s.host.clone(),
                         s.endpoints.join(", "),
+                        s.capacity_rps
+                            .map_or_else(|| "-".into(), |c| format!("{c} rps")),
                         ex.map_or_else(
                             || "-".into(),
                             |e| format!("until {} ({})", time(e.until_ms / 1000), e.reason),
@@ -631,7 +638,14 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
             );
             print(
                 env.json,
-                &["site", "preference", "host", "endpoints", "excluded"],
+                &[
+                    "site",
+                    "preference",
+                    "host",
+                    "endpoints",
+                    "capacity",
+                    "excluded",
+                ],
                 rows,
                 json,
             );

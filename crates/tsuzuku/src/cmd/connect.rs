@@ -54,6 +54,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     let mut feed = None;
     let mut report_to = None;
     let mut exclusions = Vec::new();
+    let mut sheds = Vec::new();
     let sites = match &a.control {
         Some(url) => {
             let source = site_list_source(&a, url)?;
@@ -66,6 +67,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                     )
                 })?;
             exclusions = list.exclusions.clone();
+            sheds = list.sheds.clone();
             let sites = list.sites.clone();
             report_to = Some(source.clone());
             feed = Some(tsuzuku_connector::sitelist::spawn(source, Some(list))?);
@@ -99,6 +101,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     cfg.dr = dr_config(&a.dr)?;
     let mut connector = Connector::start(cfg).await?;
     connector.set_exclusions(exclusions);
+    connector.set_sheds(sheds);
     // Experience monitoring: the site in use and its latency, every 10 s.
     let _reports = match report_to {
         Some(source) => {
@@ -151,7 +154,8 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                     continue;
                 }
                 connector.set_exclusions(list.exclusions.clone());
-                println!("site list: version {} ({} sites, {} excluded)", list.version, list.sites.len(), list.exclusions.len());
+                connector.set_sheds(list.sheds.clone());
+                println!("site list: version {} ({} sites, {} excluded, {} shedding)", list.version, list.sites.len(), list.exclusions.len(), list.sheds.len());
             }
             () = super::shutdown_signal() => break,
         }

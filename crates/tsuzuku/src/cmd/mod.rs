@@ -519,6 +519,7 @@ fn feed_settings(
         ca_pem,
         cache,
         role: role.into(),
+        site: sn.site.clone(),
     })
 }
 
