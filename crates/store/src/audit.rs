@@ -83,7 +83,7 @@ impl AuditRow {
 /// Events per multi-row INSERT (8 parameters each; well under SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 100;
 
-async fn append_in_tx(
+pub(crate) async fn append_in_tx(
     sites: &Sites,
     conn: &mut AnyConnection,
     tenant: &str,

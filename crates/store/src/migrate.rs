@@ -213,6 +213,31 @@ const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (tenant_id, device)
         )"],
     },
+    Migration {
+        version: 6,
+        name: "connectors' DR-mode transitions and DR gateways' uploaded audit chains",
+        statements: &[
+            "CREATE TABLE dr_transitions (
+            tenant_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            drill BIGINT NOT NULL,
+            reported_ms BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, device, seq)
+        )",
+            "CREATE TABLE dr_audit_uploads (
+            tenant_id TEXT NOT NULL,
+            chain_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            last_seq BIGINT NOT NULL,
+            last_hash TEXT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, chain_id)
+        )",
+        ],
+    },
 ];
 
 /// The schema version this build writes.

@@ -100,9 +100,10 @@ impl Env {
     pub async fn store_for_snapshot_gateway(&self) -> Result<Store> {
         let options = tsuzuku_store::SiteOptions {
             start_unavailable: true,
-            // Requests must not queue behind a dead server for long; the monitor notices a lost
-            // server within about a second anyway.
-            acquire_timeout: std::time::Duration::from_secs(1),
+            // Requests must not queue behind a dead server: a snapshot-fed gateway answers from
+            // its snapshot and the sessions it has seen when the store is slow to answer, so a
+            // short wait costs nothing when the store is merely busy.
+            acquire_timeout: std::time::Duration::from_millis(250),
             ..tsuzuku_store::SiteOptions::default()
         };
         let url = self.store_url();
