@@ -6,6 +6,7 @@
 #   - time from `promote()` to the first accepted write,
 #   - acknowledged writes lost under synchronous replication (RPO; target 0).
 # Anchors: Zoho promises RPO 30 min / RTO 60 min; Patroni's default leader TTL is 30 s.
+# Then automatic promotion (postgres_autopromote, 2 s without a primary): kill to first write.
 # Then the management plane is lost: a gateway fed by signed snapshots keeps serving a steady
 # client load (every 20 ms) while its control plane and PostgreSQL are killed (snapshot_e2e);
 # reported: failed requests (target 0) and the slowest request.
@@ -33,6 +34,16 @@ echo "reads through the standby: median $(median "${reads[@]}") ms, max $(maxof 
 echo "loss noticed:              median $(median "${notices[@]}") ms, max $(maxof "${notices[@]}") ms"
 echo "promote to first write:    median $(median "${promotes[@]}") ms, max $(maxof "${promotes[@]}") ms (target <= 10000)"
 echo "acknowledged writes lost (synchronous replication), all runs: $lost (target 0)"
+cargo test -q -p tsuzuku-store --test postgres_autopromote --no-run 2>/dev/null
+autos=()
+for i in $(seq 1 "$runs"); do
+  line="$(cargo test -q -p tsuzuku-store --test postgres_autopromote -- --nocapture 2>&1 | grep 'auto-promotion figures:' || true)"
+  if [ -z "$line" ]; then echo "auto-promotion run $i: the test failed"; exit 1; fi
+  a=$(sed -E 's/.*writes work ([0-9]+) ms.*/\1/' <<<"$line")
+  echo "auto-promotion run $i: writes work ${a} ms after the kill (rule: 2000 ms without a primary)"
+  autos+=("$a")
+done
+echo "automatic promotion, kill to first write: median $(median "${autos[@]}") ms, max $(maxof "${autos[@]}") ms (target <= 10000)"
 cargo test -q -p tsuzuku --test snapshot_e2e --no-run 2>/dev/null
 dp_failed=0; dp_total=0; slowest=()
 for i in $(seq 1 "$runs"); do

@@ -193,6 +193,15 @@ pub struct StoreConfig {
     pub url: String,
     /// Tenant whose data this deployment serves.
     pub tenant: String,
+    /// PostgreSQL across sites: the control plane (`serve --role control`) promotes the
+    /// standby by itself once no writable primary has answered for this long and the fencing
+    /// rule holds (docs/STORAGE.md). Unset: promotion is manual (`tsuzuku site promote`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_promote_after_ms: Option<u64>,
+    /// `host:port` in a third place that must answer before an automatic promotion (so the
+    /// process that promotes is not the one cut off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fencing_witness: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -200,6 +209,8 @@ impl Default for StoreConfig {
         Self {
             url: "sqlite:store.db".to_owned(),
             tenant: "default".to_owned(),
+            auto_promote_after_ms: None,
+            fencing_witness: None,
         }
     }
 }
@@ -356,6 +367,24 @@ impl Config {
                     "expected a `sqlite:` or `postgres://` URL, got {:?}",
                     self.store.url
                 ),
+            ));
+        }
+        if self
+            .store
+            .auto_promote_after_ms
+            .is_some_and(|ms| !(1_000..=3_600_000).contains(&ms))
+        {
+            return Err(invalid(
+                "store.auto_promote_after_ms",
+                "expected 1000 to 3600000 milliseconds".into(),
+            ));
+        }
+        if let Some(w) = &self.store.fencing_witness
+            && w.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(invalid(
+                "store.fencing_witness",
+                format!("expected host:port, got {w:?}"),
             ));
         }
         if !(100..=60_000).contains(&self.control.publish_interval_ms) {

@@ -167,3 +167,26 @@ fn keys_refuse_two_sources_and_bad_forms() {
         .to_string();
     assert!(err.contains("master_key"), "{err}");
 }
+
+#[test]
+fn control_snapshot_and_failover_settings_are_checked() {
+    for (text, key) in [
+        ("[store]\nauto_promote_after_ms = 10\n", "store.auto_promote_after_ms"),
+        ("[store]\nfencing_witness = \"nohost\"\n", "store.fencing_witness"),
+        ("[control]\npublish_interval_ms = 5\n", "control.publish_interval_ms"),
+        (
+            "[snapshot]\ncontrol_url = \"http://c:1\"\ntrust = \"t.pem\"\n",
+            "snapshot.control_url",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let ok = parse(
+        "[store]\nurl = \"postgres://a/b\"\nauto_promote_after_ms = 5000\nfencing_witness = \"w.example:443\"\n\
+         [snapshot]\ncontrol_url = \"https://c:9443\"\ntrust = \"t.pem\"\nsite = \"tokyo\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.store.auto_promote_after_ms, Some(5000));
+    assert_eq!(ok.snapshot.unwrap().site.as_deref(), Some("tokyo"));
+}

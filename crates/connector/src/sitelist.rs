@@ -286,8 +286,13 @@ pub fn spawn(
 }
 
 /// What a connector tells the control plane about its experience (JSON body of
-/// `POST /v1/report`), built from its status (pure).
-pub fn report_body(device: &str, status: &crate::state::Status) -> String {
+/// `POST /v1/report`), built from its status and, when DR mode is configured, its DR state
+/// (`dr`: `state` normal/active/returning, `drill`, `since_ms`) (pure).
+pub fn report_body(
+    device: &str,
+    status: &crate::state::Status,
+    dr: Option<&crate::dr::DrStatus>,
+) -> String {
     let sel = &status.selection;
     let view = sel
         .site
@@ -299,14 +304,29 @@ pub fn report_body(device: &str, status: &crate::state::Status) -> String {
     let loss = view
         .and_then(|v| v.loss)
         .map(|l| (l * 100.0).round().clamp(0.0, 100.0) as i64);
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "device": device,
         "site": sel.site,
         "latency_ms": latency,
         "loss_pct": loss,
         "switches": status.switches.len(),
-    })
-    .to_string()
+    });
+    if let (Some(dr), Some(obj)) = (dr, body.as_object_mut()) {
+        let state = match dr.phase {
+            crate::dr::Phase::Normal => "normal",
+            crate::dr::Phase::Active(_) => "active",
+            crate::dr::Phase::Returning => "returning",
+        };
+        obj.insert(
+            "dr".into(),
+            serde_json::json!({
+                "state": state,
+                "drill": dr.drill(),
+                "since_ms": dr.since.saturating_mul(1000),
+            }),
+        );
+    }
+    body.to_string()
 }
 
 /// Sends a report every `every` until the task is aborted; failures are logged once each.
@@ -314,7 +334,7 @@ pub fn spawn_reports(
     source: &SiteListSource,
     device: String,
     every: Duration,
-    status: impl Fn() -> crate::state::Status + Send + 'static,
+    status: impl Fn() -> (crate::state::Status, Option<Arc<crate::dr::DrStatus>>) + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, SiteListError> {
     let c = client(source)?;
     let url = format!("{}/v1/report", source.control_url.trim_end_matches('/'));
@@ -323,7 +343,8 @@ pub fn spawn_reports(
         let mut failing = false;
         loop {
             tick.tick().await;
-            let body = report_body(&device, &status());
+            let (site_status, dr) = status();
+            let body = report_body(&device, &site_status, dr.as_deref());
             let sent = c
                 .post(&url)
                 .header("content-type", "application/json")

@@ -9,6 +9,7 @@
 //! run for as long as they like without it (they keep the last snapshot on disk). It knows the
 //! store's API and the snapshot format, not SQL and not policy semantics.
 
+pub mod drill;
 mod error;
 mod publish;
 mod server;

@@ -7,7 +7,9 @@
 //!   most 60) for a newer one and answers 204 if none came. Every poll records the node's
 //!   report (`after` is the version it uses).
 //! - `POST /v1/report` — a connector's experience report (JSON: `device`, `site`, `latency_ms`,
-//!   `loss_pct`, `switches`; at most 16 KiB), kept per device for `tsuzuku status`. Not
+//!   `loss_pct`, `switches`, and `dr`: `{"state": "normal"|"active"|"returning", "drill": bool,
+//!   "since_ms": N}` when DR mode is configured; at most 16 KiB), kept per device for `tsuzuku
+//!   status`; every change of `dr` is recorded for `tsuzuku dr drill`. Not
 //!   authenticated yet (device certificates are issue 4 item 8): a report can only claim what a
 //!   device sees, and a device id replaces only that device's row.
 //! - `POST /v1/load` with the node token — a gateway node's load (JSON: `node`, `site`, `rps`),
@@ -339,7 +341,7 @@ const MAX_REPORT_BYTES: usize = 16 * 1024;
 pub(crate) fn parse_report(
     body: &[u8],
     now_ms: i64,
-) -> Result<tsuzuku_store::ConnectorReport, String> {
+) -> Result<(tsuzuku_store::ConnectorReport, Option<crate::drill::DrReport>), String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Wire {
@@ -349,6 +351,15 @@ pub(crate) fn parse_report(
         loss_pct: Option<i64>,
         #[serde(default)]
         switches: i64,
+        dr: Option<DrWire>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DrWire {
+        state: String,
+        #[serde(default)]
+        drill: bool,
+        since_ms: Option<i64>,
     }
     let w: Wire = serde_json::from_slice(body).map_err(|e| format!("not a report: {e}"))?;
     let valid = |s: &str| {
@@ -374,14 +385,35 @@ pub(crate) fn parse_report(
     if w.switches < 0 {
         return Err("switches must not be negative".into());
     }
-    Ok(tsuzuku_store::ConnectorReport {
-        device: w.device,
-        site: w.site,
-        latency_ms: w.latency_ms,
-        loss_pct: w.loss_pct,
-        switches: w.switches,
-        reported_ms: now_ms,
-    })
+    let dr = match w.dr {
+        None => None,
+        Some(d) => Some(crate::drill::DrReport {
+            state: crate::drill::DrState::parse(&d.state).ok_or_else(|| {
+                format!(
+                    "dr.state {:?} is not one of normal, active, returning",
+                    d.state
+                )
+            })?,
+            drill: d.drill,
+            since_ms: match d.since_ms {
+                Some(t) if !(0..=253_402_300_799_999).contains(&t) => {
+                    return Err("dr.since_ms must be a Unix time in milliseconds".into());
+                }
+                t => t,
+            },
+        }),
+    };
+    Ok((
+        tsuzuku_store::ConnectorReport {
+            device: w.device,
+            site: w.site,
+            latency_ms: w.latency_ms,
+            loss_pct: w.loss_pct,
+            switches: w.switches,
+            reported_ms: now_ms,
+        },
+        dr,
+    ))
 }
 
 async fn report(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -395,11 +427,19 @@ async fn report(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<
             return text(StatusCode::PAYLOAD_TOO_LARGE, "a report is at most 16 KiB");
         }
     };
-    let r = match parse_report(&body, jiff::Timestamp::now().as_millisecond()) {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let (r, dr) = match parse_report(&body, now) {
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    match publisher.store().report_connector(&r).await {
+    let recorded = match publisher.store().report_connector(&r).await {
+        Ok(()) => match dr {
+            Some(dr) => record_dr(publisher.store(), &r.device, &dr, now).await,
+            None => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    match recorded {
         Ok(()) => {
             let mut resp = Response::new(Full::new(Bytes::new()));
             *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -412,6 +452,28 @@ async fn report(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<
                 "the report cannot be recorded now",
             )
         }
+    }
+}
+
+/// Records the device's DR transition, if its state changed since the last recorded one. A
+/// concurrent report that recorded the same change first is not an error.
+async fn record_dr(
+    store: &tsuzuku_store::Store,
+    device: &str,
+    dr: &crate::drill::DrReport,
+    now_ms: i64,
+) -> Result<(), tsuzuku_store::StoreError> {
+    let prev = store.last_dr_transition(device).await?;
+    let Some(t) = crate::drill::transition(device, prev.as_ref(), dr, now_ms) else {
+        return Ok(());
+    };
+    match store.add_dr_transition(&t).await {
+        Ok(()) => {
+            tracing::info!(device, state = %t.state, drill = t.drill, "connector DR state changed");
+            Ok(())
+        }
+        Err(tsuzuku_store::StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -187,11 +187,12 @@ async fn only_dr_gateways_get_credential_verifiers() {
 #[test]
 fn reports_are_checked() {
     use crate::server::parse_report;
-    let r = parse_report(
+    let (r, dr) = parse_report(
         br#"{"device":"laptop-1","site":"tokyo","latency_ms":12,"loss_pct":0,"switches":2}"#,
         5,
     )
     .unwrap();
+    assert_eq!(dr, None);
     assert_eq!(r.device, "laptop-1");
     assert_eq!(r.reported_ms, 5);
     for bad in [

@@ -55,7 +55,7 @@ pub use keys::StoredKey;
 pub use nodes::{ConnectorReport, NodeReport};
 pub use policy::{PolicyDoc, PolicyVersion};
 pub use sessions::{Handoff, OidcPending, Session};
-pub use sites::{SiteOptions, StoreRole};
+pub use sites::{AutoPromote, PromoteVerdict, SiteOptions, StoreRole, auto_promote_verdict};
 /// The keyring crate, so callers load a [`keyring::MasterKey`] without depending on it.
 pub use tsuzuku_keyring as keyring;
 pub use users::{NewUser, User};

@@ -48,6 +48,72 @@ pub struct SiteOptions {
     /// answers. For gateways that must come up from their snapshot while the database is
     /// down; such an opener never migrates the schema.
     pub start_unavailable: bool,
+    /// Promote the most advanced standby by itself when no writable primary has answered for
+    /// a while — only under the fencing rule of [`auto_promote_verdict`]. `None` (the default):
+    /// promotion is an operator's decision (`tsuzuku site promote`).
+    pub auto_promote: Option<AutoPromote>,
+}
+
+/// Automatic promotion settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoPromote {
+    /// How long no writable primary must have answered.
+    pub after: Duration,
+    /// A host:port in a third place (e.g. the other site's control plane) that must answer a
+    /// TCP connection: a process that cannot reach it may be the one cut off, and must not
+    /// promote.
+    pub witness: Option<String>,
+}
+
+/// What the fencing rule says about promoting now (pure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromoteVerdict {
+    /// Promote the standby now.
+    Promote,
+    /// Not yet, or not allowed; the reason is logged.
+    Hold(String),
+}
+
+/// The fencing rule for automatic promotion, a function of what was observed:
+/// 1. no server has answered as a writable primary for at least `after`;
+/// 2. the standby to promote is not streaming WAL from a primary (if it still were, a primary
+///    is alive and only this process is cut off from it);
+/// 3. when a witness is configured, it answers (this process is not the isolated one).
+///
+/// Together with `promote`'s own check (refused while any configured server answers as a
+/// writable primary), this keeps two writable primaries from existing unless the old primary
+/// is cut off from its own standby, this process and the witness at once.
+pub fn auto_promote_verdict(
+    cfg: &AutoPromote,
+    no_primary_for: Option<Duration>,
+    standby_streaming: Option<bool>,
+    witness_answers: Option<bool>,
+) -> PromoteVerdict {
+    let Some(gone) = no_primary_for else {
+        return PromoteVerdict::Hold("a writable primary answers".into());
+    };
+    if gone < cfg.after {
+        return PromoteVerdict::Hold(format!(
+            "no primary for {} ms of the {} ms required",
+            gone.as_millis(),
+            cfg.after.as_millis()
+        ));
+    }
+    match standby_streaming {
+        None => return PromoteVerdict::Hold("no standby answers".into()),
+        Some(true) => {
+            return PromoteVerdict::Hold(
+                "the standby still streams WAL from a primary: the primary is alive, only this process cannot reach it".into(),
+            );
+        }
+        Some(false) => {}
+    }
+    if cfg.witness.is_some() && witness_answers != Some(true) {
+        return PromoteVerdict::Hold(
+            "the fencing witness does not answer: this process may be the one cut off".into(),
+        );
+    }
+    PromoteVerdict::Promote
 }
 
 impl Default for SiteOptions {
@@ -58,6 +124,7 @@ impl Default for SiteOptions {
             acquire_timeout: Duration::from_secs(5),
             max_connections: crate::MAX_CONNECTIONS,
             start_unavailable: false,
+            auto_promote: None,
         }
     }
 }
@@ -128,6 +195,8 @@ pub(crate) struct Probe {
     pub(crate) replay_lsn: Option<i64>,
     /// Commit time of the last transaction replayed (standbys).
     pub(crate) replay_at: Option<SystemTime>,
+    /// A standby whose WAL receiver streams from a primary right now.
+    pub(crate) streaming: bool,
 }
 
 /// The server to use.
@@ -176,7 +245,8 @@ pub(crate) fn choose(current: Option<usize>, probes: &[Option<Probe>]) -> Choice
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery() AS in_recovery,
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
     CAST(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0') AS BIGINT) AS replay_lsn,
-    CAST(EXTRACT(EPOCH FROM pg_last_xact_replay_timestamp()) * 1000 AS BIGINT) AS replay_ms";
+    CAST(EXTRACT(EPOCH FROM pg_last_xact_replay_timestamp()) * 1000 AS BIGINT) AS replay_ms,
+    (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_status";
 
 async fn probe_query(node: &Node, slot: &mut Option<AnyConnection>) -> Result<Probe, sqlx::Error> {
     let conn = match slot {
@@ -186,7 +256,9 @@ async fn probe_query(node: &Node, slot: &mut Option<AnyConnection>) -> Result<Pr
     let row = sqlx::query(PROBE_SQL).fetch_one(&mut *conn).await?;
     let walfile: Option<String> = row.try_get("walfile")?;
     let replay_ms: Option<i64> = row.try_get("replay_ms")?;
+    let wal_status: Option<String> = row.try_get("wal_status")?;
     Ok(Probe {
+        streaming: wal_status.as_deref() == Some("streaming"),
         in_recovery: row.try_get("in_recovery")?,
         // A WAL file name starts with the timeline as 8 hex digits.
         timeline: walfile
@@ -308,6 +380,12 @@ struct State {
     seen_primary: bool,
     split_brain_reported: bool,
     closed: bool,
+    /// Monotonic: since when no writable primary answers (for automatic promotion).
+    no_primary_at: Option<Instant>,
+    /// Whether the standby in use streams WAL from a primary.
+    standby_streaming: Option<bool>,
+    /// The last reason automatic promotion held back, logged once.
+    auto_hold: Option<String>,
 }
 
 /// The servers of one store, the one in use, and the monitor that keeps choosing.
@@ -316,6 +394,8 @@ pub(crate) struct Sites {
     state: RwLock<State>,
     wake: Arc<Notify>,
     monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// An automatic promotion is under way.
+    promoting: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Sites {
@@ -351,10 +431,14 @@ impl Sites {
                 seen_primary: true,
                 split_brain_reported: false,
                 closed: false,
+                no_primary_at: None,
+                standby_streaming: None,
+                auto_hold: None,
             }),
             kind: Kind::Embedded,
             wake: Arc::new(Notify::new()),
             monitor: Mutex::new(None),
+            promoting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -379,9 +463,13 @@ impl Sites {
                 seen_primary: false,
                 split_brain_reported: false,
                 closed: false,
+                no_primary_at: None,
+                standby_streaming: None,
+                auto_hold: None,
             }),
             wake: Arc::new(Notify::new()),
             monitor: Mutex::new(None),
+            promoting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -500,6 +588,20 @@ impl Sites {
             st.split_brain_reported = false;
         }
         let choice = choose(st.active, &probes);
+        match choice {
+            Choice::Primary(_) => {
+                st.no_primary_at = None;
+                st.standby_streaming = None;
+            }
+            Choice::Standby(i) => {
+                st.no_primary_at.get_or_insert_with(Instant::now);
+                st.standby_streaming = probes.get(i).and_then(|p| p.as_ref()).map(|p| p.streaming);
+            }
+            Choice::None => {
+                st.no_primary_at.get_or_insert_with(Instant::now);
+                st.standby_streaming = None;
+            }
+        }
         let seen_primary = st.seen_primary;
         let (active, role) = match choice {
             Choice::Primary(i) => {
@@ -598,6 +700,58 @@ impl Sites {
 
     /// Promotes the most advanced reachable standby (`pg_promote`), refusing while any
     /// writable primary answers (the fencing rule), and waits until the store writes to it.
+    /// Applies the fencing rule ([`auto_promote_verdict`]) and, when it says so, promotes in
+    /// the background (promotion waits for the monitor to see the new primary).
+    async fn consider_promotion(self: &Arc<Self>, cfg: &AutoPromote) {
+        let (gone, streaming) = {
+            let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            if st.closed || self.promoting.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            (st.no_primary_at.map(|t| t.elapsed()), st.standby_streaming)
+        };
+        if gone.is_none_or(|g| g < cfg.after) {
+            return;
+        }
+        let witness = match &cfg.witness {
+            None => None,
+            Some(addr) => Some(matches!(
+                tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(addr.as_str())
+                )
+                .await,
+                Ok(Ok(_))
+            )),
+        };
+        match auto_promote_verdict(cfg, gone, streaming, witness) {
+            PromoteVerdict::Hold(why) => {
+                let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                if st.auto_hold.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(reason = %why, "automatic promotion held back");
+                    st.auto_hold = Some(why);
+                }
+            }
+            PromoteVerdict::Promote => {
+                self.promoting
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(
+                    after_ms = cfg.after.as_millis() as u64,
+                    "no writable primary and the fencing rule holds: promoting the standby automatically"
+                );
+                let me = Arc::clone(self);
+                tokio::spawn(async move {
+                    match me.promote().await {
+                        Ok(role) => tracing::warn!(%role, "automatic promotion done"),
+                        Err(e) => tracing::error!(error = %e, "automatic promotion failed; will retry"),
+                    }
+                    me.promoting
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        }
+    }
+
     pub(crate) async fn promote(&self) -> Result<StoreRole, StoreError> {
         let Kind::Servers { nodes, options, .. } = &self.kind else {
             return Err(StoreError::Invalid(
@@ -672,6 +826,9 @@ async fn monitor(
         if let Kind::Servers { nodes, options, .. } = &sites.kind {
             let results = probe_all(nodes, &mut slots, options.probe_timeout).await;
             sites.apply(&pool, &results);
+            if let Some(cfg) = &options.auto_promote {
+                sites.consider_promotion(cfg).await;
+            }
         }
         drop(sites);
         tokio::time::sleep(MIN_CHECK_GAP).await;

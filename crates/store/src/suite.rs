@@ -21,8 +21,8 @@ use serde_json::json;
 use tsuzuku_audit::{AuditEvent, AuditWriter, ChainProblem, EventKind, chain_hash, verify};
 
 use crate::{
-    ConnectorReport, GatewaySite, NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion,
-    Store, StoreError, StoreRoot,
+    ConnectorReport, DrAuditUpload, DrTransition, GatewaySite, NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion,
+    Store, StoreError, StoreRoot, UploadedEvent,
 };
 
 /// A fixed "now" (Unix seconds) so expiry arithmetic is deterministic.
@@ -52,6 +52,8 @@ pub async fn run_all(url: &str) {
     policy_versions_and_optimistic_concurrency(&root).await;
     signing_keys(&root).await;
     gateway_nodes(&root).await;
+    dr_transitions(&root).await;
+    dr_audit_uploads_are_idempotent(&root).await;
     gateway_sites_and_exclusions(&root).await;
     mirror_users_and_apps(&root).await;
     tenant_isolation(&root).await;
@@ -816,6 +818,171 @@ pub async fn gateway_nodes(root: &StoreRoot) {
             .is_empty()
     );
     assert!(other.connector_reports(0).await.unwrap().is_empty());
+}
+
+pub async fn dr_transitions(root: &StoreRoot) {
+    let s = fresh_tenant(root, "drt");
+    let other = fresh_tenant(root, "drt-other");
+    assert_eq!(s.last_dr_transition("laptop-1").await.unwrap(), None);
+    let t = |device: &str, seq: i64, at_ms: i64, state: &str, drill: bool| DrTransition {
+        device: device.into(),
+        seq,
+        at_ms,
+        state: state.into(),
+        drill,
+        reported_ms: at_ms + 5,
+    };
+    let ms = NOW * 1000;
+    let rows = [
+        t("laptop-1", 1, ms, "active", true),
+        t("laptop-1", 2, ms + 60_000, "normal", false),
+        t("laptop-1", 3, ms + 120_000, "active", false),
+        t("laptop-2", 1, ms + 10_000, "active", true),
+        t("laptop-2", 2, ms + 20_000, "returning", false),
+    ];
+    for r in &rows {
+        s.add_dr_transition(r).await.unwrap();
+    }
+    // The same number twice is a conflict, and nothing changes.
+    assert!(matches!(
+        s.add_dr_transition(&t("laptop-1", 3, ms + 130_000, "normal", false))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.last_dr_transition("laptop-1").await.unwrap(),
+        Some(rows[2].clone())
+    );
+    assert_eq!(s.dr_transitions(0).await.unwrap(), rows.to_vec());
+    // From a later time on: per device the state it was in then, and everything after.
+    assert_eq!(
+        s.dr_transitions(ms + 60_001).await.unwrap(),
+        vec![rows[1].clone(), rows[2].clone(), rows[4].clone()]
+    );
+    assert_eq!(
+        s.dr_transitions(ms + 10_000).await.unwrap(),
+        vec![
+            rows[0].clone(),
+            rows[1].clone(),
+            rows[2].clone(),
+            rows[3].clone(),
+            rows[4].clone()
+        ]
+    );
+    assert!(other.dr_transitions(0).await.unwrap().is_empty());
+    assert_eq!(other.last_dr_transition("laptop-1").await.unwrap(), None);
+}
+
+/// A DR gateway's chain of `n` events, linked as that gateway's store would link them, in
+/// `s`'s tenant; the uploaded form names the origin.
+fn dr_chain(s: &Store, n: usize) -> Vec<UploadedEvent> {
+    let mut prev = tsuzuku_audit::GENESIS_HASH.to_owned();
+    (1..=n)
+        .map(|i| {
+            let ev = event(s, i);
+            let seq = i as i64;
+            let hash = chain_hash(seq, &prev, &ev);
+            let mut up = ev.clone();
+            up.detail["dr_seq"] = json!(seq);
+            let u = UploadedEvent {
+                dr_seq: seq,
+                dr_prev_hash: prev.clone(),
+                dr_hash: hash.clone(),
+                event: up,
+            };
+            prev = hash;
+            u
+        })
+        .collect()
+}
+
+pub async fn dr_audit_uploads_are_idempotent(root: &StoreRoot) {
+    let s = fresh_tenant(root, "drup");
+    s.append_audit(vec![event(&s, 100)]).await.unwrap();
+    let chain = dr_chain(&s, 6);
+    let id = chain[0].dr_hash.clone();
+    let up = |events: &[UploadedEvent]| s.append_dr_audit(&id, "dr-1", events.to_vec(), NOW);
+    // A first upload must start at the chain's beginning.
+    assert!(matches!(
+        up(&chain[1..3]).await.unwrap(),
+        DrAuditUpload::OutOfStep { last_seq: 0, .. }
+    ));
+    assert_eq!(
+        up(&chain[..3]).await.unwrap(),
+        DrAuditUpload::Accepted {
+            appended: 3,
+            last_seq: 3
+        }
+    );
+    // A retry of the same batch (its answer was lost) appends nothing.
+    assert_eq!(
+        up(&chain[..3]).await.unwrap(),
+        DrAuditUpload::Accepted {
+            appended: 0,
+            last_seq: 3
+        }
+    );
+    // An overlapping batch appends only what is new; a gap is refused.
+    assert!(matches!(
+        up(&chain[4..]).await.unwrap(),
+        DrAuditUpload::OutOfStep { last_seq: 3, .. }
+    ));
+    assert_eq!(
+        up(&chain[1..5]).await.unwrap(),
+        DrAuditUpload::Accepted {
+            appended: 2,
+            last_seq: 5
+        }
+    );
+    // A batch whose events are not linked, or that differs at the recorded position.
+    let mut unlinked = chain[5..].to_vec();
+    unlinked[0].dr_prev_hash = "0".repeat(64);
+    assert!(matches!(
+        up(&unlinked).await.unwrap(),
+        DrAuditUpload::OutOfStep { last_seq: 5, .. }
+    ));
+    let mut forged = chain[4..].to_vec();
+    forged[0].dr_hash = "f".repeat(64);
+    forged[1].dr_prev_hash = "f".repeat(64);
+    assert!(matches!(
+        up(&forged).await.unwrap(),
+        DrAuditUpload::OutOfStep { last_seq: 5, .. }
+    ));
+    // Events of another tenant are refused.
+    let mut foreign = chain[5..].to_vec();
+    foreign[0].event.tenant = "someone-else".into();
+    assert!(matches!(up(&foreign).await, Err(StoreError::Invalid(_))));
+    assert_eq!(
+        up(&chain[5..]).await.unwrap(),
+        DrAuditUpload::Accepted {
+            appended: 1,
+            last_seq: 6
+        }
+    );
+    // Each DR event is in the tenant's chain exactly once, in order, and the chain verifies.
+    let all = s.audit_events(1, 100).await.unwrap();
+    let dr: Vec<i64> = all
+        .iter()
+        .filter_map(|e| e.event.detail["dr_seq"].as_i64())
+        .collect();
+    assert_eq!(dr, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[1].event, chain[0].event);
+    assert!(s.verify_audit().await.unwrap().is_intact());
+    // Another chain (a DR gateway with a new store) is uploaded on its own.
+    let other = fresh_tenant(root, "drup-other");
+    let chain2 = dr_chain(&other, 2);
+    assert_eq!(
+        other
+            .append_dr_audit(&chain2[0].dr_hash, "dr-1", chain2.clone(), NOW)
+            .await
+            .unwrap(),
+        DrAuditUpload::Accepted {
+            appended: 2,
+            last_seq: 2
+        }
+    );
+    assert_eq!(s.audit_events(1, 100).await.unwrap().len(), 7);
 }
 
 pub async fn gateway_sites_and_exclusions(root: &StoreRoot) {

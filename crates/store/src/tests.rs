@@ -116,6 +116,8 @@ async fn every_table_is_scoped_by_tenant() {
             "audit_head",
             "connector_reports",
             "data_keys",
+            "dr_audit_uploads",
+            "dr_transitions",
             "gateway_nodes",
             "gateway_sites",
             "handoffs",

@@ -279,6 +279,9 @@ pub struct ConnectArgs {
     /// This device's name in experience reports to the control plane (default: host name).
     #[arg(long)]
     pub device_id: Option<String>,
+    /// How often experience reports (and the DR state) are sent to the control plane.
+    #[arg(long, default_value = "10s", hide = true)]
+    pub report_every: String,
     #[command(flatten)]
     pub dr: Box<ConnectDrArgs>,
 }
@@ -419,6 +422,13 @@ pub enum DrCmd {
     /// verifies, 2 when there is none (NXDOMAIN or no TXT record), 1 with the reason when it
     /// is rejected or DNS fails.
     Check(DrCheckArgs),
+    /// Per connector, when it entered and left DR mode (drill or real) and for how long, as
+    /// connectors reported it to the control plane (run where the control plane's store is).
+    Drill {
+        /// How far back to look, e.g. 1h, 90m, 7d.
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        since: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -65,7 +65,36 @@ impl Env {
     /// holds no data key; afterwards a missing key is an error, never a new key. A wrong key
     /// fails here.
     pub async fn store_root(&self) -> Result<StoreRoot> {
-        let root = StoreRoot::open(&self.store_url())
+        self.store_root_with(tsuzuku_store::SiteOptions::default())
+            .await
+    }
+
+    /// The control plane's store: with automatic promotion when `[store]` configures it.
+    pub async fn store_for_control(&self) -> Result<Store> {
+        let options = tsuzuku_store::SiteOptions {
+            auto_promote: self.config.store.auto_promote_after_ms.map(|ms| {
+                tsuzuku_store::AutoPromote {
+                    after: std::time::Duration::from_millis(ms),
+                    witness: self.config.store.fencing_witness.clone(),
+                }
+            }),
+            ..tsuzuku_store::SiteOptions::default()
+        };
+        let store = self
+            .store_root_with(options)
+            .await?
+            .tenant(&self.config.store.tenant);
+        if store.root().master_key_id().is_some() && store.root().role().is_writable() {
+            store
+                .ensure_data_key()
+                .await
+                .context("cannot create the tenant's data key")?;
+        }
+        Ok(store)
+    }
+
+    async fn store_root_with(&self, options: tsuzuku_store::SiteOptions) -> Result<StoreRoot> {
+        let root = StoreRoot::open_with(&self.store_url(), options)
             .await
             .with_context(|| format!("cannot open the store {}", redact(&self.store_url())))?;
         let has_keys = root

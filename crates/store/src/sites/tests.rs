@@ -13,6 +13,7 @@ fn primary(timeline: u32) -> Option<Probe> {
         timeline: Some(timeline),
         replay_lsn: None,
         replay_at: None,
+        streaming: false,
     })
 }
 
@@ -22,6 +23,7 @@ fn standby(lsn: i64) -> Option<Probe> {
         timeline: None,
         replay_lsn: Some(lsn),
         replay_at: Some(UNIX_EPOCH + Duration::from_secs(1_760_000_000)),
+        streaming: true,
     })
 }
 
@@ -138,4 +140,49 @@ fn role_display_says_what_and_since_when() {
     );
     assert!(!role.is_writable());
     assert!(role.is_readable());
+}
+
+#[test]
+fn automatic_promotion_follows_the_fencing_rule() {
+    let cfg = AutoPromote {
+        after: Duration::from_secs(5),
+        witness: None,
+    };
+    let held = |v: PromoteVerdict, needle: &str| match v {
+        PromoteVerdict::Hold(why) => assert!(why.contains(needle), "{why}"),
+        PromoteVerdict::Promote => panic!("promoted; expected a hold about {needle:?}"),
+    };
+    held(auto_promote_verdict(&cfg, None, Some(false), None), "primary answers");
+    held(
+        auto_promote_verdict(&cfg, Some(Duration::from_secs(4)), Some(false), None),
+        "required",
+    );
+    held(
+        auto_promote_verdict(&cfg, Some(Duration::from_secs(6)), None, None),
+        "no standby",
+    );
+    held(
+        auto_promote_verdict(&cfg, Some(Duration::from_secs(6)), Some(true), None),
+        "still streams",
+    );
+    assert_eq!(
+        auto_promote_verdict(&cfg, Some(Duration::from_secs(5)), Some(false), None),
+        PromoteVerdict::Promote
+    );
+    let fenced = AutoPromote {
+        witness: Some("198.51.100.1:443".into()),
+        ..cfg
+    };
+    held(
+        auto_promote_verdict(&fenced, Some(Duration::from_secs(6)), Some(false), Some(false)),
+        "witness",
+    );
+    held(
+        auto_promote_verdict(&fenced, Some(Duration::from_secs(6)), Some(false), None),
+        "witness",
+    );
+    assert_eq!(
+        auto_promote_verdict(&fenced, Some(Duration::from_secs(6)), Some(false), Some(true)),
+        PromoteVerdict::Promote
+    );
 }

@@ -102,7 +102,10 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     let mut connector = Connector::start(cfg).await?;
     connector.set_exclusions(exclusions);
     connector.set_sheds(sheds);
-    // Experience monitoring: the site in use and its latency, every 10 s.
+    // The DR state as the main loop last saw it, for the reports.
+    let (dr_tx, dr_rx) = tokio::sync::watch::channel(connector.dr_status());
+    // Experience monitoring: the site in use, its latency and the DR state, every 10 s.
+    let report_every = super::dr::parse_duration("--report-every", &a.report_every)?;
     let _reports = match report_to {
         Some(source) => {
             let device = a.device_id.clone().unwrap_or_else(|| {
@@ -114,8 +117,8 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
             Some(AbortOnDrop(tsuzuku_connector::sitelist::spawn_reports(
                 &source,
                 device,
-                Duration::from_secs(10),
-                move || state.status(),
+                report_every,
+                move || (state.status(), dr_rx.borrow().clone()),
             )?))
         }
         None => None,
@@ -139,6 +142,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                     last = now;
                 }
                 if let Some(dr) = connector.dr_status() {
+                    dr_tx.send_replace(Some(dr.clone()));
                     let phase = dr_phase_line(&dr);
                     if phase != last_dr {
                         println!("{phase}");

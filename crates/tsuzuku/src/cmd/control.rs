@@ -53,7 +53,7 @@ pub fn read_or_create_token(path: &Path) -> Result<String> {
 /// Runs the control plane until SIGINT/SIGTERM.
 pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -> Result<ExitCode> {
     let c = &env.config;
-    let store = env.store().await?;
+    let store = env.store_for_control().await?;
     tsuzuku_gateway::ensure_assertion_key(&store)
         .await
         .context("the identity-assertion key")?;

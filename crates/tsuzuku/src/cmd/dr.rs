@@ -22,6 +22,8 @@ pub async fn run(c: DrCmd, json: bool) -> Result<ExitCode> {
         DrCmd::Keygen { out } => keygen(&out, json),
         DrCmd::Record(a) => record(a, json),
         DrCmd::Check(a) => check(a, json).await,
+        // Needs the control plane's store: run from `cmd::run`, which loads the data directory.
+        DrCmd::Drill { .. } => bail!("tsuzuku dr drill needs the control plane's data directory"),
     }
 }
 

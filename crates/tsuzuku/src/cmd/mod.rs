@@ -5,6 +5,7 @@ mod connect;
 mod control;
 mod dr;
 mod drgateway;
+mod drill;
 mod keys;
 mod policy;
 
@@ -61,6 +62,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Site(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             admin::site(&env, c).await
+        }
+        Command::Dr(crate::cli::DrCmd::Drill { since }) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            drill::run(&env, &since).await
         }
         Command::Dr(c) => dr::run(c, json).await,
         Command::Keys(c) => {
