@@ -7,6 +7,8 @@
 #   - acknowledged writes lost under synchronous replication (RPO; target 0).
 # Anchors: Zoho promises RPO 30 min / RTO 60 min; Patroni's default leader TTL is 30 s.
 # Then automatic promotion (postgres_autopromote, 2 s without a primary): kill to first write.
+# Then asynchronous replication (postgres_async_rpo): replication lag under load and the
+# acknowledged writes lost when the primary is killed.
 # Then the management plane is lost: a gateway fed by signed snapshots keeps serving a steady
 # client load (every 20 ms) while its control plane and PostgreSQL are killed (snapshot_e2e);
 # reported: failed requests (target 0) and the slowest request.
@@ -44,6 +46,12 @@ for i in $(seq 1 "$runs"); do
   autos+=("$a")
 done
 echo "automatic promotion, kill to first write: median $(median "${autos[@]}") ms, max $(maxof "${autos[@]}") ms (target <= 10000)"
+cargo test -q -p tsuzuku-store --test postgres_async_rpo --no-run 2>/dev/null
+for i in $(seq 1 "$runs"); do
+  line="$(cargo test -q -p tsuzuku-store --test postgres_async_rpo -- --nocapture 2>&1 | grep 'async figures:' || true)"
+  if [ -z "$line" ]; then echo "async run $i: the test failed"; exit 1; fi
+  echo "asynchronous replication run $i: ${line#*async figures: }"
+done
 cargo test -q -p tsuzuku --test snapshot_e2e --no-run 2>/dev/null
 dp_failed=0; dp_total=0; slowest=()
 for i in $(seq 1 "$runs"); do
