@@ -26,7 +26,9 @@
 # Environment: TRIALS (20), FAILBACKS (5), INTERVAL_MS (10, plain-HTTP load), TLS_INTERVAL_MS
 #   (20, HTTPS load), BROWNOUT_MS (80), CONNECTORS (4), JITTER_MS (30), JITTER_SECS (90),
 #   DWELL_S (32: the connector's 30 s min_dwell plus a margin, waited before brownout
-#   measurements), LOG_DIR (default a new directory under $TMPDIR; gateway and connector
+#   measurements), BLACKOUT_VIA_PROXY (0; 1 reaches each gateway through a TCP proxy that
+#   stays up when the gateway dies, like a load balancer: connections are accepted, then
+#   closed), LOG_DIR (default a new directory under $TMPDIR; gateway and connector
 #   stderr), TSUZUKU_LOG (their log filter, default warn), TSUZUKU_BIN (use this binary
 #   instead of building target/release/tsuzuku).
 # Takes about 9 minutes with the defaults (plus the release build).

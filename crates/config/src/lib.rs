@@ -380,7 +380,8 @@ impl Config {
             ));
         }
         if let Some(w) = &self.store.fencing_witness
-            && w.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            && w.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
             return Err(invalid(
                 "store.fencing_witness",

@@ -171,9 +171,18 @@ fn keys_refuse_two_sources_and_bad_forms() {
 #[test]
 fn control_snapshot_and_failover_settings_are_checked() {
     for (text, key) in [
-        ("[store]\nauto_promote_after_ms = 10\n", "store.auto_promote_after_ms"),
-        ("[store]\nfencing_witness = \"nohost\"\n", "store.fencing_witness"),
-        ("[control]\npublish_interval_ms = 5\n", "control.publish_interval_ms"),
+        (
+            "[store]\nauto_promote_after_ms = 10\n",
+            "store.auto_promote_after_ms",
+        ),
+        (
+            "[store]\nfencing_witness = \"nohost\"\n",
+            "store.fencing_witness",
+        ),
+        (
+            "[control]\npublish_interval_ms = 5\n",
+            "control.publish_interval_ms",
+        ),
         (
             "[snapshot]\ncontrol_url = \"http://c:1\"\ntrust = \"t.pem\"\n",
             "snapshot.control_url",

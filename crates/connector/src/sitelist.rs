@@ -46,6 +46,10 @@ pub struct SiteList {
     pub exclusions: Vec<Exclusion>,
     /// Sites over their load threshold: prefer others while the hint lasts.
     pub sheds: Vec<crate::select::Shed>,
+    /// The customer's DR gateway, for disaster-recovery mode.
+    pub dr_gateway: Option<crate::dr::DrGateway>,
+    /// Host names of the critical apps (go to the DR gateway in DR mode).
+    pub critical_hosts: Vec<String>,
 }
 
 /// Why a site list cannot be used.
@@ -114,11 +118,30 @@ pub fn convert(body: &SiteListBody) -> Result<SiteList, SiteListError> {
             until: Time::from_unix_ms(u64::try_from(s.until_ms).unwrap_or(0)),
         })
         .collect();
+    let dr_gateway = match &body.dr_gateway {
+        None => None,
+        Some(g) => Some(crate::dr::DrGateway {
+            host: g.host.clone(),
+            endpoints: g
+                .endpoints
+                .iter()
+                .map(|e| {
+                    e.parse::<SocketAddr>()
+                        .map_err(|_| SiteListError::Endpoint {
+                            site: g.name.clone(),
+                            endpoint: e.clone(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        }),
+    };
     Ok(SiteList {
         version: body.version,
         sites,
         exclusions,
         sheds,
+        dr_gateway,
+        critical_hosts: body.critical_hosts.clone(),
     })
 }
 
@@ -391,6 +414,8 @@ mod tests {
                 reason: "maintenance".into(),
             }],
             shedding: vec![],
+            dr_gateway: None,
+            critical_hosts: vec![],
         }
     }
 
@@ -400,6 +425,25 @@ mod tests {
         assert_eq!(l.version, 3);
         assert_eq!(l.sites[0].endpoints.len(), 2);
         assert_eq!(l.exclusions[0].until, Time::from_unix_ms(5_000));
+    }
+
+    #[test]
+    fn carries_the_dr_gateway_and_critical_hosts() {
+        let mut b = body();
+        b.dr_gateway = Some(SiteEntry {
+            name: "dr".into(),
+            host: "dr.example".into(),
+            endpoints: vec!["10.0.0.5:443".into()],
+            preference: 0,
+        });
+        b.critical_hosts = vec!["payroll.example".into()];
+        let l = convert(&b).unwrap();
+        let g = l.dr_gateway.unwrap();
+        assert_eq!(g.host, "dr.example");
+        assert_eq!(g.endpoints, ["10.0.0.5:443".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(l.critical_hosts, ["payroll.example"]);
+        b.dr_gateway.as_mut().unwrap().endpoints[0] = "dr:443".into();
+        assert!(matches!(convert(&b), Err(SiteListError::Endpoint { .. })));
     }
 
     #[test]

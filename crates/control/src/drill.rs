@@ -91,7 +91,12 @@ impl Episode {
     /// Time in DR mode, up to `now_ms` while it lasts; `None` when the start is unknown.
     pub fn duration_ms(&self, now_ms: i64) -> Option<i64> {
         let entered = self.entered_ms?;
-        Some(self.left_ms.unwrap_or(now_ms).saturating_sub(entered).max(0))
+        Some(
+            self.left_ms
+                .unwrap_or(now_ms)
+                .saturating_sub(entered)
+                .max(0),
+        )
     }
 }
 

@@ -13,6 +13,7 @@ pub mod drill;
 mod error;
 mod publish;
 mod server;
+pub mod upload;
 
 pub use error::ControlError;
 pub use publish::{

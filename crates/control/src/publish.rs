@@ -172,7 +172,24 @@ pub async fn sites_from_store(
     now_ms: i64,
     loads: &[NodeLoad],
 ) -> Result<SiteListBody, ControlError> {
-    let sites = store.list_gateway_sites().await?;
+    let (dr_sites, sites): (Vec<_>, Vec<_>) = store
+        .list_gateway_sites()
+        .await?
+        .into_iter()
+        .partition(|s| s.dr);
+    let critical_hosts: Vec<String> = store
+        .list_apps()
+        .await?
+        .into_iter()
+        .filter(|a| a.critical)
+        .map(|a| a.host)
+        .collect();
+    let dr_gateway = dr_sites.into_iter().next().map(|s| SiteEntry {
+        name: s.name,
+        host: s.host,
+        endpoints: s.endpoints,
+        preference: s.preference,
+    });
     let exclusions = store.active_site_exclusions(now_ms).await?;
     let excluded: Vec<String> = exclusions.iter().map(|e| e.site.clone()).collect();
     let shedding = shedding(&sites, &excluded, loads, now_ms);
@@ -199,6 +216,8 @@ pub async fn sites_from_store(
             })
             .collect(),
         shedding,
+        dr_gateway,
+        critical_hosts,
     })
 }
 

@@ -12,6 +12,8 @@
 //!   status`; every change of `dr` is recorded for `tsuzuku dr drill`. Not
 //!   authenticated yet (device certificates are issue 4 item 8): a report can only claim what a
 //!   device sees, and a device id replaces only that device's row.
+//! - `POST /v1/audit` with the node token — a DR gateway uploads the audit events of its own
+//!   chain; they are appended to the tenant's chain once each (see [`crate::upload`]).
 //! - `POST /v1/load` with the node token — a gateway node's load (JSON: `node`, `site`, `rps`),
 //!   from which the site list's load-shedding hints are computed.
 //! - `GET /v1/sites?after=VERSION[&wait=SECS]` — the connectors' signed site list, the same
@@ -191,7 +193,7 @@ async fn handle(
         (&Method::POST, "/v1/report") => {
             return report(publisher, req).await;
         }
-        (&Method::POST, "/v1/load") => {}
+        (&Method::POST, "/v1/load" | "/v1/audit") => {}
         (_, "/v1/snapshot" | "/v1/sites") => {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
@@ -214,6 +216,16 @@ async fn handle(
             );
         }
         return load(publisher, req).await;
+    }
+    if req.method() == Method::POST && req.uri().path() == "/v1/audit" {
+        if !authorized(&req) {
+            tracing::warn!(%peer, "audit upload with a missing or wrong node token");
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "a valid node token is required (Authorization: Bearer ...)",
+            );
+        }
+        return audit_upload(publisher, req).await;
     }
     let presented = req
         .headers()
@@ -334,6 +346,40 @@ async fn load(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<By
     }
 }
 
+/// A DR gateway's audit upload (see [`crate::upload`]).
+async fn audit_upload(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), crate::upload::MAX_UPLOAD_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "an audit upload is at most 4 MiB: send fewer events at once",
+            );
+        }
+    };
+    let (status, answer) = crate::upload::accept(
+        publisher.store(),
+        &body,
+        jiff::Timestamp::now().as_millisecond(),
+    )
+    .await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status == StatusCode::OK || status == StatusCode::CONFLICT {
+        let mut r = Response::new(Full::new(Bytes::from(answer)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    text(status, &answer)
+}
+
 /// Largest accepted report body.
 const MAX_REPORT_BYTES: usize = 16 * 1024;
 
@@ -341,7 +387,13 @@ const MAX_REPORT_BYTES: usize = 16 * 1024;
 pub(crate) fn parse_report(
     body: &[u8],
     now_ms: i64,
-) -> Result<(tsuzuku_store::ConnectorReport, Option<crate::drill::DrReport>), String> {
+) -> Result<
+    (
+        tsuzuku_store::ConnectorReport,
+        Option<crate::drill::DrReport>,
+    ),
+    String,
+> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Wire {

@@ -110,6 +110,7 @@ async fn publishes_the_site_list_and_a_new_version_on_exclusion() {
         endpoints: vec!["192.0.2.1:443".into()],
         preference: 1,
         capacity_rps: None,
+        dr: false,
         created_at: 1,
     })
     .await
@@ -221,6 +222,7 @@ fn a_site_over_its_threshold_sheds_and_says_whether_the_others_can_absorb_it() {
         endpoints: vec![],
         preference: 1,
         capacity_rps: cap,
+        dr: false,
         created_at: 0,
     };
     let load = |site: &str, rps: f64, at_ms: i64| NodeLoad {
@@ -276,4 +278,49 @@ fn load_reports_are_checked() {
             String::from_utf8_lossy(bad)
         );
     }
+}
+
+#[tokio::test]
+async fn the_dr_gateway_and_critical_apps_travel_in_the_site_list() {
+    use tsuzuku_snapshot::verify_sites;
+    use tsuzuku_store::GatewaySite;
+    let (_d, s) = store().await;
+    s.put_key("a1", "assertion", "PEM".into(), "{}".into(), 1)
+        .await
+        .unwrap();
+    for (name, dr) in [("tokyo", false), ("dr", true)] {
+        s.add_gateway_site(&GatewaySite {
+            name: name.into(),
+            host: format!("{name}.gw.example"),
+            endpoints: vec!["192.0.2.1:443".into()],
+            preference: 1,
+            capacity_rps: None,
+            dr,
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    }
+    for (name, critical) in [("payroll", true), ("wiki", false)] {
+        s.create_app(
+            NewApp {
+                name: name.into(),
+                host: format!("{name}.example"),
+                upstream: "http://127.0.0.1:9".into(),
+                data_class: "internal".into(),
+                critical,
+                isolated: false,
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    }
+    let p = Publisher::new(s.clone()).await.unwrap();
+    let trusted = TrustedKeys::from_pem(&p.public_pem().unwrap()).unwrap();
+    let v = verify_sites(&p.current_sites().unwrap().bytes, &trusted, "default", None).unwrap();
+    let names: Vec<&str> = v.body.sites.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["tokyo"], "the DR gateway is never a normal site");
+    assert_eq!(v.body.dr_gateway.unwrap().host, "dr.gw.example");
+    assert_eq!(v.body.critical_hosts, ["payroll.example"]);
 }

@@ -102,6 +102,12 @@ pub struct SiteListBody {
     /// Sites over their load threshold, which connectors should avoid while the hint lasts.
     #[serde(default)]
     pub shedding: Vec<ShedEntry>,
+    /// The customer's DR gateway, used only in disaster-recovery mode.
+    #[serde(default)]
+    pub dr_gateway: Option<SiteEntry>,
+    /// Host names of the apps marked critical: in DR mode they go to the DR gateway.
+    #[serde(default)]
+    pub critical_hosts: Vec<String>,
 }
 
 /// A site's request to be avoided because it is over its load threshold.
@@ -153,6 +159,18 @@ impl SiteListBody {
         h.update([0]);
         h.update(
             serde_json::to_string(&self.exclusions)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        h.update([0]);
+        h.update(
+            serde_json::to_string(&self.dr_gateway)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        h.update([0]);
+        h.update(
+            serde_json::to_string(&self.critical_hosts)
                 .unwrap_or_default()
                 .as_bytes(),
         );

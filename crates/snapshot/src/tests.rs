@@ -257,6 +257,8 @@ fn sites(version: i64) -> SiteListBody {
             reason: "maintenance".into(),
         }],
         shedding: vec![],
+        dr_gateway: None,
+        critical_hosts: vec![],
     }
 }
 

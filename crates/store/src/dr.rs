@@ -89,7 +89,10 @@ impl Store {
                     t.seq, t.device
                 ))
             } else {
-                self.db(&format!("recording a DR transition of device {:?}", t.device), e)
+                self.db(
+                    &format!("recording a DR transition of device {:?}", t.device),
+                    e,
+                )
             }
         })?;
         Ok(())
@@ -132,7 +135,6 @@ pub struct UploadedEvent {
 
 /// The outcome of [`Store::append_dr_audit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum DrAuditUpload {
     /// Every event after the recorded position was appended (none when all were there
     /// already); `last_seq` is the DR chain's sequence number uploaded up to now.

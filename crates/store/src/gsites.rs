@@ -21,6 +21,9 @@ pub struct GatewaySite {
     /// Requests per second the site's gateways can take (for load shedding); `None`: unknown,
     /// never shed.
     pub capacity_rps: Option<i64>,
+    /// The customer's disaster-recovery gateway: never chosen in normal operation; connectors
+    /// send critical apps there in DR mode.
+    pub dr: bool,
     pub created_at: i64,
 }
 
@@ -45,6 +48,7 @@ fn site_from_row(row: &AnyRow) -> Result<GatewaySite, StoreError> {
             .map_err(|e| corrupt("a gateway_sites row's endpoints", e))?,
         preference: row.try_get("preference").map_err(bad)?,
         capacity_rps: row.try_get("capacity_rps").map_err(bad)?,
+        dr: row.try_get::<i64, _>("dr").map_err(bad)? != 0,
         created_at: row.try_get("created_at").map_err(bad)?,
     })
 }
@@ -67,8 +71,8 @@ impl Store {
             .map_err(|e| StoreError::Invalid(format!("endpoints: {e}")))?;
         match sqlx::query(
             "INSERT INTO gateway_sites
-               (tenant_id, name, host, endpoints_json, preference, capacity_rps, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+               (tenant_id, name, host, endpoints_json, preference, capacity_rps, dr, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&*self.tenant)
         .bind(&site.name)
@@ -76,6 +80,7 @@ impl Store {
         .bind(endpoints)
         .bind(site.preference)
         .bind(site.capacity_rps)
+        .bind(i64::from(site.dr))
         .bind(site.created_at)
         .execute(&self.pool)
         .await
@@ -113,7 +118,7 @@ impl Store {
     /// Every gateway site, by preference then name.
     pub async fn list_gateway_sites(&self) -> Result<Vec<GatewaySite>, StoreError> {
         sqlx::query(
-            "SELECT name, host, endpoints_json, preference, capacity_rps, created_at FROM gateway_sites
+            "SELECT name, host, endpoints_json, preference, capacity_rps, dr, created_at FROM gateway_sites
              WHERE tenant_id = $1 ORDER BY preference, name",
         )
         .bind(&*self.tenant)

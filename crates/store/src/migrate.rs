@@ -184,6 +184,7 @@ const MIGRATIONS: &[Migration] = &[
             endpoints_json TEXT NOT NULL,
             preference BIGINT NOT NULL,
             capacity_rps BIGINT,
+            dr BIGINT NOT NULL DEFAULT 0,
             created_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, name)
         )",

@@ -743,7 +743,9 @@ impl Sites {
                 tokio::spawn(async move {
                     match me.promote().await {
                         Ok(role) => tracing::warn!(%role, "automatic promotion done"),
-                        Err(e) => tracing::error!(error = %e, "automatic promotion failed; will retry"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "automatic promotion failed; will retry")
+                        }
                     }
                     me.promoting
                         .store(false, std::sync::atomic::Ordering::SeqCst);

@@ -21,8 +21,8 @@ use serde_json::json;
 use tsuzuku_audit::{AuditEvent, AuditWriter, ChainProblem, EventKind, chain_hash, verify};
 
 use crate::{
-    ConnectorReport, DrAuditUpload, DrTransition, GatewaySite, NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion,
-    Store, StoreError, StoreRoot, UploadedEvent,
+    ConnectorReport, DrAuditUpload, DrTransition, GatewaySite, NewApp, NewUser, NodeReport,
+    PolicyDoc, Session, SiteExclusion, Store, StoreError, StoreRoot, UploadedEvent,
 };
 
 /// A fixed "now" (Unix seconds) so expiry arithmetic is deterministic.
@@ -994,6 +994,7 @@ pub async fn gateway_sites_and_exclusions(root: &StoreRoot) {
         endpoints: vec!["192.0.2.1:443".into(), "192.0.2.2:443".into()],
         preference: pref,
         capacity_rps: Some(1000),
+        dr: false,
         created_at: NOW,
     };
     s.add_gateway_site(&site("osaka", 2)).await.unwrap();

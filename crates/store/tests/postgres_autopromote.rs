@@ -60,7 +60,13 @@ async fn a_lost_primary_is_replaced_automatically_once_the_fencing_rule_holds() 
     // While the primary answers nothing happens.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(matches!(root.role(), StoreRole::Primary { .. }));
-    assert!(standby.psql("SELECT pg_is_in_recovery()").await.unwrap().contains('t'));
+    assert!(
+        standby
+            .psql("SELECT pg_is_in_recovery()")
+            .await
+            .unwrap()
+            .contains('t')
+    );
 
     primary.kill().unwrap();
     let killed = Instant::now();
@@ -83,14 +89,21 @@ async fn a_lost_primary_is_replaced_automatically_once_the_fencing_rule_holds() 
         writable_after.as_millis(),
         after.as_millis()
     );
-    assert!(writable_after >= after, "promoted before the rule allowed it");
+    assert!(
+        writable_after >= after,
+        "promoted before the rule allowed it"
+    );
     let start = Instant::now();
     while root.role()
         != (StoreRole::Primary {
             server: standby.url(),
         })
     {
-        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", root.role());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            root.role()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The fenced opener follows the new primary and sees the data.

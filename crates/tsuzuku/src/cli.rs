@@ -365,6 +365,10 @@ pub enum SiteCmd {
         /// prefer other sites while the site's nodes report 90 % of it or more.
         #[arg(long)]
         capacity_rps: Option<i64>,
+        /// This is the customer's disaster-recovery gateway (`serve --role dr-gateway`): never
+        /// used in normal operation; connectors send critical apps there in DR mode.
+        #[arg(long)]
+        dr: bool,
     },
     /// Remove a gateway site.
     Remove { name: String },

@@ -91,7 +91,13 @@ async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
 
     let ca = gw.data().join("tls").join("ca.pem");
     let mut connector = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0", "--app-domain", "localhost"])
+        .args([
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-domain",
+            "localhost",
+        ])
         .arg("--control")
         .arg(format!("https://127.0.0.1:{cport}"))
         .arg("--control-trust")
@@ -184,7 +190,9 @@ async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
     let in_drill = withdrawn - published;
     let start = Instant::now();
     let episode = loop {
-        let out = gw.cli_ok(&["--json", "dr", "drill", "--since", "1h"]).unwrap();
+        let out = gw
+            .cli_ok(&["--json", "dr", "drill", "--since", "1h"])
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let e = v["episodes"][0].clone();
         if !e["back_ms"].is_null() {
@@ -215,7 +223,10 @@ async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
 
     // The table for people.
     let text = gw.cli_ok(&["dr", "drill", "--since", "1h"]).unwrap();
-    assert!(text.contains("laptop-1") && text.contains("drill"), "{text}");
+    assert!(
+        text.contains("laptop-1") && text.contains("drill"),
+        "{text}"
+    );
     // A bad window is refused with the flag named.
     let out = gw.cli(&["dr", "drill", "--since", "soon"]).unwrap();
     assert!(!out.status.success());

@@ -62,6 +62,7 @@ struct Settings {
     jitter_for: Duration,
     dwell: Duration,
     logs: PathBuf,
+    via_proxy: bool,
 }
 
 fn env_u64(name: &str, default: u64, min: u64) -> Result<u64> {
@@ -84,7 +85,8 @@ impl Settings {
     /// TRIALS (20), FAILBACKS (5: trials that also wait for traffic to return), INTERVAL_MS
     /// (10: plain-HTTP load), TLS_INTERVAL_MS (20: HTTPS-through-CONNECT load), BROWNOUT_MS
     /// (80: round-trip time added to the primary), CONNECTORS (4: connectors watching the
-    /// brownout), JITTER_MS (30), JITTER_SECS (90), DWELL_S (32), LOG_DIR.
+    /// brownout), JITTER_MS (30), JITTER_SECS (90), DWELL_S (32), LOG_DIR,
+    /// BLACKOUT_VIA_PROXY (0; 1 puts a TCP proxy that stays up in front of each gateway).
     fn from_env() -> Result<Self> {
         let mut args = std::env::args_os().skip(1);
         let bin = PathBuf::from(
@@ -114,6 +116,7 @@ impl Settings {
             jitter_for: Duration::from_secs(env_u64("JITTER_SECS", 90, 1)?),
             dwell: Duration::from_secs(env_u64("DWELL_S", DWELL_DEFAULT_S, 0)?),
             logs,
+            via_proxy: env_u64("BLACKOUT_VIA_PROXY", 0, 0)? == 1,
         })
     }
 }
@@ -423,6 +426,28 @@ async fn blackout(rig: &mut Rig) -> Result<BlackoutResult> {
         s.interval.as_millis(),
         s.tls_interval.as_millis()
     );
+    // With BLACKOUT_VIA_PROXY=1 each site is reached through a zero-delay TCP proxy that
+    // stays up when the gateway behind it dies, as a load balancer or NAT in front of a
+    // gateway would: connections are accepted, then closed.
+    let fronts = if rig.s.via_proxy {
+        let a = DelayProxy::start(rig.site_a.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let b = DelayProxy::start(rig.site_b.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "sites reached through TCP proxies that stay up (like a load balancer in front of each gateway)"
+        );
+        Some((a, b))
+    } else {
+        None
+    };
+    let (addr_a, addr_b) = fronts
+        .as_ref()
+        .map_or((rig.site_a.addr, rig.site_b.addr), |(a, b)| {
+            (a.addr(), b.addr())
+        });
     // Spread the trials that wait for failback over the run.
     let failback_at =
         |i: usize| failbacks > 0 && (i * failbacks) / trials != ((i + 1) * failbacks) / trials;
@@ -433,7 +458,7 @@ async fn blackout(rig: &mut Rig) -> Result<BlackoutResult> {
     let (mut i, mut redone) = (0, 0);
     while i < trials {
         if driven.is_none() {
-            let c = rig.connector(rig.site_a.addr, rig.site_b.addr).await?;
+            let c = rig.connector(addr_a, addr_b).await?;
             wait_for(c.proxy, Duration::from_secs(20), |st| {
                 st.on("a") && st.all_healthy()
             })

@@ -152,7 +152,10 @@ fn automatic_promotion_follows_the_fencing_rule() {
         PromoteVerdict::Hold(why) => assert!(why.contains(needle), "{why}"),
         PromoteVerdict::Promote => panic!("promoted; expected a hold about {needle:?}"),
     };
-    held(auto_promote_verdict(&cfg, None, Some(false), None), "primary answers");
+    held(
+        auto_promote_verdict(&cfg, None, Some(false), None),
+        "primary answers",
+    );
     held(
         auto_promote_verdict(&cfg, Some(Duration::from_secs(4)), Some(false), None),
         "required",
@@ -174,7 +177,12 @@ fn automatic_promotion_follows_the_fencing_rule() {
         ..cfg
     };
     held(
-        auto_promote_verdict(&fenced, Some(Duration::from_secs(6)), Some(false), Some(false)),
+        auto_promote_verdict(
+            &fenced,
+            Some(Duration::from_secs(6)),
+            Some(false),
+            Some(false),
+        ),
         "witness",
     );
     held(
@@ -182,7 +190,12 @@ fn automatic_promotion_follows_the_fencing_rule() {
         "witness",
     );
     assert_eq!(
-        auto_promote_verdict(&fenced, Some(Duration::from_secs(6)), Some(false), Some(true)),
+        auto_promote_verdict(
+            &fenced,
+            Some(Duration::from_secs(6)),
+            Some(false),
+            Some(true)
+        ),
         PromoteVerdict::Promote
     );
 }

@@ -511,6 +511,7 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
             endpoints,
             preference,
             capacity_rps,
+            dr,
         } => {
             if capacity_rps.is_some_and(|c| c <= 0) {
                 bail!("--capacity-rps must be more than zero");
@@ -539,13 +540,14 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                     endpoints: endpoints.clone(),
                     preference,
                     capacity_rps,
+                    dr,
                     created_at: now_ms / 1000,
                 })
                 .await?;
             env::audit(
                 &store,
                 EventKind::Admin,
-                serde_json::json!({"action": "site.add", "site": name, "host": host, "endpoints": endpoints, "preference": preference}),
+                serde_json::json!({"action": "site.add", "site": name, "host": host, "endpoints": endpoints, "preference": preference, "dr": dr}),
             )
             .await?;
             println!("added gateway site {name}");
@@ -613,8 +615,12 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                         s.preference.to_string(),
                         s.host.clone(),
                         s.endpoints.join(", "),
-                        s.capacity_rps
-                            .map_or_else(|| "-".into(), |c| format!("{c} rps")),
+                        if s.dr {
+                            "DR gateway".into()
+                        } else {
+                            s.capacity_rps
+                                .map_or_else(|| "-".into(), |c| format!("{c} rps"))
+                        },
                         ex.map_or_else(
                             || "-".into(),
                             |e| format!("until {} ({})", time(e.until_ms / 1000), e.reason),

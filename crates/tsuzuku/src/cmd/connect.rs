@@ -55,6 +55,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     let mut report_to = None;
     let mut exclusions = Vec::new();
     let mut sheds = Vec::new();
+    let mut first_list = None;
     let sites = match &a.control {
         Some(url) => {
             let source = site_list_source(&a, url)?;
@@ -68,6 +69,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                 })?;
             exclusions = list.exclusions.clone();
             sheds = list.sheds.clone();
+            first_list = Some(list.clone());
             let sites = list.sites.clone();
             report_to = Some(source.clone());
             feed = Some(tsuzuku_connector::sitelist::spawn(source, Some(list))?);
@@ -98,7 +100,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
         );
         cfg.probe.ca_pem = Some(pem);
     }
-    cfg.dr = dr_config(&a.dr)?;
+    cfg.dr = dr_config(&a.dr, first_list.as_ref())?;
     let mut connector = Connector::start(cfg).await?;
     connector.set_exclusions(exclusions);
     connector.set_sheds(sheds);
@@ -194,7 +196,12 @@ fn dr_duration(flag: &str, text: &str) -> Result<Duration> {
 }
 
 /// The DR settings from the `--dr-*` flags; `None` without `--dr-record`.
-fn dr_config(a: &crate::cli::ConnectDrArgs) -> Result<Option<tsuzuku_connector::DrConfig>> {
+/// The DR settings from the flags; the DR gateway and the critical apps may instead come from
+/// the control plane's signed site list (`from_list`), the flags adding to or overriding it.
+fn dr_config(
+    a: &crate::cli::ConnectDrArgs,
+    from_list: Option<&tsuzuku_connector::sitelist::SiteList>,
+) -> Result<Option<tsuzuku_connector::DrConfig>> {
     let Some(record) = &a.dr_record else {
         return Ok(None);
     };
@@ -210,27 +217,15 @@ fn dr_config(a: &crate::cli::ConnectDrArgs) -> Result<Option<tsuzuku_connector::
         .dr_dns
         .parse()
         .with_context(|| format!("--dr-dns {:?}", a.dr_dns))?;
-    let spec = a
-        .dr_gateway
-        .as_deref()
-        .context("--dr-record needs --dr-gateway HOST@ADDR[,ADDR...]")?;
-    let (host, addrs) = spec.split_once('@').with_context(|| {
-        format!("--dr-gateway {spec:?}: expected HOST@ADDR[,ADDR...], e.g. dr-gw.example.com@10.0.0.5:443")
-    })?;
-    if host.is_empty() {
-        bail!("--dr-gateway {spec:?}: the DR gateway's host name must not be empty");
-    }
-    let endpoints = addrs
-        .split(',')
-        .map(|x| {
-            x.trim().parse::<SocketAddr>().with_context(|| {
-                format!("--dr-gateway {spec:?}: {x:?} is not an IP address with a port, e.g. 10.0.0.5:443")
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let gateway = tsuzuku_connector::DrGateway {
-        host: host.to_owned(),
-        endpoints,
+    let gateway = match (
+        a.dr_gateway.as_deref(),
+        from_list.and_then(|l| l.dr_gateway.clone()),
+    ) {
+        (Some(spec), _) => parse_dr_gateway(spec)?,
+        (None, Some(g)) => g,
+        (None, None) => bail!(
+            "--dr-record needs the DR gateway: --dr-gateway HOST@ADDR[,ADDR...], or a DR site in the control plane's site list (`tsuzuku site add NAME --dr ...`)"
+        ),
     };
     let mut cfg = tsuzuku_connector::DrConfig::new(record, transport, trusted, gateway);
     cfg.interval = dr_duration("--dr-interval", &a.dr_interval)?;
@@ -247,9 +242,39 @@ fn dr_config(a: &crate::cli::ConnectDrArgs) -> Result<Option<tsuzuku_connector::
         device_id: a.dr_device.clone(),
     };
     cfg.critical_hosts = a.dr_critical_hosts.clone();
+    if let Some(l) = from_list {
+        for h in &l.critical_hosts {
+            // App hosts may carry a port; connectors match host names.
+            let name = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n).to_owned();
+            if !cfg.critical_hosts.contains(&name) {
+                cfg.critical_hosts.push(name);
+            }
+        }
+    }
     cfg.allow = a.dr_allow.clone();
     cfg.allowlist_url = a.dr_allowlist_url.clone();
     Ok(Some(cfg))
+}
+
+fn parse_dr_gateway(spec: &str) -> Result<tsuzuku_connector::DrGateway> {
+    let (host, addrs) = spec.split_once('@').with_context(|| {
+        format!("--dr-gateway {spec:?}: expected HOST@ADDR[,ADDR...], e.g. dr-gw.example.com@10.0.0.5:443")
+    })?;
+    if host.is_empty() {
+        bail!("--dr-gateway {spec:?}: the DR gateway's host name must not be empty");
+    }
+    let endpoints = addrs
+        .split(',')
+        .map(|x| {
+            x.trim().parse::<SocketAddr>().with_context(|| {
+                format!("--dr-gateway {spec:?}: {x:?} is not an IP address with a port, e.g. 10.0.0.5:443")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(tsuzuku_connector::DrGateway {
+        host: host.to_owned(),
+        endpoints,
+    })
 }
 
 fn site_list_source(

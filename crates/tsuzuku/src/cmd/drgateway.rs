@@ -1,11 +1,36 @@
 //! `tsuzuku serve --role dr-gateway`: the gateway the customer runs in its own data centre for
 //! disaster recovery (issue 5, RS-7). In normal times it follows the control plane's snapshots
 //! (the variant with credential verifiers) and mirrors them into its own local SQLite store;
-//! when everything else is gone it signs people in, decides and audits from that copy alone.
+//! when everything else is gone it signs people in, decides and audits from that copy alone,
+//! and uploads its audit events to the control plane whenever it is reachable.
 
 use anyhow::{Context as _, Result};
 use tsuzuku_snapshot::SnapshotBody;
 use tsuzuku_store::{App, PolicyDoc, Store, User};
+
+/// How often the DR gateway looks for audit events to upload when there is nothing new or the
+/// control plane is unreachable.
+const UPLOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Events per upload.
+const UPLOAD_BATCH: usize = 200;
+
+/// The audit uploader's settings: the control plane and credentials of the snapshot feed, and
+/// the acknowledged position kept in `audit-upload.json` in the data directory.
+pub fn uploader_settings(
+    feed: &tsuzuku_gateway::FeedSettings,
+    node: &str,
+    data_dir: &std::path::Path,
+) -> tsuzuku_control::upload::UploaderSettings {
+    tsuzuku_control::upload::UploaderSettings {
+        control_url: feed.control_url.clone(),
+        node_token: feed.node_token.clone(),
+        ca_pem: feed.ca_pem.clone(),
+        node: node.to_owned(),
+        position_file: data_dir.join("audit-upload.json"),
+        every: UPLOAD_EVERY,
+        batch: UPLOAD_BATCH,
+    }
+}
 
 /// Only critical apps stay reachable in DR mode.
 fn critical_apps(body: &SnapshotBody) -> Vec<App> {

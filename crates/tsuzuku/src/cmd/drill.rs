@@ -42,12 +42,9 @@ pub async fn run(env: &Env, since: &str) -> Result<ExitCode> {
                 e.device.clone(),
                 if e.drill { "drill" } else { "real" }.into(),
                 show_ms(e.entered_ms),
-                match (e.left_ms, e.entered_ms) {
-                    (Some(l), _) => show_ms(Some(l)),
-                    (None, _) => "still in DR mode".into(),
-                },
-                e.duration_ms(now)
-                    .map_or_else(|| "-".into(), |d| human(d)),
+                e.left_ms
+                    .map_or_else(|| "still in DR mode".into(), |l| show_ms(Some(l))),
+                e.duration_ms(now).map_or_else(|| "-".into(), human),
                 match (e.back_ms, e.left_ms) {
                     (Some(b), _) => show_ms(Some(b)),
                     (None, Some(_)) => "returning".into(),

@@ -336,6 +336,7 @@ async fn serve(
     // A DR gateway mirrors the control plane's snapshots into its own local store and serves
     // from that store: it needs nothing else alive.
     let mut dr_follow = None;
+    let mut dr_upload = None;
     if dr {
         let sn = c.snapshot.as_ref().context(
             "--role dr-gateway runs from the control plane's snapshots: configure [snapshot] (docs/CONTINUITY.md)",
@@ -345,11 +346,9 @@ async fn serve(
                 "a DR gateway keeps its own local copy: store.url must be a sqlite: URL, not the control plane's database"
             );
         }
-        let follower = tsuzuku_gateway::SnapshotFollower::new(
-            feed_settings(env, sn, "dr-gateway")?,
-            store.tenant_id(),
-            &node,
-        )?;
+        let feed = feed_settings(env, sn, "dr-gateway")?;
+        dr_upload = Some(drgateway::uploader_settings(&feed, &node, &env.data_dir));
+        let follower = tsuzuku_gateway::SnapshotFollower::new(feed, store.tenant_id(), &node)?;
         let first = follower
             .initial(Duration::from_millis(sn.start_timeout_ms))
             .await?;
@@ -467,6 +466,14 @@ async fn serve(
             }
         });
     }
+    // A DR gateway uploads its own audit events whenever the control plane is reachable.
+    let _uploader = match dr_upload {
+        Some(u) => Some(
+            tsuzuku_control::upload::spawn_uploader(store.clone(), u)
+                .context("the DR audit uploader")?,
+        ),
+        None => None,
+    };
     if let Some(l) = demo_listener {
         let jwks: jsonwebtoken::jwk::JwkSet =
             serde_json::from_value(tsuzuku_gateway::assertion::jwks(&[gw.signer()]))?;
