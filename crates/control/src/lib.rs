@@ -3,7 +3,9 @@
 //! the store, sealed, so the control planes of both sites sign with the same key), publishes a
 //! new version whenever the content changes, and serves it to gateways by long-poll. Each poll
 //! records which version the asking gateway uses, for `tsuzuku status`. It also publishes the
-//! connectors' signed site list (gateway sites and operators' exclusions) the same way.
+//! connectors' signed site list (gateway sites and operators' exclusions) the same way. It
+//! records the DR state connectors report (`drill`, for `tsuzuku dr drill`) and appends the
+//! audit events DR gateways upload to the tenant's chain, each once (`upload`).
 //!
 //! Invariant: the control plane never decides a request and never proxies one; gateways can
 //! run for as long as they like without it (they keep the last snapshot on disk). It knows the

@@ -3,9 +3,10 @@
 //! plane appends them to the tenant's main chain, each with its origin in its detail
 //! (`dr_gateway`: the node, `dr_seq` and `dr_hash`: its place in the DR gateway's chain).
 //!
-//! Both ends are here: [`parse_upload`] (pure) checks a batch — every event's hash recomputed
-//! over its content, the batch linked, the first event of the chain naming the chain — and
-//! [`spawn_uploader`] runs on the DR gateway. A chain is identified by the hash of its first
+//! The wire format of both ends is here: [`upload_body`] and [`Answer`] for the DR gateway's
+//! uploader (in the binary: this crate makes no outbound requests), [`parse_upload`] (pure)
+//! checks a batch — every event's hash recomputed over its content, the batch linked, the first
+//! event of the chain naming the chain. A chain is identified by the hash of its first
 //! event; the control plane records per chain the last uploaded sequence number in the same
 //! transaction that appends the events ([`tsuzuku_store::Store::append_dr_audit`]), so a retry
 //! after a crash on either side skips what arrived and loses nothing. The DR gateway remembers
@@ -19,8 +20,7 @@
 //! N, "appended": K}`, 409 `{"uploaded_to": N, "error": …}` when the batch does not continue
 //! the chain where the upload stands, 400 for a malformed batch.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tsuzuku_audit::{ChainedEvent, GENESIS_HASH, chain_hash};
@@ -31,7 +31,7 @@ pub const MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// Most events in one upload.
 pub const MAX_UPLOAD_EVENTS: usize = 1000;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Batch {
     node: String,
@@ -39,14 +39,38 @@ struct Batch {
     events: Vec<ChainedEvent>,
 }
 
-/// The control plane's answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Answer {
-    uploaded_to: i64,
+#[derive(Serialize)]
+struct BatchRef<'a> {
+    node: &'a str,
+    chain: &'a str,
+    events: &'a [ChainedEvent],
+}
+
+/// The body of an upload of `events` (consecutive events of the chain whose first event's hash
+/// is `chain`) from DR gateway `node`.
+pub fn upload_body(
+    node: &str,
+    chain: &str,
+    events: &[ChainedEvent],
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&BatchRef {
+        node,
+        chain,
+        events,
+    })
+}
+
+/// The control plane's answer to an upload (200 and 409).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The last sequence number of the chain the control plane holds.
+    pub uploaded_to: i64,
+    /// Events appended by this upload.
     #[serde(default)]
-    appended: usize,
+    pub appended: usize,
+    /// Why the batch was refused (409).
     #[serde(default)]
-    error: Option<String>,
+    pub error: Option<String>,
 }
 
 fn valid_id(s: &str) -> bool {
@@ -191,46 +215,6 @@ pub(crate) async fn accept(store: &Store, body: &[u8], now_ms: i64) -> (u16, Str
     }
 }
 
-/// Why the uploader cannot start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UploadError {
-    #[error("the control plane's CA file is not a PEM certificate: {0}")]
-    Ca(String),
-    #[error("cannot build the control-plane client: {0}")]
-    Client(String),
-}
-
-/// What the DR gateway's uploader needs.
-#[derive(Clone)]
-pub struct UploaderSettings {
-    /// `https://host:port` of the control plane.
-    pub control_url: String,
-    pub node_token: String,
-    /// A CA for the control plane's certificate, if not a public one.
-    pub ca_pem: Option<Vec<u8>>,
-    /// This DR gateway's node id (shown in the uploaded events).
-    pub node: String,
-    /// Where the acknowledged position is kept.
-    pub position_file: PathBuf,
-    /// Pause between rounds when there is nothing new or the control plane is unreachable.
-    pub every: Duration,
-    /// Events per upload (at most [`MAX_UPLOAD_EVENTS`]).
-    pub batch: usize,
-}
-
-impl std::fmt::Debug for UploaderSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UploaderSettings")
-            .field("control_url", &self.control_url)
-            .field("node", &self.node)
-            .field("position_file", &self.position_file)
-            .field("every", &self.every)
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The acknowledged position, as kept on the DR gateway's disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
@@ -262,151 +246,6 @@ pub fn write_position(path: &Path, p: &Position) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-/// The outcome of one round.
-enum Round {
-    /// Nothing new to upload.
-    Idle,
-    /// A batch was acknowledged; `more` if there may be more right away.
-    Sent { more: bool },
-}
-
-/// Starts the uploader: every `every`, and at once again while a full batch went, it sends the
-/// events after the acknowledged position. Problems are logged once each until resolved.
-pub fn spawn_uploader(
-    store: Store,
-    settings: UploaderSettings,
-) -> Result<tokio::task::JoinHandle<()>, UploadError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .https_only(true)
-        .min_tls_version(reqwest::tls::Version::TLS_1_2);
-    if let Some(pem) = &settings.ca_pem {
-        b = b.add_root_certificate(
-            reqwest::Certificate::from_pem(pem).map_err(|e| UploadError::Ca(e.to_string()))?,
-        );
-    }
-    let client = b.build().map_err(|e| UploadError::Client(e.to_string()))?;
-    Ok(tokio::spawn(async move {
-        let mut last_problem: Option<String> = None;
-        loop {
-            match round(&client, &store, &settings).await {
-                Ok(Round::Sent { more: true }) => {
-                    last_problem = None;
-                    continue;
-                }
-                Ok(_) => last_problem = None,
-                Err(p) => {
-                    if last_problem.as_deref() != Some(p.as_str()) {
-                        tracing::warn!(problem = %p, "DR audit upload: not uploaded yet, retrying");
-                        last_problem = Some(p);
-                    }
-                }
-            }
-            tokio::time::sleep(settings.every).await;
-        }
-    }))
-}
-
-async fn round(
-    client: &reqwest::Client,
-    store: &Store,
-    s: &UploaderSettings,
-) -> Result<Round, String> {
-    let first = store
-        .audit_events(1, 1)
-        .await
-        .map_err(|e| format!("reading the local audit chain: {e}"))?;
-    let Some(first) = first.first() else {
-        return Ok(Round::Idle);
-    };
-    let chain = first.hash.clone();
-    let mut pos = read_position(&s.position_file)
-        .filter(|p| p.chain == chain)
-        .unwrap_or(Position {
-            chain: chain.clone(),
-            uploaded_to: 0,
-        });
-    let batch = s.batch.clamp(1, MAX_UPLOAD_EVENTS);
-    let mut events = store
-        .audit_events(
-            pos.uploaded_to.saturating_add(1),
-            i64::try_from(batch).unwrap_or(1),
-        )
-        .await
-        .map_err(|e| format!("reading the local audit chain: {e}"))?;
-    if events.is_empty() {
-        return Ok(Round::Idle);
-    }
-    let read = events.len();
-    // Keep the body under the control plane's limit: fewer events if they are large.
-    let body = loop {
-        let body = serde_json::to_vec(&Batch {
-            node: s.node.clone(),
-            chain: chain.clone(),
-            events: events.clone(),
-        })
-        .map_err(|e| format!("encoding the upload: {e}"))?;
-        if body.len() <= MAX_UPLOAD_BYTES || events.len() <= 1 {
-            break body;
-        }
-        events.truncate(events.len() / 2);
-    };
-    let url = format!("{}/v1/audit", s.control_url.trim_end_matches('/'));
-    let resp = client
-        .post(&url)
-        .bearer_auth(&s.node_token)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the control plane at {url}: {e}"))?;
-    let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| format!("reading the control plane's answer: {e}"))?;
-    match status.as_u16() {
-        200 | 409 => {
-            let a: Answer = serde_json::from_str(&text)
-                .map_err(|e| format!("the control plane's answer is not understood: {e}"))?;
-            let moved = a.uploaded_to != pos.uploaded_to;
-            if status.as_u16() == 409 && !moved {
-                return Err(format!(
-                    "the control plane refuses the events after #{}: {}",
-                    a.uploaded_to,
-                    a.error.as_deref().unwrap_or("out of step")
-                ));
-            }
-            if let Some(err) = &a.error {
-                tracing::warn!(uploaded_to = a.uploaded_to, reason = %err, "DR audit upload: the control plane holds another position; continuing from it");
-            }
-            pos.uploaded_to = a.uploaded_to;
-            write_position(&s.position_file, &pos).map_err(|e| {
-                format!(
-                    "cannot write the upload position {}: {e}",
-                    s.position_file.display()
-                )
-            })?;
-            if a.appended > 0 {
-                tracing::info!(
-                    appended = a.appended,
-                    uploaded_to = a.uploaded_to,
-                    "DR audit events uploaded to the control plane"
-                );
-            }
-            // More at once after a full or shortened batch, or from the control plane's position.
-            Ok(Round::Sent {
-                more: read >= batch || events.len() < read || status.as_u16() == 409,
-            })
-        }
-        code => Err(format!(
-            "the control plane refused the upload ({code}): {}",
-            text.trim()
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -4,31 +4,167 @@
 //! when everything else is gone it signs people in, decides and audits from that copy alone,
 //! and uploads its audit events to the control plane whenever it is reachable.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use anyhow::{Context as _, Result};
 use tsuzuku_snapshot::SnapshotBody;
 use tsuzuku_store::{App, PolicyDoc, Store, User};
 
 /// How often the DR gateway looks for audit events to upload when there is nothing new or the
 /// control plane is unreachable.
-const UPLOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const UPLOAD_EVERY: Duration = Duration::from_secs(2);
 /// Events per upload.
 const UPLOAD_BATCH: usize = 200;
 
-/// The audit uploader's settings: the control plane and credentials of the snapshot feed, and
-/// the acknowledged position kept in `audit-upload.json` in the data directory.
-pub fn uploader_settings(
-    feed: &tsuzuku_gateway::FeedSettings,
-    node: &str,
-    data_dir: &std::path::Path,
-) -> tsuzuku_control::upload::UploaderSettings {
-    tsuzuku_control::upload::UploaderSettings {
-        control_url: feed.control_url.clone(),
-        node_token: feed.node_token.clone(),
-        ca_pem: feed.ca_pem.clone(),
-        node: node.to_owned(),
-        position_file: data_dir.join("audit-upload.json"),
-        every: UPLOAD_EVERY,
-        batch: UPLOAD_BATCH,
+/// What the DR gateway's audit uploader needs: the control plane and credentials of the
+/// snapshot feed, and where the acknowledged position is kept.
+pub struct Uploader {
+    control_url: String,
+    node_token: String,
+    ca_pem: Option<Vec<u8>>,
+    node: String,
+    position_file: PathBuf,
+}
+
+impl Uploader {
+    /// The position is kept in `audit-upload.json` in the data directory.
+    pub fn new(feed: &tsuzuku_gateway::FeedSettings, node: &str, data_dir: &Path) -> Self {
+        Self {
+            control_url: feed.control_url.clone(),
+            node_token: feed.node_token.clone(),
+            ca_pem: feed.ca_pem.clone(),
+            node: node.to_owned(),
+            position_file: data_dir.join("audit-upload.json"),
+        }
+    }
+
+    /// Starts uploading (`tsuzuku_control::upload` describes the protocol): every
+    /// [`UPLOAD_EVERY`], and at once again after a full batch, the events after the
+    /// acknowledged position. Problems are logged once each until resolved.
+    pub fn spawn(self, store: Store) -> Result<tokio::task::JoinHandle<()>> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .https_only(true)
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        if let Some(pem) = &self.ca_pem {
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_pem(pem)
+                    .context("snapshot.ca_file is not a PEM certificate")?,
+            );
+        }
+        let client = b.build().context("cannot build the control-plane client")?;
+        Ok(tokio::spawn(async move {
+            let mut last_problem: Option<String> = None;
+            loop {
+                match self.round(&client, &store).await {
+                    Ok(more) => {
+                        last_problem = None;
+                        if more {
+                            continue;
+                        }
+                    }
+                    Err(p) => {
+                        if last_problem.as_deref() != Some(p.as_str()) {
+                            tracing::warn!(problem = %p, "DR audit upload: not uploaded yet, retrying");
+                            last_problem = Some(p);
+                        }
+                    }
+                }
+                tokio::time::sleep(UPLOAD_EVERY).await;
+            }
+        }))
+    }
+
+    /// One upload; `Ok(true)` when there may be more to send at once.
+    async fn round(&self, client: &reqwest::Client, store: &Store) -> Result<bool, String> {
+        use tsuzuku_control::upload::{
+            MAX_UPLOAD_BYTES, Position, read_position, upload_body, write_position,
+        };
+        let read_err = |e: tsuzuku_store::StoreError| format!("reading the local audit chain: {e}");
+        let first = store.audit_events(1, 1).await.map_err(read_err)?;
+        let Some(chain) = first.first().map(|e| e.hash.clone()) else {
+            return Ok(false);
+        };
+        let mut pos = read_position(&self.position_file)
+            .filter(|p| p.chain == chain)
+            .unwrap_or(Position {
+                chain: chain.clone(),
+                uploaded_to: 0,
+            });
+        let mut events = store
+            .audit_events(
+                pos.uploaded_to.saturating_add(1),
+                i64::try_from(UPLOAD_BATCH).unwrap_or(1),
+            )
+            .await
+            .map_err(read_err)?;
+        let read = events.len();
+        if read == 0 {
+            return Ok(false);
+        }
+        // Keep the body under the control plane's limit: fewer events if they are large.
+        let body = loop {
+            let body = upload_body(&self.node, &chain, &events)
+                .map_err(|e| format!("encoding the upload: {e}"))?;
+            if body.len() <= MAX_UPLOAD_BYTES || events.len() <= 1 {
+                break body;
+            }
+            events.truncate(events.len() / 2);
+        };
+        let url = format!("{}/v1/audit", self.control_url.trim_end_matches('/'));
+        let resp = client
+            .post(&url)
+            .bearer_auth(&self.node_token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the control plane at {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("reading the control plane's answer: {e}"))?;
+        if status != 200 && status != 409 {
+            return Err(format!(
+                "the control plane refused the upload ({status}): {}",
+                text.trim()
+            ));
+        }
+        let a: tsuzuku_control::upload::Answer = serde_json::from_str(&text)
+            .map_err(|e| format!("the control plane's answer is not understood: {e}"))?;
+        if status == 409 {
+            if a.uploaded_to == pos.uploaded_to {
+                return Err(format!(
+                    "the control plane refuses the events after #{}: {}",
+                    a.uploaded_to,
+                    a.error.as_deref().unwrap_or("out of step")
+                ));
+            }
+            tracing::warn!(
+                uploaded_to = a.uploaded_to,
+                reason = a.error.as_deref().unwrap_or(""),
+                "DR audit upload: the control plane holds another position; continuing from it"
+            );
+        }
+        pos.uploaded_to = a.uploaded_to;
+        write_position(&self.position_file, &pos).map_err(|e| {
+            format!(
+                "cannot write the upload position {}: {e}",
+                self.position_file.display()
+            )
+        })?;
+        if a.appended > 0 {
+            tracing::info!(
+                appended = a.appended,
+                uploaded_to = a.uploaded_to,
+                "DR audit events uploaded to the control plane"
+            );
+        }
+        // More at once after a full or shortened batch, or from the control plane's position.
+        Ok(read >= UPLOAD_BATCH || events.len() < read || status == 409)
     }
 }
 

@@ -347,7 +347,7 @@ async fn serve(
             );
         }
         let feed = feed_settings(env, sn, "dr-gateway")?;
-        dr_upload = Some(drgateway::uploader_settings(&feed, &node, &env.data_dir));
+        dr_upload = Some(drgateway::Uploader::new(&feed, &node, &env.data_dir));
         let follower = tsuzuku_gateway::SnapshotFollower::new(feed, store.tenant_id(), &node)?;
         let first = follower
             .initial(Duration::from_millis(sn.start_timeout_ms))
@@ -468,10 +468,7 @@ async fn serve(
     }
     // A DR gateway uploads its own audit events whenever the control plane is reachable.
     let _uploader = match dr_upload {
-        Some(u) => Some(
-            tsuzuku_control::upload::spawn_uploader(store.clone(), u)
-                .context("the DR audit uploader")?,
-        ),
+        Some(u) => Some(u.spawn(store.clone()).context("the DR audit uploader")?),
         None => None,
     };
     if let Some(l) = demo_listener {
