@@ -66,4 +66,10 @@ fi
   echo "run.sh: no tsuzuku binary at $bin" >&2
   exit 1
 }
-exec "$target/release/failover-bench" "$bin"
+# Private copies: target/ is shared, and a rebuild during the run (the primary's gateway is
+# restarted every trial) must not swap the binaries under the benchmark.
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/tsuzuku-failover-bin.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+cp "$bin" "$tmp/tsuzuku"
+cp "$target/release/failover-bench" "$tmp/failover-bench"
+"$tmp/failover-bench" "$tmp/tsuzuku"

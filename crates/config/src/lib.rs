@@ -70,6 +70,10 @@ pub struct ControlConfig {
     pub listen: SocketAddr,
     /// File holding the shared token gateways present, relative to the data directory.
     pub node_token_file: PathBuf,
+    /// File holding the token DR gateways present: only it gets the snapshot variant with
+    /// credential verifiers, so an ordinary gateway's token never yields password hashes or
+    /// TOTP secrets.
+    pub dr_token_file: PathBuf,
     /// How often the store is read for changes to publish.
     pub publish_interval_ms: u64,
 }
@@ -79,6 +83,7 @@ impl Default for ControlConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
             node_token_file: PathBuf::from("keys/node-token"),
+            dr_token_file: PathBuf::from("keys/dr-node-token"),
             publish_interval_ms: 1000,
         }
     }

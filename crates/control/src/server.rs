@@ -44,6 +44,8 @@ use crate::publish::Publisher;
 pub struct ServeOptions {
     /// The shared secret gateways present as a bearer token.
     pub node_token: String,
+    /// The secret DR gateways present; the only one that gets credential verifiers.
+    pub dr_token: String,
     /// Longest long-poll wait.
     pub max_wait: Duration,
 }
@@ -206,7 +208,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        tokens_equal(presented, &options.node_token)
+        tokens_equal(presented, &options.node_token) || tokens_equal(presented, &options.dr_token)
     };
     if req.method() == Method::POST && req.uri().path() == "/v1/load" {
         if !authorized(&req) {
@@ -233,17 +235,23 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !tokens_equal(presented, &options.node_token) {
-        tracing::warn!(%peer, "snapshot request with a missing or wrong node token");
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "a valid node token is required (Authorization: Bearer ...)",
-        );
-    }
     let poll = match parse_poll(req.uri().query().unwrap_or(""), options.max_wait) {
         Ok(p) => p,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
+    // The DR variant carries credential verifiers: only the DR token gets it.
+    let expected = if poll.role == "dr-gateway" {
+        &options.dr_token
+    } else {
+        &options.node_token
+    };
+    if !tokens_equal(presented, expected) {
+        tracing::warn!(%peer, role = %poll.role, "snapshot request with a missing or wrong token");
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "a valid token for this role is required (Authorization: Bearer ...)",
+        );
+    }
     // DR gateways get the variant with credential verifiers; every other node does not.
     let rx = if poll.role == "dr-gateway" {
         publisher.subscribe_dr()

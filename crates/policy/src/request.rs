@@ -249,7 +249,7 @@ impl Builder {
 
     /// Calls a one-argument extension constructor, e.g. `ip("10.0.0.1")`,
     /// as Cedar's evaluator does.
-    fn extension(function: &ExtensionFunction, arg: String) -> Result<Value, String> {
+    fn extension(function: &ExtensionFunction, arg: &str) -> Result<Value, String> {
         match function.call(&[Value::from(arg)]) {
             Ok(PartialValue::Value(value)) => Ok(value),
             Ok(PartialValue::Residual(residual)) => {
@@ -272,8 +272,8 @@ impl Builder {
             let now_text = clock.now.to_string();
             let moment = Rc::new(Moment {
                 key,
-                now: Self::extension(self.datetime, now_text.clone())?,
-                local_time: Self::extension(self.duration, format!("{}s", clock.seconds_of_day))?,
+                now: Self::extension(self.datetime, &now_text)?,
+                local_time: Self::extension(self.duration, &format!("{}s", clock.seconds_of_day))?,
                 now_text,
                 offset_text: offset_text(clock.offset),
                 date_text: date_text(clock.date),
@@ -345,7 +345,7 @@ impl Builder {
         let mut context: BTreeMap<SmolStr, Value> = BTreeMap::new();
         context.insert(
             SmolStr::new_static("source_ip"),
-            Self::extension(self.ip, derived.ip.clone())?,
+            Self::extension(self.ip, &derived.ip)?,
         );
         context.insert(SmolStr::new_static("now"), moment.now.clone());
         context.insert(SmolStr::new_static("local_time"), moment.local_time.clone());

@@ -114,7 +114,7 @@ async fn dr_gateway_uploads_its_audit_events_once_when_the_control_plane_is_back
     std::fs::write(drgw.data().join("control.pub"), &public).unwrap();
     std::fs::create_dir_all(drgw.data().join("keys")).unwrap();
     std::fs::copy(
-        main.data().join("keys").join("node-token"),
+        main.data().join("keys").join("dr-node-token"),
         drgw.data().join("keys").join("node-token"),
     )
     .unwrap();

@@ -79,7 +79,7 @@ async fn dr_gateway_signs_in_and_serves_critical_apps_with_everything_else_down(
     std::fs::write(drgw.data().join("control.pub"), &public).unwrap();
     std::fs::create_dir_all(drgw.data().join("keys")).unwrap();
     std::fs::copy(
-        main.data().join("keys").join("node-token"),
+        main.data().join("keys").join("dr-node-token"),
         drgw.data().join("keys").join("node-token"),
     )
     .unwrap();
@@ -94,6 +94,28 @@ async fn dr_gateway_signs_in_and_serves_critical_apps_with_everything_else_down(
     ))
     .unwrap();
     drgw.start_with(&["--role", "dr-gateway"]).await.unwrap();
+
+    // Only the DR token gets the variant with credential verifiers.
+    let ca = reqwest::Certificate::from_pem(
+        &std::fs::read(main.data().join("tls").join("ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let node_token = std::fs::read_to_string(main.data().join("keys").join("node-token")).unwrap();
+    let dr_token = std::fs::read_to_string(main.data().join("keys").join("dr-node-token")).unwrap();
+    let ask = |role: &str, token: &str| {
+        http.get(format!(
+            "https://127.0.0.1:{cport}/v1/snapshot?node=probe&role={role}&wait=0"
+        ))
+        .bearer_auth(token.trim())
+        .send()
+    };
+    assert_eq!(ask("dr-gateway", &node_token).await.unwrap().status(), 401);
+    assert_eq!(ask("gateway", &node_token).await.unwrap().status(), 200);
+    assert_eq!(ask("dr-gateway", &dr_token).await.unwrap().status(), 200);
 
     // Disaster: the control plane (and with it the normal service) is gone.
     control.start_kill().unwrap();

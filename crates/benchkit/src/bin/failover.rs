@@ -823,9 +823,10 @@ async fn brownout(rig: &mut Rig) -> Result<BrownoutResult> {
             )
         });
         println!(
-            "connector {}: {} switches ({lat} smoothed probe latency at the end){}",
+            "connector {}: {} switch{} ({lat} smoothed probe latency at the end){}",
             i + 1,
             ch.len(),
+            if ch.len() == 1 { "" } else { "es" },
             ch.iter()
                 .map(|c| format!(
                     "\n    +{:.1} s -> {}: {}",
@@ -840,8 +841,9 @@ async fn brownout(rig: &mut Rig) -> Result<BrownoutResult> {
     let per_min = switches as f64 / connector_minutes;
     let worst_per_min = most as f64 / (rig.s.jitter_for.as_secs_f64() / 60.0);
     println!(
-        "switches per minute under ±{} ms jitter: {per_min:.2} ({switches} switches over {connector_minutes:.1} connector-minutes); worst connector {worst_per_min:.2} ({most} switches)",
-        j.as_millis()
+        "switches per minute under ±{} ms jitter: {per_min:.2} ({switches} switches over {connector_minutes:.1} connector-minutes); worst connector {worst_per_min:.2} ({most} in {} s)",
+        j.as_millis(),
+        rig.s.jitter_for.as_secs()
     );
     da.set(Delay::NONE);
     db.set(Delay::NONE);

@@ -43,7 +43,7 @@ pub fn read_or_create_token(path: &Path) -> Result<String> {
                 .open(path)
                 .with_context(|| format!("creating the node token file {}", path.display()))?;
             f.write_all(token.as_bytes())?;
-            tracing::warn!(file = %path.display(), "created a node token; copy it to every gateway's snapshot.node_token_file");
+            tracing::warn!(file = %path.display(), "created a token; copy keys/node-token to every gateway's snapshot.node_token_file, keys/dr-node-token only to DR gateways");
             Ok(token)
         }
         Err(e) => Err(e).with_context(|| format!("reading the node token file {}", path.display())),
@@ -61,6 +61,12 @@ pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -
         .await
         .context("cannot publish the first gateway snapshot")?;
     let token = read_or_create_token(&env.path(&c.control.node_token_file))?;
+    let dr_token = read_or_create_token(&env.path(&c.control.dr_token_file))?;
+    if dr_token == token {
+        anyhow::bail!(
+            "control.dr_token_file and control.node_token_file hold the same token; the DR token must differ (it unlocks credential verifiers)"
+        );
+    }
     let tls = tsuzuku_gateway::tls_config(
         &env.path(&c.gateway.tls_cert),
         &env.path(&c.gateway.tls_key),
@@ -77,6 +83,7 @@ pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -
         tls,
         ServeOptions {
             node_token: token,
+            dr_token,
             max_wait: Duration::from_secs(60),
         },
         shutdown,
