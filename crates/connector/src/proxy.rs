@@ -1030,6 +1030,13 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         let mut sender = match open_sender(&shared, stream, &host, gateway).await {
             Ok(s) => s,
             Err(why) => {
+                // A gateway that accepts TCP but fails the handshake counts against its site
+                // at once, not only at the next probe.
+                if let Target::Site(ep) = &target {
+                    shared
+                        .state
+                        .report_traffic_failure(ep.clone(), Failure::Connect);
+                }
                 tried.push(format!("{where_} ({why})"));
                 continue;
             }

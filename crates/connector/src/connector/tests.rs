@@ -33,10 +33,10 @@ fn settings_that_do_not_fit_together_are_explained() {
         "settings do not fit together: the probe timeout (1 s) must be shorter than the failure budget down_after (1 s), or one slow probe would count as an outage"
     );
     let mut c = config();
-    c.select.stale_after = Duration::from_millis(1500);
+    c.select.stale_after = Duration::from_millis(1200);
     assert_eq!(
         c.validate().unwrap_err().to_string(),
-        "settings do not fit together: stale_after (1.5 s) must be longer than the probe interval plus the probe timeout (1.8 s)"
+        "settings do not fit together: stale_after (1.2 s) must be longer than the probe interval plus the probe timeout (1.3 s)"
     );
     let mut c = config();
     c.evaluate_every = Duration::ZERO;
