@@ -707,7 +707,7 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
         Route::Gateway => {
             let mut tried = Vec::new();
             match open_gateway(&shared, &mut tried).await {
-                (_, Some((stream, ep))) => (stream, Some(ep.site)),
+                (_, Some((stream, ep))) => (stream, Some(ep)),
                 (selection, None) => return unreachable(&selection, &tried),
             }
         }
@@ -772,12 +772,13 @@ async fn tunnel<C>(
     shared: Arc<Shared>,
     mut client: C,
     mut upstream: TcpStream,
-    site: Option<String>,
+    endpoint: Option<Endpoint>,
     selection: Option<(watch::Receiver<Arc<Selection>>, Option<String>)>,
     dr: Option<DrWatch>,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let site = endpoint.as_ref().map(|e| e.site.clone());
     let _guard = site.as_deref().map(|s| TunnelGuard::open(&shared, s));
     let policy = shared.cfg.tunnel_close;
     let close = async {
@@ -817,8 +818,18 @@ async fn tunnel<C>(
     let mut stop = shared.stop.clone();
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "tunnel ended with an error");
+            match r {
+                // The client sent something and the gateway closed without a byte back: the
+                // node behind that address is gone (e.g. behind a load balancer that still
+                // accepts TCP). Selection hears of it now, not at the next probe.
+                Ok((sent, 0)) if sent > 0 => {
+                    if let Some(ep) = endpoint {
+                        tracing::info!(site = %ep.site, addr = %ep.addr, "a gateway closed a tunnel without answering");
+                        shared.state.report_traffic_failure(ep, Failure::Protocol);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
             }
         }
         () = close => {}
