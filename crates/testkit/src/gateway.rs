@@ -270,6 +270,27 @@ impl TestGateway {
         Ok(child)
     }
 
+    /// Configures this data directory as a DR gateway following `control`'s control plane on
+    /// `cport`: trusts its snapshot key and CA, and holds its DR token (`keys/dr-node-token`)
+    /// as the node token. Start it with `start_with(&["--role", "dr-gateway"])`.
+    pub fn follow_as_dr_gateway(&self, control: &TestGateway, cport: u16) -> Result<(), KitError> {
+        let public = control.cli_ok(&["keys", "snapshot-public"])?;
+        std::fs::write(self.data().join("control.pub"), public)?;
+        std::fs::create_dir_all(self.data().join("keys"))?;
+        std::fs::copy(
+            control.data().join("keys").join("dr-node-token"),
+            self.data().join("keys").join("node-token"),
+        )?;
+        std::fs::copy(
+            control.data().join("tls").join("ca.pem"),
+            self.data().join("control-ca.pem"),
+        )?;
+        self.append_config(&format!(
+            "[snapshot]\ncontrol_url = \"https://127.0.0.1:{cport}\"\ntrust = \"control.pub\"\n\
+             ca_file = \"control-ca.pem\"\nstart_timeout_ms = 1500\n"
+        ))
+    }
+
     /// Starts a second gateway node of the same site: same store, keys and certificate, its own
     /// listening port (a copy of the configuration with another `listen`). Killed on drop.
     pub async fn start_node(&self) -> Result<Node, KitError> {

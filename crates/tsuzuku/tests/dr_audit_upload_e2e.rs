@@ -109,25 +109,8 @@ async fn dr_gateway_uploads_its_audit_events_once_when_the_control_plane_is_back
 
     // The control plane, and a DR gateway following it.
     let cport = main.use_control_port().unwrap();
-    let public = main.cli_ok(&["keys", "snapshot-public"]).unwrap();
     let mut control = main.start_control().await.unwrap();
-    std::fs::write(drgw.data().join("control.pub"), &public).unwrap();
-    std::fs::create_dir_all(drgw.data().join("keys")).unwrap();
-    std::fs::copy(
-        main.data().join("keys").join("dr-node-token"),
-        drgw.data().join("keys").join("node-token"),
-    )
-    .unwrap();
-    std::fs::copy(
-        main.data().join("tls").join("ca.pem"),
-        drgw.data().join("control-ca.pem"),
-    )
-    .unwrap();
-    drgw.append_config(&format!(
-        "[snapshot]\ncontrol_url = \"https://127.0.0.1:{cport}\"\ntrust = \"control.pub\"\n\
-         ca_file = \"control-ca.pem\"\nstart_timeout_ms = 1500\n"
-    ))
-    .unwrap();
+    drgw.follow_as_dr_gateway(&main, cport).unwrap();
     drgw.start_with(&["--role", "dr-gateway", "--node-id", "dr-east"])
         .await
         .unwrap();
