@@ -31,14 +31,49 @@ const FORMAT_VERSION: i64 = 1;
 ///
 /// The result does not depend on serde_json's map ordering features.
 pub fn canonical_bytes(seq: i64, prev_hash: &str, ev: &AuditEvent) -> Vec<u8> {
+    let mut detail = Vec::with_capacity(256);
+    write_canonical(&mut detail, &ev.detail);
+    canonical_bytes_with(seq, prev_hash, ev, &detail)
+}
+
+/// The canonical JSON text of an event's `detail`, exactly as [`canonical_bytes`] embeds it:
+/// sorted keys, no whitespace, minimal string escapes. It is valid JSON that parses back to the
+/// same value, so a store can keep it as the stored detail and hash the event with
+/// [`chain_hash_canonical`] without encoding the detail twice; verification re-encodes whatever
+/// JSON is stored, so rows stored in any other JSON layout verify the same way.
+pub fn canonical_detail(detail: &Value) -> String {
     let mut out = Vec::with_capacity(256);
+    write_canonical(&mut out, detail);
+    // Every byte written is either copied from a `str` or ASCII punctuation, digits and
+    // escapes, so this never fails; a lossy conversion keeps that from ever panicking.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`chain_hash`] for an event whose detail was already encoded with [`canonical_detail`]
+/// (`ev.detail` itself is not read). Gives the same hash as `chain_hash(seq, prev_hash, ev)`.
+pub fn chain_hash_canonical(
+    seq: i64,
+    prev_hash: &str,
+    ev: &AuditEvent,
+    canonical_detail: &str,
+) -> String {
+    hex::encode(Sha256::digest(canonical_bytes_with(
+        seq,
+        prev_hash,
+        ev,
+        canonical_detail.as_bytes(),
+    )))
+}
+
+fn canonical_bytes_with(seq: i64, prev_hash: &str, ev: &AuditEvent, detail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(detail.len().saturating_add(256));
     out.extend_from_slice(b"{\"actor\":");
     match &ev.actor {
         Some(actor) => write_json_string(&mut out, actor),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"detail\":");
-    write_canonical(&mut out, &ev.detail);
+    out.extend_from_slice(detail);
     out.extend_from_slice(b",\"kind\":");
     write_json_string(&mut out, ev.kind.as_str());
     out.extend_from_slice(b",\"prev_hash\":");

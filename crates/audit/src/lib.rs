@@ -15,8 +15,8 @@ pub mod spool;
 pub mod writer;
 
 pub use chain::{
-    ChainProblem, GENESIS_HASH, Verifier, VerifyReport, canonical_bytes, chain_hash, link, link_to,
-    verify, verify_from,
+    ChainProblem, GENESIS_HASH, Verifier, VerifyReport, canonical_bytes, canonical_detail,
+    chain_hash, chain_hash_canonical, link, link_to, verify, verify_from,
 };
 pub use event::{AuditEvent, ChainedEvent, EventKind, ParseEventKindError};
 pub use memory::MemoryBackend;

@@ -50,13 +50,13 @@ impl MemoryBackend {
 }
 
 impl AuditBackend for MemoryBackend {
-    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+    async fn append(&self, batch: &[AuditEvent]) -> Result<(), AuditError> {
         let len = batch.len();
         {
             let mut chains = self.chains();
             for ev in batch {
                 let chain = chains.entry(ev.tenant.clone()).or_default();
-                let linked = link(chain.last(), ev);
+                let linked = link(chain.last(), ev.clone());
                 chain.push(linked);
             }
         }

@@ -102,7 +102,7 @@ impl<B: AuditBackend> Spooled<B> {
         while !events.is_empty() {
             let n = events.len().min(DRAIN_CHUNK);
             let chunk: Vec<AuditEvent> = events.drain(..n).collect();
-            if let Err(e) = self.inner.append(chunk.clone()).await {
+            if let Err(e) = self.inner.append(&chunk).await {
                 // Put the chunk back in front; the file still holds all of them.
                 let mut rest = chunk;
                 rest.append(&mut events);
@@ -150,10 +150,10 @@ impl<B: AuditBackend> Spooled<B> {
 }
 
 impl<B: AuditBackend> AuditBackend for Spooled<B> {
-    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+    async fn append(&self, batch: &[AuditEvent]) -> Result<(), AuditError> {
         let _g = self.lock.lock().await;
         if !self.has_pending() {
-            match self.inner.append(batch.clone()).await {
+            match self.inner.append(batch).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, spool = %self.path.display(),
@@ -162,7 +162,7 @@ impl<B: AuditBackend> AuditBackend for Spooled<B> {
                 Err(e) => return Err(e),
             }
         }
-        append_spool(&self.path, &batch)?;
+        append_spool(&self.path, batch)?;
         self.pending.store(true, Ordering::SeqCst);
         Ok(())
     }

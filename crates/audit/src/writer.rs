@@ -12,9 +12,15 @@
 //!   still fails, every waiter of that batch gets the error. Later batches are tried afresh.
 //! - If a caller's `record` future is dropped after the event was queued, the event is still
 //!   written.
+//!
+//! The writer runs on a thread of its own (with a single-threaded Tokio runtime), not as a task
+//! among the callers': its round trips to the backend (a transaction is several statements,
+//! each a hand-off to the database driver and back) then never queue behind the callers' tasks
+//! on a busy runtime, which is what bounded the group commit's throughput and latency.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -67,17 +73,14 @@ impl AuditError {
 }
 
 /// Durable storage for audit events. `append` must commit the whole batch atomically (all or
-/// nothing) and in order, linking each event into its tenant's hash chain.
+/// nothing) and in order, linking each event into its tenant's hash chain. The batch is
+/// borrowed, so the writer can retry it without keeping a copy.
 pub trait AuditBackend: Send + Sync + 'static {
-    fn append(&self, batch: Vec<AuditEvent>)
-    -> impl Future<Output = Result<(), AuditError>> + Send;
+    fn append(&self, batch: &[AuditEvent]) -> impl Future<Output = Result<(), AuditError>> + Send;
 }
 
 impl<B: AuditBackend> AuditBackend for Arc<B> {
-    fn append(
-        &self,
-        batch: Vec<AuditEvent>,
-    ) -> impl Future<Output = Result<(), AuditError>> + Send {
+    fn append(&self, batch: &[AuditEvent]) -> impl Future<Output = Result<(), AuditError>> + Send {
         B::append(self, batch)
     }
 }
@@ -116,6 +119,9 @@ type Waiter = oneshot::Sender<Result<(), AuditError>>;
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<(AuditEvent, Waiter)>,
+    /// Set once the writer's task was aborted (or its runtime shut down): from then on nothing
+    /// is accepted, even if the writer thread has not noticed yet.
+    stopped: Arc<AtomicBool>,
 }
 
 impl AuditWriter {
@@ -131,19 +137,28 @@ impl AuditWriter {
         )
     }
 
-    /// Starts the writer task with explicit options.
+    /// Starts the writer with explicit options. Must be called from within a Tokio runtime.
+    ///
+    /// The writer runs on its own thread (`tsuzuku-audit`); the returned handle is a task on
+    /// the caller's runtime that ends when the writer has ended. Aborting that task (or shutting
+    /// down the caller's runtime) stops the writer as aborting the writer task itself would.
+    /// If no thread can be started, the writer runs as a task on the caller's runtime instead.
     pub fn spawn_with<B: AuditBackend>(
         backend: B,
         options: WriterOptions,
     ) -> (AuditWriter, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(options.capacity.max(1));
-        let handle = tokio::spawn(run(backend, rx, options));
-        (AuditWriter { tx }, handle)
+        let stopped = Arc::new(AtomicBool::new(false));
+        let handle = spawn_thread(backend, rx, options, Arc::clone(&stopped));
+        (AuditWriter { tx, stopped }, handle)
     }
 
     /// Queues `ev` and waits until the batch containing it is committed. Waits for room first
     /// if the queue is full (backpressure).
     pub async fn record(&self, ev: AuditEvent) -> Result<(), AuditError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(AuditError::WriterStopped);
+        }
         let (done_tx, done_rx) = oneshot::channel();
         self.tx
             .send((ev, done_tx))
@@ -155,6 +170,78 @@ impl AuditWriter {
     /// Events queued and not yet taken into a batch.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity().saturating_sub(self.tx.capacity())
+    }
+}
+
+type Queue = mpsc::Receiver<(AuditEvent, Waiter)>;
+
+/// Runs [`run`] on a thread of its own; see [`AuditWriter::spawn_with`].
+fn spawn_thread<B: AuditBackend>(
+    backend: B,
+    rx: Queue,
+    options: WriterOptions,
+    stopped: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime for the audit writer thread; running it as a task");
+            return tokio::spawn(run(backend, rx, options));
+        }
+    };
+    // `stop` ends the writer when the returned task is aborted or dropped with its runtime;
+    // `done` ends the returned task when the writer ends.
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    // The backend and queue wait in `slot`: the thread takes them when it starts; if it cannot
+    // start, they are still there and run as a task on the caller's runtime instead.
+    let slot = Arc::new(std::sync::Mutex::new(Some((backend, rx, options))));
+    let for_thread = Arc::clone(&slot);
+    let started = std::thread::Builder::new()
+        .name("tsuzuku-audit".into())
+        .spawn(move || {
+            let taken = for_thread.lock().ok().and_then(|mut s| s.take());
+            if let Some((backend, rx, options)) = taken {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = run(backend, rx, options) => {}
+                        _ = stop_rx => tracing::debug!("audit writer stopped: its task was aborted"),
+                    }
+                });
+            }
+            let _ = done_tx.send(());
+        });
+    match started {
+        Ok(_) => {
+            // Built before the task, so it marks the writer stopped even if the task is
+            // aborted before it first runs.
+            let guard = (stop_tx, StopOnDrop(stopped));
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _ = done_rx.await;
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the audit writer thread; running it as a task");
+            let taken = slot.lock().ok().and_then(|mut s| s.take());
+            tokio::spawn(async move {
+                if let Some((backend, rx, options)) = taken {
+                    run(backend, rx, options).await;
+                }
+            })
+        }
+    }
+}
+
+/// Marks the writer stopped when the task holding it ends or is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -170,7 +257,7 @@ async fn run<B: AuditBackend>(
     // the queue is empty.
     while rx.recv_many(&mut queued, max_batch).await > 0 {
         let (events, waiters): (Vec<AuditEvent>, Vec<Waiter>) = queued.drain(..).unzip();
-        let result = commit(&backend, events, &options).await;
+        let result = commit(&backend, &events, &options).await;
         for w in waiters {
             // A waiter that went away does not care about the answer.
             let _ = w.send(result.clone());
@@ -181,28 +268,20 @@ async fn run<B: AuditBackend>(
 
 async fn commit<B: AuditBackend>(
     backend: &B,
-    batch: Vec<AuditEvent>,
+    batch: &[AuditEvent],
     options: &WriterOptions,
 ) -> Result<(), AuditError> {
     let attempts = options.attempts.max(1);
     let mut backoff = options.initial_backoff;
     let mut attempt = 1;
+    let len = batch.len();
     loop {
-        let try_batch = if attempt < attempts {
-            batch.clone()
-        } else {
-            // Last try: no need to keep a copy.
-            return match backend.append(batch).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    tracing::error!(attempts, error = %e, "audit batch failed; giving up");
-                    Err(e)
-                }
-            };
-        };
-        let len = try_batch.len();
-        match backend.append(try_batch).await {
+        match backend.append(batch).await {
             Ok(()) => return Ok(()),
+            Err(e) if attempt >= attempts => {
+                tracing::error!(attempts, error = %e, "audit batch failed; giving up");
+                return Err(e);
+            }
             Err(e) if e.is_retryable() => {
                 tracing::warn!(
                     attempt,

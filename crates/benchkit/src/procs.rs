@@ -169,6 +169,22 @@ impl Connector {
         allow_port: u16,
         log: &Path,
     ) -> Result<Self, BenchError> {
+        Self::start_with(bin, sites, host, domain, ca, allow_port, &[], log).await
+    }
+
+    /// [`Connector::start`] with more `tsuzuku connect` arguments (`extra`), e.g. the
+    /// disaster-recovery flags.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with(
+        bin: &Path,
+        sites: &[(&str, SocketAddr)],
+        host: &str,
+        domain: &str,
+        ca: &Path,
+        allow_port: u16,
+        extra: &[String],
+        log: &Path,
+    ) -> Result<Self, BenchError> {
         let mut cmd = Command::new(bin);
         cmd.args(["connect", "--listen", "127.0.0.1:0"]);
         for (name, addr) in sites {
@@ -179,6 +195,7 @@ impl Connector {
             .args(["--allow-port", &allow_port.to_string()])
             .arg("--ca")
             .arg(ca)
+            .args(extra)
             .env(
                 "TSUZUKU_LOG",
                 std::env::var("TSUZUKU_LOG").unwrap_or("warn".into()),

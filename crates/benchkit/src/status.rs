@@ -32,6 +32,31 @@ pub struct Status {
     pub sites: Vec<SiteLine>,
 }
 
+/// Where a connector stands in disaster-recovery mode, from its status text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrPhase {
+    Normal,
+    Active,
+    Returning,
+}
+
+/// The DR phase the status text shows (its `disaster recovery:` line); `None` without DR mode
+/// configured. Pure.
+pub fn dr_phase(text: &str) -> Option<DrPhase> {
+    let rest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("disaster recovery: "))?;
+    if rest.starts_with("ACTIVE") {
+        Some(DrPhase::Active)
+    } else if rest.starts_with("RETURNING") {
+        Some(DrPhase::Returning)
+    } else if rest.starts_with("not active") {
+        Some(DrPhase::Normal)
+    } else {
+        None
+    }
+}
+
 /// One site's line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteLine {

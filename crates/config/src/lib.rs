@@ -243,6 +243,8 @@ pub struct GatewayConfig {
     pub assertion_ttl_secs: u64,
     /// How often the gateway looks for new policies and apps in the store.
     pub reload_interval_ms: u64,
+    /// Device posture older than this counts as unknown (the policy sees no `device`).
+    pub posture_max_age_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -258,6 +260,7 @@ impl Default for GatewayConfig {
             max_header_bytes: 16 * 1024,
             assertion_ttl_secs: 60,
             reload_interval_ms: 1000,
+            posture_max_age_secs: 300,
         }
     }
 }
@@ -456,6 +459,12 @@ impl Config {
             return Err(invalid(
                 "gateway.assertion_ttl_secs",
                 "expected 5 to 3600 seconds".into(),
+            ));
+        }
+        if !(5..=86_400).contains(&self.gateway.posture_max_age_secs) {
+            return Err(invalid(
+                "gateway.posture_max_age_secs",
+                "expected 5 to 86400 seconds".into(),
             ));
         }
         if !(50..=60_000).contains(&self.gateway.reload_interval_ms) {

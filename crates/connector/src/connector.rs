@@ -170,6 +170,20 @@ impl Connector {
         }
     }
 
+    /// Replaces the DR gateway and the critical app hosts (from a new signed site list) while
+    /// running; see [`DrWatcher::set_targets`]. `Ok(false)` when nothing changed or DR mode is
+    /// not configured.
+    pub fn set_dr_targets(
+        &self,
+        gateway: crate::dr::DrGateway,
+        critical_hosts: Vec<String>,
+    ) -> Result<bool, ConnectorError> {
+        match &self.dr {
+            Some(dr) => Ok(dr.set_targets(gateway, critical_hosts)?),
+            None => Ok(false),
+        }
+    }
+
     /// Open tunnels per site.
     pub fn open_tunnels(&self) -> std::collections::BTreeMap<String, usize> {
         self.proxy.open_tunnels()

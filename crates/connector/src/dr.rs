@@ -5,8 +5,9 @@
 //!
 //! The record's format, its checking and what to remember between lookups are `tsuzuku-dr`'s
 //! pure core ([`tsuzuku_dr::memory::Memory::observe`]); the routing decision is the pure
-//! [`crate::route`]; this module is the IO shell around them: DNS lookups on an interval (and on
-//! [`DrWatcher::recheck_now`]), the state file, HTTP fetches of the allowlist and its cache.
+//! [`crate::route`]; this module is the IO shell around them: DNS lookups on an interval, on
+//! every network change ([`netwatch`]) and on [`DrWatcher::recheck_now`], the state file, HTTP
+//! fetches of the allowlist and its cache.
 //!
 //! - A lookup that times out or fails (SERVFAIL, REFUSED, network down) changes nothing: the
 //!   last verified state stands until its record expires.
@@ -15,6 +16,9 @@
 //! - Leaving DR mode (`off`, withdrawn, expired) goes through [`Phase::Returning`] while normal
 //!   site selection has no healthy site: critical apps stay on the DR gateway until a normal site
 //!   answers its probes.
+//! - The DR gateway and the critical app hosts ([`DrTargets`]) travel with the published state,
+//!   so the proxy reads both, and the phase, from one snapshot; a new signed site list replaces
+//!   them in a running connector ([`DrWatcher::set_targets`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,11 +31,13 @@ use tokio::task::JoinHandle;
 use tsuzuku_dr::lookup::{self, Answer, LookupError, Transport, TxtLookup};
 use tsuzuku_dr::{DrMode, Member, Memory, TrustedKeys, statefile};
 
+use crate::internet::fetch::{ListFetcher, ListSource};
 use crate::internet::{self, HostSet, InvalidPattern, ListError, SignedList};
 use crate::route::DrRouting;
 use crate::select::{Health, Selection, human};
 use crate::state::SiteState;
 
+pub mod netwatch;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +46,55 @@ mod tests;
 pub struct DrGateway {
     pub host: String,
     pub endpoints: Vec<SocketAddr>,
+}
+
+/// Where critical apps go in DR mode: the DR gateway and the critical app hosts. Replaced as a
+/// whole, never field by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrTargets {
+    pub gateway: DrGateway,
+    /// The patterns as given.
+    pub critical_hosts: Vec<String>,
+    /// The same, parsed.
+    pub critical: HostSet,
+}
+
+impl DrTargets {
+    /// Checks the gateway has an address and every critical host is a valid pattern.
+    pub fn new(gateway: DrGateway, critical_hosts: Vec<String>) -> Result<Self, DrError> {
+        if gateway.endpoints.is_empty() {
+            return Err(DrError::NoGatewayAddress(gateway.host));
+        }
+        let critical = HostSet::parse(&critical_hosts).map_err(DrError::Critical)?;
+        Ok(Self {
+            gateway,
+            critical_hosts,
+            critical,
+        })
+    }
+}
+
+impl fmt::Display for DrTargets {
+    /// `DR gateway dr.example.com at 10.0.0.5:443; critical apps: a.example.com, b.example.com`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<String> = self
+            .gateway
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        write!(
+            f,
+            "DR gateway {} at {}; critical apps: {}",
+            self.gateway.host,
+            addrs.join(", "),
+            if self.critical_hosts.is_empty() {
+                "none".to_owned()
+            } else {
+                self.critical_hosts.join(", ")
+            }
+        )
+    }
 }
 
 /// What the connector needs for DR mode.
@@ -65,9 +120,12 @@ pub struct DrConfig {
     pub critical_hosts: Vec<String>,
     /// The customer's own allowlist entries for the `controlled` mode.
     pub allow: Vec<String>,
-    /// Where the signed allowlist is fetched (HTTP or HTTPS, e.g. an S3-compatible bucket's
-    /// object URL).
-    pub allowlist_url: Option<String>,
+    /// Whether the record is also looked up on every change of the host's addresses and
+    /// routes ([`netwatch`]). Default true.
+    pub watch_network: bool,
+    /// Where the signed allowlist is fetched: an HTTP(S) URL or an object in an S3-compatible
+    /// bucket ([`ListSource`]).
+    pub allowlist_source: Option<ListSource>,
     /// How often the signed allowlist is fetched again. Default 15 min.
     pub allowlist_refresh: Duration,
     /// Where the last verified allowlist is cached.
@@ -93,7 +151,8 @@ impl DrConfig {
             gateway,
             critical_hosts: Vec::new(),
             allow: Vec::new(),
-            allowlist_url: None,
+            watch_network: true,
+            allowlist_source: None,
             allowlist_refresh: Duration::from_secs(15 * 60),
             allowlist_cache: None,
         }
@@ -121,10 +180,6 @@ pub enum DrError {
     Critical(#[source] InvalidPattern),
     #[error("allowlist entry: {0}")]
     Allow(#[source] InvalidPattern),
-    #[error(
-        "the allowlist URL {0:?} is not an http:// or https:// URL; give the signed list's address"
-    )]
-    AllowlistUrl(String),
     #[error(transparent)]
     Lookup(#[from] LookupError),
 }
@@ -216,6 +271,8 @@ pub struct DrStatus {
     pub record_name: String,
     pub transport: String,
     pub interval: Duration,
+    /// Where critical apps go in DR mode.
+    pub targets: Arc<DrTargets>,
 }
 
 impl DrStatus {
@@ -256,6 +313,7 @@ impl fmt::Display for DrStatus {
             )?,
         }
         writeln!(f, "  conclusion: {}", self.conclusion)?;
+        writeln!(f, "  {}", self.targets)?;
         writeln!(
             f,
             "  record: {} via {}, checked every {}",
@@ -296,12 +354,11 @@ impl fmt::Display for DrStatus {
     }
 }
 
-/// What the proxy needs to route in DR mode.
+/// What the proxy needs to route in DR mode: the published state, with the phase, the
+/// allowlist and the [`DrTargets`] in one snapshot.
 #[derive(Clone, Debug)]
 pub struct DrLink {
     pub status: watch::Receiver<Arc<DrStatus>>,
-    pub critical: Arc<HostSet>,
-    pub gateway: Arc<DrGateway>,
 }
 
 /// Aborts a task when dropped.
@@ -341,9 +398,6 @@ impl DrWatcher {
         if config.trusted.is_empty() {
             return Err(DrError::NoKeys);
         }
-        if config.gateway.endpoints.is_empty() {
-            return Err(DrError::NoGatewayAddress(config.gateway.host.clone()));
-        }
         if config.interval.is_zero() {
             return Err(DrError::Setting {
                 field: "interval",
@@ -362,12 +416,7 @@ impl DrWatcher {
                 expected: "more than zero",
             });
         }
-        if let Some(u) = &config.allowlist_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err(DrError::AllowlistUrl(u.clone()));
-        }
-        let critical = HostSet::parse(&config.critical_hosts).map_err(DrError::Critical)?;
+        let targets = DrTargets::new(config.gateway.clone(), config.critical_hosts.clone())?;
         let own = HostSet::parse(&config.allow).map_err(DrError::Allow)?;
         let lookup = TxtLookup::new(
             &config.transport,
@@ -424,6 +473,7 @@ impl DrWatcher {
             record_name: config.record_name.clone(),
             transport: config.transport.to_string(),
             interval: config.interval,
+            targets: Arc::new(targets),
         };
         let (tx, rx) = watch::channel(Arc::new(status));
         let tx = Arc::new(tx);
@@ -441,26 +491,39 @@ impl DrWatcher {
             }
             .run(recheck.clone()),
         ))];
-        if let Some(url) = config.allowlist_url.clone() {
-            tasks.push(AbortOnDrop(tokio::spawn(
-                Fetch {
-                    config: config.clone(),
-                    url,
-                    own,
-                    held,
-                    tx: tx.clone(),
-                }
-                .run(fetch_now),
-            )));
+        if config.watch_network {
+            let recheck = recheck.clone();
+            match netwatch::spawn(move |change| {
+                tracing::info!(%change, "network change: looking up DR record");
+                recheck.notify_one();
+            }) {
+                Ok(task) => tasks.push(AbortOnDrop(task)),
+                Err(e) => tracing::warn!(error = %e, "network changes are not watched"),
+            }
+        }
+        if let Some(source) = config.allowlist_source.clone() {
+            match ListFetcher::new(
+                source,
+                config.trusted.clone(),
+                held,
+                Duration::from_secs(10),
+            ) {
+                Ok(fetcher) => tasks.push(AbortOnDrop(tokio::spawn(
+                    Fetch {
+                        config: config.clone(),
+                        fetcher,
+                        own,
+                        tx: tx.clone(),
+                    }
+                    .run(fetch_now),
+                ))),
+                Err(e) => tracing::error!(error = %e, "the DR allowlist is not fetched"),
+            }
         }
         Ok(Self {
             tx,
             recheck,
-            link: DrLink {
-                status: rx,
-                critical: Arc::new(critical),
-                gateway: Arc::new(config.gateway.clone()),
-            },
+            link: DrLink { status: rx },
             _tasks: tasks,
         })
     }
@@ -478,6 +541,31 @@ impl DrWatcher {
     /// Looks the record up now (after a network change) instead of at the next interval.
     pub fn recheck_now(&self) {
         self.recheck.notify_one();
+    }
+
+    /// Replaces the DR gateway and the critical app hosts (from a new signed site list) in one
+    /// step: the next request is routed with the new ones, and tunnels whose route changes
+    /// with them are closed. Returns whether anything changed; an unusable gateway or host
+    /// pattern changes nothing.
+    pub fn set_targets(
+        &self,
+        gateway: DrGateway,
+        critical_hosts: Vec<String>,
+    ) -> Result<bool, DrError> {
+        let targets = Arc::new(DrTargets::new(gateway, critical_hosts)?);
+        let changed = self.tx.send_if_modified(|status| {
+            if *status.targets == *targets {
+                return false;
+            }
+            let mut s = (**status).clone();
+            s.targets = targets.clone();
+            *status = Arc::new(s);
+            true
+        });
+        if changed {
+            tracing::info!(targets = %targets, "DR gateway and critical apps updated");
+        }
+        Ok(changed)
     }
 
     /// What the proxy routes with.
@@ -640,45 +728,25 @@ fn log_change(from: &Phase, to: &Phase) {
 /// The allowlist fetcher's state.
 struct Fetch {
     config: Arc<DrConfig>,
-    url: String,
+    fetcher: ListFetcher,
     own: HostSet,
-    held: Option<SignedList>,
     tx: Arc<watch::Sender<Arc<DrStatus>>>,
 }
 
 /// After a failed fetch, the next try comes this soon (or at the refresh interval if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
-/// Why a fetch failed.
-#[derive(Debug, thiserror::Error)]
-enum FetchError {
-    #[error("cannot fetch {url}: {reason}")]
-    Http { url: String, reason: String },
-    #[error("{url}: {source}")]
-    List {
-        url: String,
-        #[source]
-        source: ListError,
-    },
-}
-
 impl Fetch {
     async fn run(mut self, fetch_now: Arc<Notify>) {
-        let client = match reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set up the DR allowlist HTTP client");
-                return;
-            }
-        };
         loop {
-            let wait = match self.fetch(&client).await {
-                Ok(()) => self.config.allowlist_refresh,
+            let wait = match self.fetcher.refresh().await {
+                Ok(fetched) => {
+                    self.publish(fetched);
+                    self.config.allowlist_refresh
+                }
                 Err(e) => {
+                    // The fetcher still holds the last good list; nothing published changes
+                    // but the problem.
                     tracing::warn!(error = %e, "DR allowlist refused or not fetched; the last good list stays");
                     let msg = e.to_string();
                     self.tx.send_modify(|s| {
@@ -696,54 +764,13 @@ impl Fetch {
         }
     }
 
-    async fn fetch(&mut self, client: &reqwest::Client) -> Result<(), FetchError> {
-        let http = |reason: String| FetchError::Http {
-            url: self.url.clone(),
-            reason,
-        };
-        let mut resp = client
-            .get(&self.url)
-            .send()
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(http(format!("HTTP status {}", resp.status())));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > internet::MAX_LIST_BYTES as u64)
-        {
-            return Err(FetchError::List {
-                url: self.url.clone(),
-                source: ListError::TooLarge {
-                    len: usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX),
-                },
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| http(e.to_string()))? {
-            body.extend_from_slice(&chunk);
-            if body.len() > internet::MAX_LIST_BYTES {
-                return Err(FetchError::List {
-                    url: self.url.clone(),
-                    source: ListError::TooLarge { len: body.len() },
-                });
-            }
-        }
-        let list = internet::verify_newer(
-            &body,
-            &self.config.trusted,
-            self.held.as_ref().map(|l| l.issued_at),
-        )
-        .map_err(|source| FetchError::List {
-            url: self.url.clone(),
-            source,
-        })?;
+    fn publish(&self, fetched: internet::fetch::Fetched) {
         if let Some(p) = &self.config.allowlist_cache
-            && let Err(e) = write_atomically(p, &body)
+            && let Err(e) = write_atomically(p, &fetched.bytes)
         {
             tracing::warn!(file = %p.display(), error = %e, "cannot cache the DR allowlist");
         }
+        let list = fetched.list;
         let allowlist = Arc::new(self.own.union(&list.hosts));
         let info = ListInfo {
             issued_at: Some(list.issued_at),
@@ -754,16 +781,15 @@ impl Fetch {
         tracing::info!(
             patterns = info.patterns,
             issued_at = list.issued_at,
+            from = %self.fetcher.source(),
             "DR allowlist fetched and verified"
         );
-        self.held = Some(list);
         self.tx.send_modify(|s| {
             let mut n = (**s).clone();
             n.allowlist = allowlist;
             n.list = info;
             *s = Arc::new(n);
         });
-        Ok(())
     }
 }
 

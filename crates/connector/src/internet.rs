@@ -1,12 +1,13 @@
-//! Internet access in disaster-recovery mode, the pure part: host patterns (the allowlist of
-//! the `controlled` mode and the list of critical app hosts) and the signed allowlist format
-//! (`TSZAL1`, docs/CONTINUITY.md "The signed allowlist").
+//! Internet access in disaster-recovery mode: host patterns (the allowlist of the `controlled`
+//! mode and the list of critical app hosts), the signed allowlist format (`TSZAL1`,
+//! docs/CONTINUITY.md "The signed allowlist") and, in [`fetch`], getting that list from an
+//! HTTP(S) URL or an S3-compatible bucket.
 //!
-//! Nothing here does IO or reads a clock: fetching the list, caching it on disk and refreshing
-//! it is [`crate::dr`]'s job. A list is accepted only when it is signed by one of the DR keys the
-//! connector trusts for the trigger record, is not larger than [`MAX_LIST_BYTES`] or
-//! [`MAX_PATTERNS`] entries, and every pattern in it is valid; otherwise the whole list is
-//! refused with the reason.
+//! Apart from [`fetch`], nothing here does IO or reads a clock. Caching the list on disk and
+//! refreshing it on a schedule is [`crate::dr`]'s job. A list is accepted only when it is signed
+//! by one of the DR keys the connector trusts for the trigger record, is not larger than
+//! [`MAX_LIST_BYTES`] or [`MAX_PATTERNS`] entries, and every pattern in it is valid; otherwise
+//! the whole list is refused with the reason.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,6 +18,8 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use tsuzuku_dr::keys::{KeyId, TrustedKeys, key_id};
 
 use crate::pac::check_dns_name;
+
+pub mod fetch;
 
 #[cfg(test)]
 mod tests;

@@ -27,9 +27,12 @@
 //! - [`internet`]: host patterns and the signed DR allowlist format (pure).
 //! - [`dr`]: disaster-recovery mode: watching the signed DR record, the remembered state, the
 //!   allowlist fetcher; publishes the DR state the proxy routes by.
+//! - [`device`]: the enrolled device's identity (mutual TLS, device tunnels) and its signed
+//!   posture reports.
 //! - [`connector`]: all of the above started as one [`Connector`].
 
 pub mod connector;
+pub mod device;
 pub mod dr;
 pub mod internet;
 pub mod pac;

@@ -48,6 +48,9 @@ pub struct ProbeConfig {
     /// PEM certificates of the CA that issued the gateways' certificates. When given, only
     /// these are trusted; otherwise the built-in web roots are.
     pub ca_pem: Option<Vec<u8>>,
+    /// The enrolled device's certificate and key (PEM, one after the other): probes present
+    /// them like user connections do.
+    pub client_identity_pem: Option<Vec<u8>>,
 }
 
 impl Default for ProbeConfig {
@@ -62,6 +65,7 @@ impl Default for ProbeConfig {
             fast_interval: Duration::from_millis(200),
             timeout: Duration::from_millis(800),
             ca_pem: None,
+            client_identity_pem: None,
         }
     }
 }
@@ -150,6 +154,9 @@ impl EndpointProbe {
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
+        }
+        if let Some(pem) = &cfg.client_identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(pem).map_err(client_err)?);
         }
         let client = builder.build().map_err(client_err)?;
         let scheme = match cfg.scheme {

@@ -48,7 +48,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::dr::{DrGateway, DrLink, normal_site_healthy};
+use crate::dr::{DrGateway, DrLink, DrTargets, normal_site_healthy};
 use crate::internet::HostSet;
 use crate::pac::{AppDomains, Internet, InvalidDomain, pac_file};
 use crate::route::{self, DrRouting, Refusal, Route, RouteInput};
@@ -92,6 +92,9 @@ pub struct ProxyConfig {
     /// them as plain HTTP to the endpoint (tests, or a plain-HTTP gateway port).
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     pub tunnel_close: TunnelClose,
+    /// Browser tunnels to gateway sites go through device tunnels (mutual TLS with the device
+    /// certificate in `upstream_tls`, then `CONNECT`), so the gateway knows the device.
+    pub device_tunnel: bool,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +108,7 @@ impl Default for ProxyConfig {
             max_attempts: 3,
             upstream_tls: None,
             tunnel_close: TunnelClose::WhenUnusable,
+            device_tunnel: false,
         }
     }
 }
@@ -436,10 +440,17 @@ fn local(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
 
 /// Where traffic for a host goes now ([`route::route`] with the current DR state).
 fn route_for(shared: &Shared, host: &str) -> Route {
+    route_with(shared, host).0
+}
+
+/// [`route_for`], with the DR gateway and critical hosts it was decided with (one snapshot of
+/// the DR state, so that a new site list never pairs one list's critical hosts with another's
+/// gateway).
+fn route_with(shared: &Shared, host: &str) -> (Route, Option<Arc<DrTargets>>) {
     let app = shared.domains.matches(host);
     let none = HostSet::default();
     let Some(link) = &shared.dr else {
-        return route::route(&RouteInput {
+        let route = route::route(&RouteInput {
             host,
             app,
             internet: shared.internet,
@@ -448,20 +459,22 @@ fn route_for(shared: &Shared, host: &str) -> Route {
             allowlist: &none,
             normal_healthy: true,
         });
+        return (route, None);
     };
     let status = link.status.borrow().clone();
     let dr = status.phase.routing();
     let normal_healthy =
         dr != DrRouting::Returning || normal_site_healthy(&shared.state.selection());
-    route::route(&RouteInput {
+    let route = route::route(&RouteInput {
         host,
         app,
         internet: shared.internet,
         dr,
-        critical: &link.critical,
+        critical: &status.targets.critical,
         allowlist: &status.allowlist,
         normal_healthy,
-    })
+    });
+    (route, Some(status.targets.clone()))
 }
 
 fn html_escape(s: &str) -> String {
@@ -688,31 +701,51 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             ),
         );
     }
-    let opened = route_for(&shared, &host);
+    let (opened, targets) = route_with(&shared, &host);
     let (upstream, site) = match opened {
         Route::Refused(why) => return refused(&shared, &host, why, true),
         Route::DrGateway => {
-            let Some(link) = &shared.dr else {
+            let Some(targets) = &targets else {
                 return text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "no DR gateway configured",
                 );
             };
             let mut tried = Vec::new();
-            match open_dr_gateway(&shared, &link.gateway, &mut tried).await {
-                Some((stream, _)) => (stream, None),
-                None => return dr_unreachable(&link.gateway, &tried),
+            match open_dr_gateway(&shared, &targets.gateway, &mut tried).await {
+                Some((stream, _)) => (Box::new(stream) as Upstream, None),
+                None => return dr_unreachable(&targets.gateway, &tried),
             }
         }
         Route::Gateway => {
             let mut tried = Vec::new();
             match open_gateway(&shared, &mut tried).await {
-                (_, Some((stream, ep))) => (stream, Some(ep)),
+                (_, Some((stream, ep))) => {
+                    match (&shared.cfg.upstream_tls, shared.cfg.device_tunnel) {
+                        (Some(tls), true) => {
+                            match crate::device::open_tunnel(tls.clone(), stream, &host, port).await
+                            {
+                                Ok(s) => (Box::new(s) as Upstream, Some(ep)),
+                                Err(why) => {
+                                    tracing::info!(site = %ep.site, addr = %ep.addr, %why, "device tunnel not opened");
+                                    return text(
+                                        StatusCode::BAD_GATEWAY,
+                                        format!(
+                                            "The Tsuzuku connector could not open a tunnel to {host} through site {}: {why}.",
+                                            ep.site
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                        _ => (Box::new(stream) as Upstream, Some(ep)),
+                    }
+                }
                 (selection, None) => return unreachable(&selection, &tried),
             }
         }
         Route::Direct => match open_direct(&shared, &host, port).await {
-            Ok(stream) => (stream, None),
+            Ok(stream) => (Box::new(stream) as Upstream, None),
             Err(why) => {
                 return text(
                     StatusCode::BAD_GATEWAY,
@@ -768,10 +801,15 @@ struct DrWatch {
 /// Copies both ways until either side closes, the tunnel's site becomes unusable, its route
 /// changes with the DR state, or the proxy stops. Dropping both streams closes both
 /// connections.
+/// The gateway side of a tunnel: a TCP connection, or a device tunnel inside mutual TLS.
+trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpstreamIo for T {}
+type Upstream = Box<dyn UpstreamIo>;
+
 async fn tunnel<C>(
     shared: Arc<Shared>,
     mut client: C,
-    mut upstream: TcpStream,
+    mut upstream: Upstream,
     endpoint: Option<Endpoint>,
     selection: Option<(watch::Receiver<Arc<Selection>>, Option<String>)>,
     dr: Option<DrWatch>,
@@ -926,7 +964,7 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     };
     let host = normalise_host(authority.host());
     let port = authority.port_u16().unwrap_or(80);
-    let route = route_for(&shared, &host);
+    let (route, dr_targets) = route_with(&shared, &host);
     if let Route::Refused(why) = route {
         return refused(&shared, &host, why, false);
     }
@@ -962,8 +1000,8 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             selection = Some(sel);
         }
         Route::DrGateway => {
-            if let Some(link) = &shared.dr {
-                let gw = link.gateway.clone();
+            if let Some(t) = &dr_targets {
+                let gw = t.gateway.clone();
                 let n = gw.endpoints.len().max(1);
                 let start = usize::try_from(shared.seq.fetch_add(1, Ordering::Relaxed) % n as u64)
                     .unwrap_or(0);

@@ -21,7 +21,8 @@ use crate::select::{Exclusion, Site, Time};
 pub struct SiteListSource {
     /// Base URL of the control plane, `https://…`.
     pub control_url: String,
-    pub trusted: TrustedKeys,
+    /// Keys site lists must be signed with (the trust file, re-read when it changes).
+    pub trusted: std::sync::Arc<tsuzuku_snapshot::TrustFile>,
     pub tenant: String,
     /// Extra CA (PEM) for the control plane's certificate.
     pub ca_pem: Option<Vec<u8>>,
@@ -145,6 +146,34 @@ pub fn convert(body: &SiteListBody) -> Result<SiteList, SiteListError> {
     })
 }
 
+/// The DR gateway and critical app hosts a connector uses with `list`: the locally configured
+/// gateway (`tsuzuku connect --dr-gateway`) over the list's, the local critical hosts plus the
+/// list's (without their ports: connectors match host names), in that order, without
+/// repeats. `None` when neither names a DR gateway. Pure.
+pub fn dr_targets(
+    list: Option<&SiteList>,
+    local_gateway: Option<&crate::dr::DrGateway>,
+    local_critical: &[String],
+) -> Option<(crate::dr::DrGateway, Vec<String>)> {
+    let gateway = local_gateway
+        .cloned()
+        .or_else(|| list.and_then(|l| l.dr_gateway.clone()))?;
+    let mut critical: Vec<String> = Vec::new();
+    let from_list = list
+        .map(|l| l.critical_hosts.as_slice())
+        .unwrap_or_default();
+    for h in local_critical.iter().chain(from_list) {
+        let name = match h.rsplit_once(':') {
+            Some((n, port)) if !n.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => h.as_str(),
+        };
+        if !critical.iter().any(|c| c == name) {
+            critical.push(name.to_owned());
+        }
+    }
+    Some((gateway, critical))
+}
+
 /// The copy on disk, verified again (a file is never trusted for being there).
 pub fn load_cached(source: &SiteListSource) -> Result<Option<SiteList>, SiteListError> {
     let bytes = match std::fs::read(&source.cache_file) {
@@ -157,8 +186,18 @@ pub fn load_cached(source: &SiteListSource) -> Result<Option<SiteList>, SiteList
             )));
         }
     };
-    let v = verify_sites(&bytes, &source.trusted, &source.tenant, None)?;
+    let v = verify_sites(&bytes, &trusted_now(source), &source.tenant, None)?;
     convert(&v.body).map(Some)
+}
+
+/// The keys to verify with now (a changed trust file is read again; a bad one is reported and
+/// the keys trusted before stay).
+fn trusted_now(source: &SiteListSource) -> TrustedKeys {
+    let (keys, problem) = source.trusted.keys();
+    if let Some(p) = problem {
+        tracing::error!(problem = %p, "the site-list trust file changed but cannot be used");
+    }
+    keys
 }
 
 fn client(source: &SiteListSource) -> Result<reqwest::Client, SiteListError> {
@@ -207,7 +246,7 @@ async fn fetch(
                 .bytes()
                 .await
                 .map_err(|e| SiteListError::Fetch(format!("download failed: {e}")))?;
-            let v = match verify_sites(&bytes, &source.trusted, &source.tenant, after) {
+            let v = match verify_sites(&bytes, &trusted_now(source), &source.tenant, after) {
                 Ok(v) => v,
                 Err(SnapshotError::NotNewer { got, have }) if got == have => return Ok(None),
                 Err(e) => return Err(e.into()),
@@ -447,6 +486,39 @@ mod tests {
     }
 
     #[test]
+    fn dr_targets_take_the_local_gateway_first_and_join_the_critical_hosts() {
+        let dr = |host: &str| crate::dr::DrGateway {
+            host: host.into(),
+            endpoints: vec!["10.0.0.5:443".parse().unwrap()],
+        };
+        let mut b = body();
+        b.dr_gateway = Some(SiteEntry {
+            name: "dr".into(),
+            host: "dr.example".into(),
+            endpoints: vec!["10.0.0.5:443".into()],
+            preference: 0,
+        });
+        b.critical_hosts = vec!["payroll.example:8443".into(), "crm.example".into()];
+        let l = convert(&b).unwrap();
+        // From the list alone; ports dropped.
+        let (g, c) = dr_targets(Some(&l), None, &[]).unwrap();
+        assert_eq!(g, dr("dr.example"));
+        assert_eq!(c, ["payroll.example", "crm.example"]);
+        // Local settings first; no repeats.
+        let local = vec!["crm.example".to_owned(), "wiki.example".to_owned()];
+        let (g, c) = dr_targets(Some(&l), Some(&dr("local-dr.example")), &local).unwrap();
+        assert_eq!(g, dr("local-dr.example"));
+        assert_eq!(c, ["crm.example", "wiki.example", "payroll.example"]);
+        // A list without a DR gateway: only a local one counts.
+        b.dr_gateway = None;
+        let l = convert(&b).unwrap();
+        assert_eq!(dr_targets(Some(&l), None, &local), None);
+        assert_eq!(dr_targets(None, None, &local), None);
+        let (_, c) = dr_targets(None, Some(&dr("x")), &local).unwrap();
+        assert_eq!(c, local);
+    }
+
+    #[test]
     fn refuses_bad_endpoints_preferences_and_empty_lists() {
         let mut b = body();
         b.sites[0].endpoints[0] = "gw:443".into();
@@ -465,7 +537,9 @@ mod tests {
         let signer = tsuzuku_snapshot::SnapshotSigner::generate();
         let source = SiteListSource {
             control_url: "https://127.0.0.1:1".into(),
-            trusted: TrustedKeys::single(&signer),
+            trusted: std::sync::Arc::new(tsuzuku_snapshot::TrustFile::fixed(TrustedKeys::single(
+                &signer,
+            ))),
             tenant: "default".into(),
             ca_pem: None,
             cache_file: dir.path().join("sites.json"),

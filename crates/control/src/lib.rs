@@ -12,6 +12,7 @@
 //! store's API and the snapshot format, not SQL and not policy semantics.
 
 pub mod drill;
+pub mod enroll;
 mod error;
 mod publish;
 mod server;

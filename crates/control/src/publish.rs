@@ -7,8 +7,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tsuzuku_snapshot::body::{FORMAT, next_version};
 use tsuzuku_snapshot::{
-    AppEntry, CredentialEntry, ExclusionEntry, KeyEntry, PolicyEntry, SiteEntry, SiteListBody,
-    SnapshotBody, SnapshotSigner, UserEntry,
+    AppEntry, CredentialEntry, DeviceEntry, ExclusionEntry, KeyEntry, PolicyEntry, SiteEntry,
+    SiteListBody, SnapshotBody, SnapshotSigner, UserEntry,
 };
 use tsuzuku_store::Store;
 
@@ -43,7 +43,26 @@ pub async fn body_from_store(
     let users = store.list_users().await?;
     let mut keys = store.keys(ASSERTION_KEY_PURPOSE).await?;
     keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+    let device_ca = store
+        .newest_key(tsuzuku_device::CA_KEY_PURPOSE)
+        .await?
+        .map(|k| k.public);
+    let devices = store.list_devices().await?;
     Ok(SnapshotBody {
+        device_ca,
+        devices: devices
+            .into_iter()
+            .map(|d| DeviceEntry {
+                id: d.id,
+                name: d.name,
+                fingerprint: d.fingerprint,
+                public_key: d.public_key,
+                company_issued: d.company_issued,
+                enrolled_at: d.enrolled_at,
+                not_after: d.not_after,
+                revoked_at: d.revoked_at,
+            })
+            .collect(),
         format: FORMAT,
         tenant: store.tenant_id().to_owned(),
         version,
@@ -250,7 +269,11 @@ pub async fn signing_key(store: &Store, now: i64) -> Result<SnapshotSigner, Cont
 /// Publishes signed snapshots of one tenant.
 pub struct Publisher {
     store: Store,
-    signer: SnapshotSigner,
+    /// The signing key in use; replaced when the store's newest snapshot key changes (key
+    /// rotation, `tsuzuku keys snapshot-rotate --activate`).
+    signer: Mutex<Arc<SnapshotSigner>>,
+    /// Set when the signer changed, so the next refresh publishes even if nothing else did.
+    resign: std::sync::atomic::AtomicBool,
     tx: watch::Sender<Option<Arc<Published>>>,
     /// The same versions with credential verifiers, for DR gateways.
     dr_tx: watch::Sender<Option<Arc<Published>>>,
@@ -266,7 +289,7 @@ impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("tenant", &self.store.tenant_id())
-            .field("kid", &self.signer.kid())
+            .field("kid", &self.kid())
             .finish_non_exhaustive()
     }
 }
@@ -284,7 +307,8 @@ impl Publisher {
         let (dr_tx, _) = watch::channel(None);
         let p = Arc::new(Self {
             store,
-            signer,
+            signer: Mutex::new(Arc::new(signer)),
+            resign: std::sync::atomic::AtomicBool::new(false),
             tx,
             dr_tx,
             sites_tx,
@@ -298,12 +322,34 @@ impl Publisher {
 
     /// The public key gateways must trust (`snapshot.trust`), as SPKI PEM.
     pub fn public_pem(&self) -> Result<String, ControlError> {
-        Ok(self.signer.public_pem()?)
+        Ok(self.signer().public_pem()?)
     }
 
     /// The key id snapshots are signed with.
-    pub fn kid(&self) -> &str {
-        self.signer.kid()
+    pub fn kid(&self) -> String {
+        self.signer().kid().to_owned()
+    }
+
+    fn signer(&self) -> Arc<SnapshotSigner> {
+        self.signer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes up the store's newest snapshot key if it is not the one in use.
+    async fn follow_signing_key(&self) -> Result<(), ControlError> {
+        let Some(k) = self.store.newest_key(SNAPSHOT_KEY_PURPOSE).await? else {
+            return Ok(());
+        };
+        if k.kid == self.kid() {
+            return Ok(());
+        }
+        let next = SnapshotSigner::from_pem(&k.secret)?;
+        tracing::info!(old = %self.kid(), new = %next.kid(), "snapshot signing key rotated: signing with the new key");
+        *self.signer.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.resign.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// The version currently published.
@@ -351,11 +397,13 @@ impl Publisher {
     /// Returns whether it published.
     pub async fn refresh(&self) -> Result<bool, ControlError> {
         let _one = self.refreshing.lock().await;
-        let sites = self.refresh_sites().await?;
-        Ok(self.refresh_snapshot().await? || sites)
+        self.follow_signing_key().await?;
+        let resign = self.resign.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let sites = self.refresh_sites(resign).await?;
+        Ok(self.refresh_snapshot(resign).await? || sites)
     }
 
-    async fn refresh_sites(&self) -> Result<bool, ControlError> {
+    async fn refresh_sites(&self, resign: bool) -> Result<bool, ControlError> {
         let previous = self.current_sites();
         let now = now_ms();
         let loads: Vec<NodeLoad> = self
@@ -373,10 +421,10 @@ impl Publisher {
         )
         .await?;
         let digest = body.content_digest();
-        if previous.as_ref().is_some_and(|p| p.digest == digest) {
+        if !resign && previous.as_ref().is_some_and(|p| p.digest == digest) {
             return Ok(false);
         }
-        let bytes = self.signer.sign_sites(&body)?;
+        let bytes = self.signer().sign_sites(&body)?;
         tracing::info!(
             version = body.version,
             sites = body.sites.len(),
@@ -393,7 +441,7 @@ impl Publisher {
         Ok(true)
     }
 
-    async fn refresh_snapshot(&self) -> Result<bool, ControlError> {
+    async fn refresh_snapshot(&self, resign: bool) -> Result<bool, ControlError> {
         let previous = self.current();
         let now = now_ms();
         let prev_version = previous.as_ref().map(|p| p.version);
@@ -402,13 +450,14 @@ impl Publisher {
             return Err(ControlError::NoAssertionKey);
         }
         let digest = body.content_digest();
-        if previous.as_ref().is_some_and(|p| p.digest == digest) {
+        if !resign && previous.as_ref().is_some_and(|p| p.digest == digest) {
             return Ok(false);
         }
-        let dr_bytes = self.signer.sign(&body)?;
+        let signer = self.signer();
+        let dr_bytes = signer.sign(&body)?;
         let mut ordinary = body.clone();
         ordinary.credentials.clear();
-        let bytes = self.signer.sign(&ordinary)?;
+        let bytes = signer.sign(&ordinary)?;
         self.dr_tx.send_replace(Some(Arc::new(Published {
             version: body.version,
             issued_at_ms: body.issued_at_ms,

@@ -12,6 +12,8 @@
 //!   status`; every change of `dr` is recorded for `tsuzuku dr drill`. Not
 //!   authenticated yet (device certificates are issue 4 item 8): a report can only claim what a
 //!   device sees, and a device id replaces only that device's row.
+//! - `POST /v1/enroll` — device enrolment: a one-time token and a proof of key possession in,
+//!   a device certificate out (see [`crate::enroll`]).
 //! - `POST /v1/audit` with the node token — a DR gateway uploads the audit events of its own
 //!   chain; they are appended to the tenant's chain once each (see [`crate::upload`]).
 //! - `POST /v1/load` with the node token — a gateway node's load (JSON: `node`, `site`, `rps`),
@@ -194,6 +196,9 @@ async fn handle(
         }
         (&Method::POST, "/v1/report") => {
             return report(publisher, req).await;
+        }
+        (&Method::POST, "/v1/enroll") => {
+            return enroll(publisher, peer, req).await;
         }
         (&Method::POST, "/v1/load" | "/v1/audit") => {}
         (_, "/v1/snapshot" | "/v1/sites") => {
@@ -474,6 +479,57 @@ pub(crate) fn parse_report(
         },
         dr,
     ))
+}
+
+async fn enroll(
+    publisher: &Publisher,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "an enrolment request is at most 16 KiB",
+            );
+        }
+    };
+    let now = jiff::Timestamp::now().as_second();
+    match crate::enroll::enroll(publisher.store(), &body, now).await {
+        Ok(resp) => {
+            // Gateways learn the new device from the next snapshot: publish it now.
+            if let Err(e) = publisher.refresh().await {
+                tracing::warn!(error = %e, "device enrolled; the next snapshot will carry it");
+            }
+            let mut r = Response::new(Full::new(Bytes::from(
+                serde_json::to_vec(&resp).unwrap_or_default(),
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e @ crate::enroll::EnrollError::BadRequest(_)) => {
+            text(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(e @ crate::enroll::EnrollError::BadToken) => {
+            tracing::warn!(%peer, "enrolment with an unknown, used or expired token");
+            text(StatusCode::FORBIDDEN, &e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "enrolment failed");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "enrolment is not possible right now; try again later",
+            )
+        }
+    }
 }
 
 async fn report(publisher: &Publisher, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -45,6 +45,9 @@ pub struct Signer {
     kid: String,
     key: EncodingKey,
     public: [u8; 32],
+    /// HMAC key for read-only-failover tokens (`standby.rs`), derived from the private key so
+    /// every gateway of the tenant holds it and upstreams (which see only assertions) never do.
+    session_mac: [u8; 32],
 }
 
 impl Signer {
@@ -66,7 +69,40 @@ impl Signer {
         let key = EncodingKey::from_ed_pem(pem.as_bytes())
             .map_err(|e| AssertionError::BadKey(e.to_string()))?;
         let kid = hex::encode(Sha256::digest(public).get(..8).unwrap_or_default());
-        Ok(Self { kid, key, public })
+        let mut derive = Sha256::new();
+        derive.update(b"tsuzuku/read-only-failover-tokens/v1\0");
+        derive.update(sk.to_bytes());
+        let session_mac = derive.finalize().into();
+        Ok(Self {
+            kid,
+            key,
+            public,
+            session_mac,
+        })
+    }
+
+    /// HMAC-SHA256 of `data` under the read-only-failover token key.
+    pub(crate) fn mac(&self, data: &[u8]) -> Vec<u8> {
+        use hmac::Mac as _;
+        match hmac::Hmac::<Sha256>::new_from_slice(&self.session_mac) {
+            Ok(mut m) => {
+                m.update(data);
+                m.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether `tag` is the MAC of `data` (constant-time comparison).
+    pub(crate) fn mac_ok(&self, data: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac as _;
+        match hmac::Hmac::<Sha256>::new_from_slice(&self.session_mac) {
+            Ok(mut m) => {
+                m.update(data);
+                m.verify_slice(tag).is_ok()
+            }
+            Err(_) => false,
+        }
     }
 
     /// The key id published in the JWKS and the JWT header.

@@ -38,6 +38,16 @@ impl<V: Clone> TtlCache<V> {
         }
     }
 
+    /// Replaces the value of a live entry, keeping the time it was inserted (so it still
+    /// expires when the original would have). Does nothing if `key` has no entry.
+    pub(crate) fn replace(&self, key: &str, value: V) {
+        if let Ok(mut map) = self.map.lock()
+            && let Some(entry) = map.get_mut(key)
+        {
+            entry.1 = value;
+        }
+    }
+
     pub(crate) fn remove(&self, key: &str) {
         if let Ok(mut map) = self.map.lock() {
             map.remove(key);
@@ -57,6 +67,18 @@ mod tests {
         c.insert("a".into(), 1, t0);
         assert_eq!(c.get("a", t0 + Duration::from_millis(999)), Some(1));
         assert_eq!(c.get("a", t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn replace_keeps_the_entry_age_and_skips_missing_keys() {
+        let c = TtlCache::new(Duration::from_secs(1), 10);
+        let t0 = Instant::now();
+        c.insert("a".into(), 1, t0);
+        c.replace("a", 2);
+        c.replace("b", 3);
+        assert_eq!(c.get("a", t0 + Duration::from_millis(999)), Some(2));
+        assert_eq!(c.get("a", t0 + Duration::from_secs(1)), None);
+        assert_eq!(c.get("b", t0), None);
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub struct FeedSettings {
     pub control_url: String,
     /// Bearer token the control plane expects from gateway nodes.
     pub node_token: String,
-    /// Keys snapshots must be signed with.
-    pub trusted: TrustedKeys,
+    /// Keys snapshots must be signed with (the trust file, re-read when it changes).
+    pub trusted: std::sync::Arc<tsuzuku_snapshot::TrustFile>,
     /// PEM of a CA to trust for the control plane's certificate (besides the system roots).
     pub ca_pem: Option<Vec<u8>>,
     /// The sealed cache directory.
@@ -125,13 +125,23 @@ impl Feed {
         })
     }
 
+    /// The keys to verify with now (a changed trust file is read again; a bad one is reported
+    /// and the keys trusted before stay).
+    fn trusted_now(&self) -> TrustedKeys {
+        let (keys, problem) = self.settings.trusted.keys();
+        if let Some(p) = problem {
+            tracing::error!(problem = %p, "the snapshot trust file changed but cannot be used");
+        }
+        keys
+    }
+
     /// The last good snapshot on disk; a cache that fails to open or verify is reported and
     /// ignored (never half-applied).
     pub(crate) fn load_from_disk(&self, tenant: &str) -> Option<Verified> {
         match self
             .settings
             .cache
-            .load_snapshot(&self.settings.trusted, tenant)
+            .load_snapshot(&self.trusted_now(), tenant)
         {
             Ok(v) => v,
             Err(e) => {
@@ -171,7 +181,7 @@ impl Feed {
                     .bytes()
                     .await
                     .map_err(|e| format!("snapshot download failed: {e}"))?;
-                match verify(&bytes, &self.settings.trusted, tenant, have) {
+                match verify(&bytes, &self.trusted_now(), tenant, have) {
                     Ok(v) => Ok(Fetched::New(Box::new(v))),
                     // The control plane answered with what we have (it restarted and has not
                     // published anything newer): nothing to do.

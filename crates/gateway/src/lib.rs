@@ -12,14 +12,17 @@ pub mod headers;
 pub mod pages;
 
 mod cache;
+mod device;
 mod feed;
 mod portal;
 mod proxy;
 mod respond;
 mod server;
 mod service;
+mod standby;
 mod state;
 
+pub use device::DeviceVerifier;
 pub use feed::{FeedSettings, SnapshotFollower};
 pub use server::{serve, tls_config};
 pub use state::{

@@ -17,11 +17,12 @@ use tsuzuku_identity::token::{ct_eq, hash_token, new_token};
 use tsuzuku_identity::{password, totp};
 use tsuzuku_store::{App, Session, User};
 
-use crate::assertion::{JWKS_PATH, jwks};
+use crate::assertion::JWKS_PATH;
 use crate::headers::{self, CSRF_COOKIE, OIDC_COOKIE, SESSION_COOKIE, set_cookie};
 use crate::pages::{self, LoginPage};
 use crate::respond;
 use crate::service::{Authn, Ctx, authenticate};
+use crate::standby;
 use crate::state::{Body, Gateway, now_ms, now_unix};
 use tsuzuku_httpguard::redirect::{ReturnTo, check_local_path, parse_return_to};
 
@@ -43,7 +44,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>)
         (Method::GET | Method::HEAD, "/.tsuzuku/logout") => logout_page(),
         (Method::POST, "/.tsuzuku/logout") => logout(gw, ctx, req).await,
         (Method::GET | Method::HEAD, p) if p == JWKS_PATH => {
-            respond::json(StatusCode::OK, &jwks(&[&gw.signer]))
+            respond::json(StatusCode::OK, &gw.jwks())
         }
         (Method::GET | Method::HEAD, "/") => home(gw, ctx, &req).await,
         (
@@ -299,6 +300,15 @@ async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
                     ok = false;
                     reason = "one-time code already used";
                 }
+                // Read-only failover: the step is remembered on this node instead.
+                Err(e) if standby::is_read_only(&e) => {
+                    if gw.standby.consume_totp(&user.id, user.totp_last_step, step) {
+                        mfa = true;
+                    } else {
+                        ok = false;
+                        reason = "one-time code already used";
+                    }
+                }
                 Err(e) => return store_down(ctx, &e.to_string()),
             },
             _ => {
@@ -310,8 +320,14 @@ async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
     if !ok {
         let failures = user.failed_logins.saturating_add(1);
         let lock = gw.settings.lockout.lock_after(failures, now);
-        if let Err(e) = gw.store.record_login_failure(&user.id, now, lock).await {
-            return store_down(ctx, &e.to_string());
+        match gw.store.record_login_failure(&user.id, now, lock).await {
+            Ok(_) => {}
+            // Read-only failover: the failure cannot be counted in the store; the per-address
+            // throttle still applies, and the audit event records it.
+            Err(e) if standby::is_read_only(&e) => {
+                tracing::warn!(request_id = %ctx.id, "failed sign-in not counted: the store is read-only");
+            }
+            Err(e) => return store_down(ctx, &e.to_string()),
         }
         audit_login(gw, ctx, Some(&user), false, reason, "password").await;
         let msg = if reason == "one-time code already used" {
@@ -359,10 +375,21 @@ async fn finish_login(
         absolute_expiry: now + gw.settings.absolute_timeout_secs,
         source_ip: ctx.client_ip.to_string(),
         scope: gw.settings.portal_host.clone(),
+        device_id: ctx.device.id().map(str::to_owned),
     };
-    if let Err(e) = gw.store.create_session(&session).await {
-        return store_down(ctx, &e.to_string());
-    }
+    let token = match gw.store.create_session(&session).await {
+        Ok(()) => token,
+        Err(e) if standby::is_read_only(&e) => {
+            match standby::seal_session(&gw.signer(), session.clone()) {
+                Some(sealed) => {
+                    tracing::info!(request_id = %ctx.id, user = %user.username, "store is read-only: issued a read-only-failover session");
+                    sealed
+                }
+                None => return store_down(ctx, &e.to_string()),
+            }
+        }
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
     audit_login(gw, ctx, Some(user), true, "signed in", method).await;
     let cookie = set_cookie(SESSION_COOKIE, &token, None);
     let resp = match target {
@@ -384,13 +411,26 @@ async fn continue_to(
     }
     let code = new_token();
     let expires = now_unix() + HANDOFF_SECS;
-    if let Err(e) = gw
+    let code = match gw
         .store
         .create_handoff(&hash_token(&code), &session.login_id, &target.host, expires)
         .await
     {
-        return store_down(ctx, &e.to_string());
-    }
+        Ok(()) => code,
+        Err(e) if standby::is_read_only(&e) => {
+            let sealed = standby::SealedHandoff {
+                portal: session.clone(),
+                app_host: target.host.clone(),
+                expires_at: expires,
+                nonce: new_token(),
+            };
+            match standby::seal_handoff(&gw.signer(), &sealed) {
+                Some(c) => c,
+                None => return store_down(ctx, &e.to_string()),
+            }
+        }
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
     let q: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("code", &code)
         .append_pair("rd", &target.path)
@@ -415,22 +455,37 @@ async fn handoff(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Respo
         );
     };
     let now = now_unix();
-    let handoff = match gw.store.take_handoff(&hash_token(code), now).await {
-        Ok(h) => h,
-        Err(e) => return store_down(ctx, &e.to_string()),
-    };
-    let Some(h) = handoff.filter(|h| h.app_host == ctx.host) else {
-        return respond::error(
+    let expired = || {
+        respond::error(
             StatusCode::BAD_REQUEST,
             "Sign-in link expired",
             "This sign-in link has expired or was already used. Open the application again.",
             &ctx.id,
-        );
+        )
     };
-    // The portal session of this login carries the user and how they authenticated.
-    let portal = match gw.store.login_sessions(&h.login_id).await {
-        Ok(s) => s.into_iter().find(|s| s.scope == gw.settings.portal_host),
-        Err(e) => return store_down(ctx, &e.to_string()),
+    // The portal session of this login carries the user and how they authenticated: from the
+    // store, or inside a code sealed during read-only failover.
+    let portal = if code.starts_with(standby::PREFIX) {
+        match standby::open_handoff(&gw.signers.load().all, code, now) {
+            Some(h)
+                if h.app_host == ctx.host && gw.standby.use_code(&h.nonce, h.expires_at, now) =>
+            {
+                Some(h.portal)
+            }
+            _ => return expired(),
+        }
+    } else {
+        let handoff = match gw.store.take_handoff(&hash_token(code), now).await {
+            Ok(h) => h,
+            Err(e) => return store_down(ctx, &e.to_string()),
+        };
+        let Some(h) = handoff.filter(|h| h.app_host == ctx.host) else {
+            return expired();
+        };
+        match gw.store.login_sessions(&h.login_id).await {
+            Ok(s) => s.into_iter().find(|s| s.scope == gw.settings.portal_host),
+            Err(e) => return store_down(ctx, &e.to_string()),
+        }
     };
     let Some(p) = portal.filter(|p| p.absolute_expiry > now) else {
         return respond::error(
@@ -440,6 +495,10 @@ async fn handoff(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Respo
             &ctx.id,
         );
     };
+    // A sign-in made on an enrolled device is handed only to that device.
+    if !crate::device::session_device_matches(p.device_id.as_deref(), &ctx.device) {
+        return crate::device::other_device_page(ctx);
+    }
     let token = new_token();
     let session = Session {
         token_hash: hash_token(&token),
@@ -453,13 +512,19 @@ async fn handoff(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Respo
         absolute_expiry: p.absolute_expiry,
         source_ip: ctx.client_ip.to_string(),
         scope: ctx.host.clone(),
+        device_id: ctx.device.id().map(str::to_owned),
     };
     if let Some(old) = headers::cookie(req.headers(), SESSION_COOKIE) {
         let _ = gw.store.delete_session(&hash_token(old)).await;
     }
-    if let Err(e) = gw.store.create_session(&session).await {
-        return store_down(ctx, &e.to_string());
-    }
+    let token = match gw.store.create_session(&session).await {
+        Ok(()) => token,
+        Err(e) if standby::is_read_only(&e) => match standby::seal_session(&gw.signer(), session) {
+            Some(sealed) => sealed,
+            None => return store_down(ctx, &e.to_string()),
+        },
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
     respond::with_cookie(
         respond::redirect(StatusCode::SEE_OTHER, &path),
         &set_cookie(SESSION_COOKIE, &token, None),
@@ -485,6 +550,7 @@ async fn home(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response
         }
         Authn::None => respond::redirect(StatusCode::FOUND, "/.tsuzuku/login"),
         Authn::Unavailable(e) => store_down(ctx, &e),
+        Authn::OtherDevice => crate::device::other_device_page(ctx),
     }
 }
 

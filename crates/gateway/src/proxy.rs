@@ -188,5 +188,5 @@ fn sign_fresh(
         amr,
         auth_time: session.auth_time,
     };
-    gw.signer.sign(&claims)
+    gw.signer().sign(&claims)
 }

@@ -20,21 +20,25 @@ use tsuzuku_identity::token::hash_token;
 use tsuzuku_policy::{AppFacts, RequestFacts, UserFacts};
 use tsuzuku_store::{App, Session, User};
 
+use crate::device::{self, ConnDevice};
 use crate::headers::{self, SESSION_COOKIE};
 use crate::portal;
 use crate::proxy;
 use crate::respond;
+use crate::server::Conn;
+use crate::standby;
 use crate::state::{Body, Gateway, now_ms, now_unix};
 use tsuzuku_httpguard::path::check_path;
 
 #[cfg(test)]
 mod tests;
 
-/// A short random id that ties a response, the log and the audit event together.
+/// A short random id that ties a response, the log and the audit event together. From the
+/// thread's CSPRNG (seeded from the OS), not the OS itself: no system call per request.
 pub(crate) fn request_id() -> String {
     use rand::RngCore as _;
     let mut b = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
 }
 
@@ -44,21 +48,29 @@ pub(crate) struct Ctx {
     pub peer: SocketAddr,
     pub client_ip: IpAddr,
     pub host: String,
+    /// The device of the connection (mutual TLS).
+    pub device: ConnDevice,
 }
 
 /// Entry point for every request on every connection.
-pub async fn handle(
+pub(crate) async fn handle(
     gw: Arc<Gateway>,
-    peer: SocketAddr,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     gw.requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let peer = conn.peer;
+    let device = match conn.device.as_deref() {
+        None => ConnDevice::None,
+        fp => device::resolve(fp, &gw.snapshot.load().devices, now_unix()),
+    };
     let ctx = Ctx {
         id: request_id(),
         peer,
         client_ip: headers::client_ip(peer.ip(), req.headers(), &gw.settings.trusted_proxies),
         host: request_host(&req),
+        device,
     };
     let resp = route(&gw, &ctx, req).await;
     Ok(resp)
@@ -104,6 +116,21 @@ async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response
         "/readyz" if app.is_none() => return health(gw, true).await,
         _ => {}
     }
+    if let ConnDevice::Revoked(d) = &ctx.device {
+        tracing::warn!(request_id = %ctx.id, device = %d.id, "request from a revoked device refused");
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "Device revoked",
+            &format!(
+                "The certificate of this device ({}) was revoked by your IT team, so nothing can be reached from it. Ask your IT team to enrol the device again.",
+                d.name
+            ),
+            &ctx.id,
+        );
+    }
+    if path == device::POSTURE_PATH {
+        return device::posture_endpoint(gw, ctx, req).await;
+    }
     if is_portal {
         return portal::handle(gw, ctx, req).await;
     }
@@ -121,7 +148,7 @@ async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response
     if path.starts_with("/.tsuzuku/") {
         return portal::handle_app_internal(gw, ctx, app, req).await;
     }
-    protected(gw, ctx, app.clone(), snapshot.engine.clone(), req).await
+    protected(gw, ctx, app, &snapshot.engine, req).await
 }
 
 async fn health(gw: &Gateway, ready: bool) -> Response<Body> {
@@ -139,9 +166,12 @@ async fn health(gw: &Gateway, ready: bool) -> Response<Body> {
 
 /// What authentication found for a request.
 pub(crate) enum Authn {
-    Ok(Box<(Session, User)>),
+    /// Shared with the session cache: nothing is copied per request.
+    Ok(Arc<(Session, User)>),
     None,
     Unavailable(String),
+    /// The session was created on an enrolled device and this connection is not from it.
+    OtherDevice,
 }
 
 /// Looks up and checks the session cookie for this host.
@@ -154,11 +184,15 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
     let hash = hash_token(token);
     let now = now_unix();
     let cached = gw.sessions.get(&hash, std::time::Instant::now());
-    let (session, user) = match cached {
-        Some(su) => (su.0.clone(), su.1.clone()),
+    let su = match cached {
+        Some(su) => su,
         None => {
+            // A session issued during read-only failover carries itself (see `standby`).
             // A snapshot-fed gateway does not wait for a store that no server answers for.
             let looked_up = match gw.feed.as_ref() {
+                _ if token.starts_with(standby::PREFIX) => {
+                    Ok(standby::open_session(&gw.signers.load().all, token, now))
+                }
                 Some(_) if !gw.store.root().role().is_readable() => Err(
                     tsuzuku_store::StoreError::Unavailable("no database server answers".into()),
                 ),
@@ -200,31 +234,40 @@ pub(crate) async fn authenticate(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming
                     Err(e) => return Authn::Unavailable(e.to_string()),
                 },
             };
-            gw.sessions.insert(
-                hash.clone(),
-                Arc::new((session.clone(), user.clone())),
-                std::time::Instant::now(),
-            );
-            (session, user)
+            let su = Arc::new((session, user));
+            gw.sessions
+                .insert(hash.clone(), su.clone(), std::time::Instant::now());
+            su
         }
     };
+    let (session, user) = (&su.0, &su.1);
     if user.disabled {
         return Authn::None;
     }
-    if let Err(why) = session_usable(&session, &ctx.host, now, gw.settings.idle_timeout_secs) {
+    if let Err(why) = session_usable(session, &ctx.host, now, gw.settings.idle_timeout_secs) {
         tracing::debug!(request_id = %ctx.id, %why, "session not usable");
         return Authn::None;
     }
-    // Refresh the idle clock at most once a minute, so requests do not each write.
-    if now.saturating_sub(session.last_seen) >= 60
-        && let Err(e) = touch(gw, &hash, now).await
-    {
-        match gw.feed.as_ref() {
-            Some(f) => f.touch(&hash, now),
-            None => tracing::warn!(error = %e, "could not refresh session activity"),
+    if !device::session_device_matches(session.device_id.as_deref(), &ctx.device) {
+        tracing::warn!(request_id = %ctx.id, bound = ?session.device_id, "session used from another device");
+        return Authn::OtherDevice;
+    }
+    // Refresh the idle clock at most once a minute, so requests do not each write. The cached
+    // copy learns the new time first (keeping its age, so the cache still re-reads the store
+    // on time): without that, every request served from the cache until it expires would see
+    // the old time and write too.
+    if now.saturating_sub(session.last_seen) >= 60 {
+        let mut fresh = session.clone();
+        fresh.last_seen = now;
+        gw.sessions.replace(&hash, Arc::new((fresh, user.clone())));
+        if let Err(e) = touch(gw, &hash, now).await {
+            match gw.feed.as_ref() {
+                Some(f) => f.touch(&hash, now),
+                None => tracing::warn!(error = %e, "could not refresh session activity"),
+            }
         }
     }
-    Authn::Ok(Box::new((session, user)))
+    Authn::Ok(su)
 }
 
 async fn touch(gw: &Gateway, hash: &str, now: i64) -> Result<(), tsuzuku_store::StoreError> {
@@ -280,13 +323,13 @@ pub(crate) fn login_redirect(gw: &Gateway, ctx: &Ctx, path_and_query: &str) -> R
 async fn protected(
     gw: &Arc<Gateway>,
     ctx: &Ctx,
-    app: App,
-    engine: Arc<tsuzuku_policy::PolicyEngine>,
+    app: &App,
+    engine: &tsuzuku_policy::PolicyEngine,
     req: Request<Incoming>,
 ) -> Response<Body> {
     // 3. authenticate
-    let (session, user) = match authenticate(gw, ctx, &req).await {
-        Authn::Ok(su) => *su,
+    let su = match authenticate(gw, ctx, &req).await {
+        Authn::Ok(su) => su,
         Authn::None => {
             let pq = req
                 .uri()
@@ -312,7 +355,9 @@ async fn protected(
                 &ctx.id,
             );
         }
+        Authn::OtherDevice => return device::other_device_page(ctx),
     };
+    let (session, user) = (&su.0, &su.1);
     // 4. build context
     let user_facts = UserFacts {
         id: user.id.clone(),
@@ -328,42 +373,23 @@ async fn protected(
         critical: app.critical,
         isolated: app.isolated,
     };
-    let path = req.uri().path().to_owned();
     let req_facts = RequestFacts {
         method: req.method().as_str().to_owned(),
-        path: path.clone(),
+        path: req.uri().path().to_owned(),
         source_ip: ctx.client_ip,
         now_unix: now_unix(),
     };
+    let device_facts = device::facts_for(gw, &ctx.device, req_facts.now_unix).await;
     // 5. decide
-    let decision = engine.decide(&user_facts, None, &app_facts, &req_facts);
-    // 6. audit, before anything reaches the app
+    let mut decision = engine.decide(&user_facts, device_facts.as_ref(), &app_facts, &req_facts);
+    // 6. audit, before anything reaches the app. The detail is built once, moving what the
+    // decision already owns (its inputs summary is the largest part) instead of copying it.
     let event = AuditEvent {
         time_ms: now_ms(),
         kind: EventKind::Decision,
         actor: Some(user.username.clone()),
         tenant: gw.store.tenant_id().to_owned(),
-        detail: serde_json::json!({
-            "request_id": ctx.id,
-            "node": gw.settings.node_id,
-            "allowed": decision.allowed,
-            "user": user.username,
-            "user_id": user.id,
-            "groups": user.groups,
-            "auth_method": session.auth_method,
-            "mfa": session.mfa,
-            "app": app.name,
-            "host": ctx.host,
-            "method": req_facts.method,
-            "path": path,
-            "source_ip": ctx.client_ip.to_string(),
-            "peer_ip": ctx.peer.ip().to_string(),
-            "policies": decision.determining,
-            "errors": decision.errors,
-            "reason": decision.reason,
-            "context": decision.context_summary,
-            "policy_version": gw.policy_version(),
-        }),
+        detail: decision_detail(gw, ctx, user, session, app, &req_facts, &mut decision),
     };
     if let Err(e) = gw.audit.record(event).await {
         tracing::error!(request_id = %ctx.id, error = %e, "audit log unavailable; refusing request");
@@ -380,11 +406,56 @@ async fn protected(
             "Access denied",
             &format!(
                 "{} may not {} {} on {}: {}",
-                user.username, req_facts.method, path, app.name, decision.reason
+                user.username, req_facts.method, req_facts.path, app.name, decision.reason
             ),
             &ctx.id,
         );
     }
     // 7. forward
-    proxy::forward(gw, ctx, &app, &user, &session, req).await
+    proxy::forward(gw, ctx, app, user, session, req).await
+}
+
+/// The detail of a decision's audit event: who, what, from where, which policies decided and
+/// why, and the inputs as the policies saw them. Takes the decision's policy lists and inputs
+/// summary (they are only needed here); leaves `allowed` and `reason`.
+fn decision_detail(
+    gw: &Gateway,
+    ctx: &Ctx,
+    user: &User,
+    session: &Session,
+    app: &App,
+    req: &RequestFacts,
+    decision: &mut tsuzuku_policy::Decision,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let fields: [(&str, Value); 20] = [
+        ("request_id", Value::from(ctx.id.as_str())),
+        ("node", Value::from(gw.settings.node_id.as_str())),
+        ("allowed", Value::Bool(decision.allowed)),
+        ("user", Value::from(user.username.as_str())),
+        ("user_id", Value::from(user.id.as_str())),
+        ("groups", Value::from(user.groups.clone())),
+        ("auth_method", Value::from(session.auth_method.as_str())),
+        ("mfa", Value::Bool(session.mfa)),
+        ("app", Value::from(app.name.as_str())),
+        ("host", Value::from(ctx.host.as_str())),
+        ("method", Value::from(req.method.as_str())),
+        ("path", Value::from(req.path.as_str())),
+        ("source_ip", Value::String(ctx.client_ip.to_string())),
+        ("peer_ip", Value::String(ctx.peer.ip().to_string())),
+        ("device", Value::from(ctx.device.id())),
+        (
+            "policies",
+            Value::from(std::mem::take(&mut decision.determining)),
+        ),
+        ("errors", Value::from(std::mem::take(&mut decision.errors))),
+        ("reason", Value::from(decision.reason.as_str())),
+        ("context", decision.context_summary.take()),
+        ("policy_version", Value::from(gw.policy_version())),
+    ];
+    let mut map = serde_json::Map::with_capacity(fields.len());
+    for (k, v) in fields {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map)
 }

@@ -15,12 +15,13 @@ use tsuzuku_audit::AuditWriter;
 use tsuzuku_identity::oidc::OidcClient;
 use tsuzuku_identity::throttle::{IpRateLimiter, LockoutPolicy};
 use tsuzuku_policy::{PolicyDoc, PolicyEngine};
-use tsuzuku_store::{App, Session, Store, User};
+use tsuzuku_store::{App, Device, Session, Store, User};
 
 use crate::cache::TtlCache;
 use crate::feed::{Feed, FeedSettings};
 
 use crate::assertion::Signer;
+use crate::device::{DeviceVerifier, Postures};
 
 /// Error type of bodies the gateway produces.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,6 +68,8 @@ pub struct GatewaySettings {
     pub node_id: String,
     /// Label of the SSO button, when OIDC is configured.
     pub sso_label: Option<String>,
+    /// Device posture older than this counts as unknown.
+    pub posture_max_age_secs: i64,
 }
 
 /// Policies and apps as of one reload (or one applied control-plane snapshot).
@@ -79,6 +82,9 @@ pub(crate) struct Snapshot {
     pub issued_at_ms: Option<i64>,
     /// Users by id, when fed by snapshots (otherwise read from the store).
     pub users: Option<HashMap<String, User>>,
+    /// Enrolled devices by certificate fingerprint, and the device CA they chain to.
+    pub devices: HashMap<String, Arc<Device>>,
+    pub device_ca: Option<String>,
 }
 
 /// One gateway process.
@@ -87,7 +93,9 @@ pub struct Gateway {
     pub(crate) store: Store,
     pub(crate) audit: AuditWriter,
     pub(crate) oidc: ArcSwapOption<OidcClient>,
-    pub(crate) signer: Signer,
+    /// The identity-assertion keys: the newest signs, all are published in the JWKS (so
+    /// upstreams verify assertions signed just before a rotation). Swapped on reload.
+    pub(crate) signers: ArcSwap<Signers>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) ip_limiter: IpRateLimiter,
     pub(crate) client: Client<HttpConnector, Body>,
@@ -99,6 +107,12 @@ pub struct Gateway {
     pub(crate) feed: Option<Feed>,
     /// Requests received, for load reports.
     pub(crate) requests: std::sync::atomic::AtomicU64,
+    /// Client-certificate verification against the current device CA.
+    pub(crate) device_verifier: Arc<DeviceVerifier>,
+    /// Verified device postures.
+    pub(crate) postures: Postures,
+    /// Single-use memory for sign-ins while the store is a read-only standby.
+    pub(crate) standby: crate::standby::Guards,
 }
 
 /// How long a node may serve a session from memory before reading it from the store again:
@@ -114,7 +128,8 @@ impl Gateway {
         audit: AuditWriter,
         oidc: Option<OidcClient>,
     ) -> Result<Arc<Self>, GatewayError> {
-        let signer = load_or_create_signer(&store).await?;
+        load_or_create_signer(&store).await?;
+        let signer = signers_from_store(&store).await?;
         let snapshot = load_snapshot(&store, &settings.tz, None).await?;
         Ok(Self::assemble(
             settings, store, audit, oidc, signer, snapshot, None,
@@ -137,7 +152,7 @@ impl Gateway {
         let first = feed
             .initial(store.tenant_id(), &settings.node_id, start_timeout)
             .await?;
-        let signer = signer_from(&first.body)?;
+        let signer = signers_from(&first.body)?;
         let snapshot = snapshot_from(&first.body, &settings.tz)?;
         Ok(Self::assemble(
             settings,
@@ -155,7 +170,7 @@ impl Gateway {
         store: Store,
         audit: AuditWriter,
         oidc: Option<OidcClient>,
-        signer: Signer,
+        signer: Signers,
         snapshot: Snapshot,
         feed: Option<Feed>,
     ) -> Arc<Self> {
@@ -167,13 +182,17 @@ impl Gateway {
             .build(connector);
         let per_minute = settings.login_attempts_per_minute;
         let settings_ttl = settings.assertion_ttl_secs;
+        let device_verifier = Arc::new(DeviceVerifier::default());
+        if let Err(e) = device_verifier.set_ca(snapshot.device_ca.as_deref()) {
+            tracing::error!(error = %e, "device CA unusable; device certificates are not accepted");
+        }
         Arc::new(Self {
             ip_limiter: IpRateLimiter::new(per_minute, f64::from(per_minute) / 60.0),
             settings,
             store,
             audit,
             oidc: ArcSwapOption::from(oidc.map(Arc::new)),
-            signer,
+            signers: ArcSwap::from_pointee(signer),
             snapshot: ArcSwap::from_pointee(snapshot),
             client,
             sessions: TtlCache::new(SESSION_CACHE_TTL, 100_000),
@@ -183,6 +202,9 @@ impl Gateway {
             ),
             feed,
             requests: std::sync::atomic::AtomicU64::new(0),
+            device_verifier,
+            postures: Postures::default(),
+            standby: crate::standby::Guards::default(),
         })
     }
 
@@ -190,7 +212,9 @@ impl Gateway {
     /// refused whole and the one in use stays.
     pub(crate) fn install(&self, v: &tsuzuku_snapshot::Verified) -> Result<(), GatewayError> {
         let next = snapshot_from(&v.body, &self.settings.tz)?;
-        self.snapshot.store(Arc::new(next));
+        let signers = signers_from(&v.body)?;
+        self.use_snapshot(next);
+        self.use_signers(signers);
         Ok(())
     }
 
@@ -212,9 +236,27 @@ impl Gateway {
         self.oidc.store(Some(Arc::new(client)));
     }
 
-    /// The assertion signer (its public key is served at the JWKS URL).
-    pub fn signer(&self) -> &Signer {
-        &self.signer
+    /// The assertion signer in use (the newest key).
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signers.load().current.clone()
+    }
+
+    /// The JWKS document: every assertion key the gateway knows, newest first.
+    pub fn jwks(&self) -> serde_json::Value {
+        let s = self.signers.load();
+        let all: Vec<&Signer> = s.all.iter().map(|k| k.as_ref()).collect();
+        crate::assertion::jwks(&all)
+    }
+
+    /// Takes up a new set of assertion keys if it differs from the one in use.
+    fn use_signers(&self, next: Signers) {
+        let cur = self.signers.load();
+        let kids = |s: &Signers| s.all.iter().map(|k| k.kid().to_owned()).collect::<Vec<_>>();
+        if kids(&cur) == kids(&next) && cur.current.kid() == next.current.kid() {
+            return;
+        }
+        tracing::info!(old = %cur.current.kid(), new = %next.current.kid(), keys = next.all.len(), "identity-assertion keys changed: signing with the newest");
+        self.signers.store(Arc::new(next));
     }
 
     /// Re-reads policies (when their version changed) and apps from the store. A gateway fed
@@ -225,8 +267,26 @@ impl Gateway {
         }
         let current = self.snapshot.load_full();
         let next = load_snapshot(&self.store, &self.settings.tz, Some(&current)).await?;
-        self.snapshot.store(Arc::new(next));
+        self.use_snapshot(next);
+        self.use_signers(signers_from_store(&self.store).await?);
         Ok(())
+    }
+
+    fn use_snapshot(&self, next: Snapshot) {
+        if let Err(e) = self.device_verifier.set_ca(next.device_ca.as_deref()) {
+            tracing::error!(error = %e, "device CA unusable; keeping the one in use");
+        }
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// The TLS server configuration for this gateway's listener: the certificate and key from
+    /// PEM files, and client certificates from enrolled devices asked for (not required).
+    pub fn tls_config(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Arc<rustls::ServerConfig>, GatewayError> {
+        crate::server::tls_config_with(cert, key, Some(self.device_verifier.clone()))
     }
 
     /// Reloads every `reload_interval` until the gateway is dropped. A failed reload keeps the
@@ -297,15 +357,50 @@ async fn load_or_create_signer(store: &Store) -> Result<Signer, GatewayError> {
     }
 }
 
-fn signer_from(body: &tsuzuku_snapshot::SnapshotBody) -> Result<Signer, GatewayError> {
-    let newest = body
-        .assertion_keys
+/// The identity-assertion keys a gateway holds: the newest signs, all verify.
+pub(crate) struct Signers {
+    pub current: Arc<Signer>,
+    /// Every key, newest first (the current one included).
+    pub all: Vec<Arc<Signer>>,
+}
+
+/// Builds the key set from `(created_at, kid, pem)` triples.
+fn signers_of(mut keys: Vec<(i64, String, String)>) -> Result<Signers, GatewayError> {
+    keys.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    let all = keys
         .iter()
-        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
-        .ok_or_else(|| {
-            GatewayError::Snapshot("the snapshot carries no identity-assertion key".into())
-        })?;
-    Ok(Signer::from_pem(&newest.pem)?)
+        .map(|(_, _, pem)| Signer::from_pem(pem).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let current = all
+        .first()
+        .cloned()
+        .ok_or_else(|| GatewayError::Snapshot("no identity-assertion key".into()))?;
+    Ok(Signers { current, all })
+}
+
+fn signers_from(body: &tsuzuku_snapshot::SnapshotBody) -> Result<Signers, GatewayError> {
+    if body.assertion_keys.is_empty() {
+        return Err(GatewayError::Snapshot(
+            "the snapshot carries no identity-assertion key".into(),
+        ));
+    }
+    signers_of(
+        body.assertion_keys
+            .iter()
+            .map(|k| (k.created_at, k.kid.clone(), k.pem.clone()))
+            .collect(),
+    )
+}
+
+async fn signers_from_store(store: &Store) -> Result<Signers, GatewayError> {
+    signers_of(
+        store
+            .keys(ASSERTION_KEY_PURPOSE)
+            .await?
+            .into_iter()
+            .map(|k| (k.created_at, k.kid, k.secret))
+            .collect(),
+    )
 }
 
 /// The gateway's view of a control-plane snapshot.
@@ -365,6 +460,25 @@ fn snapshot_from(
             )
         })
         .collect();
+    let devices = body
+        .devices
+        .iter()
+        .map(|d| {
+            (
+                d.fingerprint.clone(),
+                Arc::new(Device {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                    fingerprint: d.fingerprint.clone(),
+                    public_key: d.public_key.clone(),
+                    company_issued: d.company_issued,
+                    enrolled_at: d.enrolled_at,
+                    not_after: d.not_after,
+                    revoked_at: d.revoked_at,
+                }),
+            )
+        })
+        .collect();
     Ok(Snapshot {
         policy_version: body.policy_version,
         engine: Arc::new(engine),
@@ -372,6 +486,8 @@ fn snapshot_from(
         version: Some(body.version),
         issued_at_ms: Some(body.issued_at_ms),
         users: Some(users),
+        devices,
+        device_ca: body.device_ca.clone(),
     })
 }
 
@@ -387,6 +503,16 @@ async fn load_snapshot(
         .map(|a| (a.host.clone(), a))
         .collect();
     let version = store.current_policy_version().await?;
+    let devices: HashMap<String, Arc<Device>> = store
+        .list_devices()
+        .await?
+        .into_iter()
+        .map(|d| (d.fingerprint.clone(), Arc::new(d)))
+        .collect();
+    let device_ca = store
+        .newest_key(tsuzuku_device::CA_KEY_PURPOSE)
+        .await?
+        .map(|k| k.public);
     if let Some(cur) = current
         && cur.policy_version == version
     {
@@ -397,6 +523,8 @@ async fn load_snapshot(
             version: None,
             issued_at_ms: None,
             users: None,
+            devices,
+            device_ca,
         });
     }
     let engine = match store.current_policy().await? {
@@ -421,6 +549,8 @@ async fn load_snapshot(
         version: None,
         issued_at_ms: None,
         users: None,
+        devices,
+        device_ca,
     })
 }
 

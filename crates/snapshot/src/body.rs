@@ -29,6 +29,28 @@ pub struct SnapshotBody {
     /// in on their own when everything else is down); empty for ordinary gateways.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialEntry>,
+    /// The device CA certificate (PEM) gateways trust for client certificates, once the control
+    /// plane has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_ca: Option<String>,
+    /// Enrolled devices (revoked ones too, so gateways refuse them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceEntry>,
+}
+
+/// One enrolled device, as gateways need it: its certificate fingerprint, its public key (to
+/// verify posture reports), whether it is company-issued, and whether it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    pub id: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub public_key: String,
+    pub company_issued: bool,
+    pub enrolled_at: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
 }
 
 /// What a DR gateway needs to check a user's sign-in locally. Secret.

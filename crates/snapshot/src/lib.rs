@@ -9,6 +9,7 @@
 //!   through: signature by a trusted key, the right tenant, strictly newer than the one in use.
 //! - The same signing covers the connectors' site list ([`body::SiteListBody`],
 //!   [`sign::verify_sites`]), under its own wire format so neither passes for the other.
+//! - [`trust`]: the trusted-keys file, re-read when it changes (key rotation without restarts).
 //! - [`cache`]: the sealed file on disk, replaced atomically (a failed write leaves the last
 //!   good one intact).
 //!
@@ -19,16 +20,18 @@
 pub mod body;
 pub mod cache;
 pub mod sign;
+pub mod trust;
 
 mod error;
 
 pub use body::{
-    AppEntry, CredentialEntry, ExclusionEntry, KeyEntry, PolicyEntry, ShedEntry, SiteEntry,
-    SiteListBody, SnapshotBody, UserEntry,
+    AppEntry, CredentialEntry, DeviceEntry, ExclusionEntry, KeyEntry, PolicyEntry, ShedEntry,
+    SiteEntry, SiteListBody, SnapshotBody, UserEntry,
 };
 pub use cache::DiskCache;
 pub use error::SnapshotError;
 pub use sign::{SnapshotSigner, TrustedKeys, Verified, VerifiedSites, verify, verify_sites};
+pub use trust::TrustFile;
 
 #[cfg(test)]
 mod tests;

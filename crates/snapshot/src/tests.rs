@@ -43,6 +43,8 @@ fn body(version: i64) -> SnapshotBody {
         }],
         assertion_keys: vec![],
         credentials: vec![],
+        device_ca: None,
+        devices: vec![],
     }
 }
 

@@ -4,11 +4,15 @@
 //! processes on one SQLite file, or several nodes on one PostgreSQL) queue up instead of
 //! forking the chain.
 //!
-//! Locking without backend-specific SQL: the transaction's first statement is a write
-//! (`INSERT … ON CONFLICT DO NOTHING` of the head row), which on SQLite takes the database
-//! write lock at once (the same effect as `BEGIN IMMEDIATE`, and no read-then-upgrade
-//! `SQLITE_BUSY`); the following `UPDATE audit_head SET seq = seq … RETURNING` is what a
-//! `SELECT … FOR UPDATE` would be on PostgreSQL: it row-locks the head until commit.
+//! Locking without backend-specific SQL: the transaction's first statement is a write (an
+//! upsert of the head row, `INSERT … ON CONFLICT DO UPDATE SET seq = seq … RETURNING`), which
+//! on SQLite takes the database write lock at once (the same effect as `BEGIN IMMEDIATE`, and
+//! no read-then-upgrade `SQLITE_BUSY`) and on PostgreSQL row-locks the head until commit, as
+//! `SELECT … FOR UPDATE` would, returning the newest committed head.
+//!
+//! The stored `detail` is the detail's canonical JSON (`tsuzuku_audit::canonical_detail`), the
+//! same text the chain hash covers, so each event is encoded once. Verification re-encodes the
+//! stored JSON whatever its layout, so rows stored before (serde_json's own layout) verify too.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +21,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Acquire, Row};
 use tsuzuku_audit::{
     AuditBackend, AuditError, AuditEvent, ChainedEvent, GENESIS_HASH, Verifier, VerifyReport,
-    link_to,
+    canonical_detail, chain_hash_canonical,
 };
 
 use crate::error::{StoreError, corrupt, is_unique_violation};
@@ -87,80 +91,64 @@ pub(crate) async fn append_in_tx(
     sites: &Sites,
     conn: &mut AnyConnection,
     tenant: &str,
-    events: Vec<AuditEvent>,
+    events: &[&AuditEvent],
 ) -> Result<Vec<i64>, StoreError> {
     let what = format!(
         "appending {} audit events for tenant {tenant:?}",
         events.len()
     );
-    sqlx::query(
+    // One statement creates the head row if needed and locks it: the upsert is a write, so on
+    // SQLite it takes the database write lock at once, and on PostgreSQL it row-locks the head
+    // until commit (what `SELECT … FOR UPDATE` would do).
+    let head = sqlx::query(
         "INSERT INTO audit_head (tenant_id, seq, hash) VALUES ($1, 0, $2)
-         ON CONFLICT (tenant_id) DO NOTHING",
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_head.seq
+         RETURNING seq, hash",
     )
     .bind(tenant)
     .bind(GENESIS_HASH)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await
     .map_err(|e| sites.classify(&what, e))?;
-    let head =
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE tenant_id = $1 RETURNING seq, hash")
-            .bind(tenant)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| sites.classify(&what, e))?;
     let mut seq: i64 = head
         .try_get("seq")
         .map_err(|e| corrupt("the audit_head row", e))?;
     let mut hash: String = head
         .try_get("hash")
         .map_err(|e| corrupt("the audit_head row", e))?;
+    // Each event's detail is encoded once, canonically: that text is both what the chain hash
+    // covers and what is stored (any JSON layout of the detail verifies the same way, so rows
+    // written before this encoding was stored stay verifiable).
     let mut seqs = Vec::with_capacity(events.len());
-    let mut linked_all = Vec::with_capacity(events.len());
-    for ev in events {
-        let detail = serde_json::to_string(&ev.detail).map_err(|e| {
-            StoreError::Invalid(format!("audit event detail cannot be stored as JSON: {e}"))
-        })?;
-        let linked = link_to(seq, &hash, ev);
-        seqs.push(linked.seq);
-        seq = linked.seq;
-        hash = linked.hash.clone();
-        linked_all.push((linked, detail));
+    let mut linked_all: Vec<Linked<'_>> = Vec::with_capacity(events.len());
+    for &ev in events {
+        let detail = canonical_detail(&ev.detail);
+        seq = seq.saturating_add(1);
+        let next = chain_hash_canonical(seq, &hash, ev, &detail);
+        let prev_hash = std::mem::replace(&mut hash, next);
+        seqs.push(seq);
+        linked_all.push(Linked {
+            seq,
+            prev_hash,
+            hash: hash.clone(),
+            event: ev,
+            detail,
+        });
     }
     // Multi-row inserts: one round trip per chunk instead of one per event (group commit
     // batches are up to hundreds of events under load).
     for chunk in linked_all.chunks(INSERT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let b = i * 8;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8
-            ));
-        }
-        // Only numbered placeholders are formatted into the text; every value is bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (linked, detail) in chunk {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
+        for l in chunk {
             q = q
                 .bind(tenant)
-                .bind(linked.seq)
-                .bind(linked.prev_hash.as_str())
-                .bind(linked.hash.as_str())
-                .bind(linked.event.time_ms)
-                .bind(linked.event.kind.as_str())
-                .bind(linked.event.actor.as_deref())
-                .bind(detail.as_str());
+                .bind(l.seq)
+                .bind(l.prev_hash.as_str())
+                .bind(l.hash.as_str())
+                .bind(l.event.time_ms)
+                .bind(l.event.kind.as_str())
+                .bind(l.event.actor.as_deref())
+                .bind(l.detail.as_str());
         }
         q.execute(&mut *conn).await.map_err(|e| {
             if is_unique_violation(&e) {
@@ -184,6 +172,44 @@ pub(crate) async fn append_in_tx(
     Ok(seqs)
 }
 
+/// An event with its place in the chain and its canonical detail, ready to insert.
+struct Linked<'a> {
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+    event: &'a AuditEvent,
+    detail: String,
+}
+
+/// `INSERT … VALUES ($1, …, $8), ($9, …)` for `rows` events. Only numbered placeholders are
+/// formatted into the text; every value is bound.
+fn insert_sql(rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(120 + rows * 48);
+    sql.push_str(
+        "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail) VALUES ",
+    );
+    for i in 0..rows {
+        let b = i * 8;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(
+            sql,
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8
+        );
+    }
+    sql
+}
+
 fn to_audit_error(e: StoreError) -> AuditError {
     match e {
         // Busy, unreachable, or a standby not yet promoted: may work on retry.
@@ -199,6 +225,10 @@ impl Store {
     /// numbers. Every event's `tenant` must be this store's tenant ([`StoreError::Invalid`]
     /// otherwise, and nothing is written).
     pub async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<Vec<i64>, StoreError> {
+        self.append_audit_slice(&events).await
+    }
+
+    async fn append_audit_slice(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
         if let Some(ev) = events.iter().find(|e| *e.tenant != *self.tenant) {
             return Err(StoreError::Invalid(format!(
                 "audit event for tenant {:?} was given to the store of tenant {:?}; append it through that tenant's store",
@@ -210,11 +240,12 @@ impl Store {
         }
         let what = "appending audit events";
         let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
+        let events: Vec<&AuditEvent> = events.iter().collect();
         let seqs = append_in_tx(
             &self.sites,
             tx.acquire().await.map_err(|e| self.db(what, e))?,
             &self.tenant,
-            events,
+            &events,
         )
         .await?;
         tx.commit().await.map_err(|e| self.db(what, e))?;
@@ -323,7 +354,7 @@ impl Store {
 
 /// One tenant's chain: every event must belong to this store's tenant.
 impl AuditBackend for Store {
-    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+    async fn append(&self, batch: &[AuditEvent]) -> Result<(), AuditError> {
         // When no server takes writes, say so at once instead of waiting for a connection:
         // the caller (a gateway's spool) must not hold requests for the pool's timeout.
         let role = self.sites.role();
@@ -332,7 +363,7 @@ impl AuditBackend for Store {
                 "the store cannot take writes now ({role})"
             )));
         }
-        self.append_audit(batch)
+        self.append_audit_slice(batch)
             .await
             .map(drop)
             .map_err(to_audit_error)
@@ -342,9 +373,13 @@ impl AuditBackend for Store {
 impl StoreRoot {
     /// Appends events of any tenants, each to its own tenant's chain, all in one transaction.
     pub async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        let mut by_tenant: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
+        self.append_audit_slice(&events).await
+    }
+
+    async fn append_audit_slice(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut by_tenant: BTreeMap<&str, Vec<&AuditEvent>> = BTreeMap::new();
         for ev in events {
-            by_tenant.entry(ev.tenant.clone()).or_default().push(ev);
+            by_tenant.entry(ev.tenant.as_str()).or_default().push(ev);
         }
         if by_tenant.is_empty() {
             return Ok(());
@@ -356,8 +391,8 @@ impl StoreRoot {
             append_in_tx(
                 &self.sites,
                 tx.acquire().await.map_err(|e| self.db(what, e))?,
-                &tenant,
-                events,
+                tenant,
+                &events,
             )
             .await?;
         }
@@ -368,7 +403,7 @@ impl StoreRoot {
 
 /// All tenants: events go to the chain of their own `tenant`, atomically per batch.
 impl AuditBackend for StoreRoot {
-    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
-        self.append_audit(batch).await.map_err(to_audit_error)
+    async fn append(&self, batch: &[AuditEvent]) -> Result<(), AuditError> {
+        self.append_audit_slice(batch).await.map_err(to_audit_error)
     }
 }

@@ -207,7 +207,8 @@ impl Store {
             drop(tx);
             return Ok(DrAuditUpload::Accepted { appended, last_seq });
         }
-        append_in_tx(&self.sites, &mut *conn, &self.tenant, new).await?;
+        let new: Vec<&AuditEvent> = new.iter().collect();
+        append_in_tx(&self.sites, &mut *conn, &self.tenant, &new).await?;
         sqlx::query(
             "UPDATE dr_audit_uploads SET node_id = $3, last_seq = $4, last_hash = $5, updated_ms = $6
              WHERE tenant_id = $1 AND chain_id = $2",

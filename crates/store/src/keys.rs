@@ -110,4 +110,36 @@ impl Store {
             .rows_affected();
         Ok(deleted > 0)
     }
+
+    /// Gives a stored key another purpose, dated `now` (a prepared key becoming the active
+    /// one, in one statement). `false` if no such key.
+    pub async fn set_key_purpose(
+        &self,
+        kid: &str,
+        purpose: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET purpose = $3, created_at = $4
+             WHERE tenant_id = $1 AND kid = $2",
+        )
+        .bind(&*self.tenant)
+        .bind(kid)
+        .bind(purpose)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db(&format!("changing the purpose of key {kid:?}"), e))?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    /// The newest key of a purpose (by creation time, then key id), if any.
+    pub async fn newest_key(&self, purpose: &str) -> Result<Option<StoredKey>, StoreError> {
+        Ok(self
+            .keys(purpose)
+            .await?
+            .into_iter()
+            .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid))))
+    }
 }

@@ -32,6 +32,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 mod apps;
 mod audit;
 mod crypt;
+mod devices;
 mod dr;
 mod error;
 mod gsites;
@@ -48,6 +49,7 @@ mod users;
 
 pub use apps::{App, NewApp};
 pub use crypt::{DataKeyInfo, EncryptionStatus, Rotation, TenantEncryption};
+pub use devices::{Device, StoredPosture};
 pub use dr::{DrAuditUpload, DrTransition, UploadedEvent};
 pub use error::StoreError;
 pub use gsites::{GatewaySite, SiteExclusion};

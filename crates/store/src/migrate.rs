@@ -239,6 +239,43 @@ const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 7,
+        name: "device trust: enrolled devices, enrolment tokens, posture, sessions bound to devices",
+        statements: &[
+            "CREATE TABLE devices (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            company_issued BIGINT NOT NULL,
+            enrolled_at BIGINT NOT NULL,
+            not_after BIGINT NOT NULL,
+            revoked_at BIGINT,
+            PRIMARY KEY (tenant_id, id),
+            UNIQUE (tenant_id, fingerprint)
+        )",
+            "CREATE TABLE enrol_tokens (
+            tenant_id TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            company_issued BIGINT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, token_hash)
+        )",
+            "CREATE TABLE device_posture (
+            tenant_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            report TEXT NOT NULL,
+            collected_at BIGINT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, device_id)
+        )",
+            "ALTER TABLE sessions ADD COLUMN device_id TEXT",
+        ],
+    },
 ];
 
 /// The schema version this build writes.

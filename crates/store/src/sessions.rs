@@ -27,6 +27,10 @@ pub struct Session {
     pub source_ip: String,
     /// `"portal"` or the app host the session is valid for.
     pub scope: String,
+    /// The enrolled device the session was created from (mutual TLS), if any: the session is
+    /// then only valid on connections from that device.
+    #[serde(default)]
+    pub device_id: Option<String>,
 }
 
 /// A redeemed handoff code.
@@ -50,7 +54,7 @@ pub struct OidcPending {
 macro_rules! session_cols {
     () => {
         "token_hash, login_id, user_id, auth_method, mfa, auth_time, created_at, last_seen, \
-         absolute_expiry, source_ip, scope"
+         absolute_expiry, source_ip, scope, device_id"
     };
 }
 
@@ -68,6 +72,7 @@ fn session_from_row(row: &AnyRow) -> Result<Session, StoreError> {
         absolute_expiry: row.try_get("absolute_expiry").map_err(bad)?,
         source_ip: row.try_get("source_ip").map_err(bad)?,
         scope: row.try_get("scope").map_err(bad)?,
+        device_id: row.try_get("device_id").map_err(bad)?,
     })
 }
 
@@ -77,8 +82,8 @@ impl Store {
     pub async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
         let result = sqlx::query(
             "INSERT INTO sessions (tenant_id, token_hash, login_id, user_id, auth_method, mfa,
-                auth_time, created_at, last_seen, absolute_expiry, source_ip, scope)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                auth_time, created_at, last_seen, absolute_expiry, source_ip, scope, device_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&*self.tenant)
         .bind(&s.token_hash)
@@ -92,6 +97,7 @@ impl Store {
         .bind(s.absolute_expiry)
         .bind(&s.source_ip)
         .bind(&s.scope)
+        .bind(&s.device_id)
         .execute(&self.pool)
         .await;
         match result {

@@ -21,8 +21,8 @@ use serde_json::json;
 use tsuzuku_audit::{AuditEvent, AuditWriter, ChainProblem, EventKind, chain_hash, verify};
 
 use crate::{
-    ConnectorReport, DrAuditUpload, DrTransition, GatewaySite, NewApp, NewUser, NodeReport,
-    PolicyDoc, Session, SiteExclusion, Store, StoreError, StoreRoot, UploadedEvent,
+    ConnectorReport, Device, DrAuditUpload, DrTransition, GatewaySite, NewApp, NewUser, NodeReport,
+    PolicyDoc, Session, SiteExclusion, Store, StoreError, StoreRoot, StoredPosture, UploadedEvent,
 };
 
 /// A fixed "now" (Unix seconds) so expiry arithmetic is deterministic.
@@ -55,6 +55,7 @@ pub async fn run_all(url: &str) {
     dr_transitions(&root).await;
     dr_audit_uploads_are_idempotent(&root).await;
     gateway_sites_and_exclusions(&root).await;
+    devices_tokens_and_posture(&root).await;
     mirror_users_and_apps(&root).await;
     tenant_isolation(&root).await;
     audit_append_and_read(&root).await;
@@ -89,6 +90,7 @@ fn session(token: &str, login: &str, user_id: &str, scope: &str) -> Session {
         absolute_expiry: NOW + 3600,
         source_ip: "192.0.2.7".into(),
         scope: scope.into(),
+        device_id: None,
     }
 }
 
@@ -459,7 +461,8 @@ pub async fn sessions_lifecycle(root: &StoreRoot) {
     let u = s.create_user(new_user("ivan"), NOW).await.unwrap();
     let portal = session("h-portal", "login-1", &u.id, "portal");
     let app = session("h-app", "login-1", &u.id, "crm.example.org");
-    let other = session("h-other", "login-2", &u.id, "portal");
+    let mut other = session("h-other", "login-2", &u.id, "portal");
+    other.device_id = Some("dev-1".into());
     for x in [&portal, &app, &other] {
         s.create_session(x).await.unwrap();
     }
@@ -767,6 +770,24 @@ pub async fn signing_keys(root: &StoreRoot) {
             .await,
         "k1",
     );
+    assert_eq!(s.newest_key("assertion").await.unwrap().unwrap().kid, "k2");
+    assert_eq!(s.newest_key("other").await.unwrap(), None);
+    // A prepared key becomes the active one: new purpose, new date.
+    assert!(
+        s.set_key_purpose("s1", "snapshot-next", NOW + 20)
+            .await
+            .unwrap()
+    );
+    assert!(s.keys("snapshot").await.unwrap().is_empty());
+    assert_eq!(
+        s.newest_key("snapshot-next")
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
+        NOW + 20
+    );
+    assert!(!s.set_key_purpose("nope", "x", NOW).await.unwrap());
     assert!(s.delete_key("k1").await.unwrap());
     assert!(!s.delete_key("k1").await.unwrap());
     assert_eq!(s.keys("assertion").await.unwrap().len(), 1);
@@ -1043,6 +1064,57 @@ pub async fn gateway_sites_and_exclusions(root: &StoreRoot) {
     assert!(s.remove_gateway_site("osaka").await.unwrap());
     assert!(!s.remove_gateway_site("osaka").await.unwrap());
     assert!(s.active_site_exclusions(0).await.unwrap().is_empty());
+}
+
+pub async fn devices_tokens_and_posture(root: &StoreRoot) {
+    let s = fresh_tenant(root, "devices");
+    let other = fresh_tenant(root, "devices-other");
+    // Tokens work once, and not after expiry, and not in another tenant.
+    s.create_enrol_token("t1", true, "admin", NOW, NOW + 60)
+        .await
+        .unwrap();
+    s.create_enrol_token("t2", false, "admin", NOW, NOW + 60)
+        .await
+        .unwrap();
+    s.create_enrol_token("t3", false, "admin", NOW - 100, NOW - 1)
+        .await
+        .unwrap();
+    assert_eq!(other.take_enrol_token("t1", NOW).await.unwrap(), None);
+    assert_eq!(s.take_enrol_token("t1", NOW).await.unwrap(), Some(true));
+    assert_eq!(s.take_enrol_token("t1", NOW).await.unwrap(), None);
+    assert_eq!(s.take_enrol_token("t2", NOW).await.unwrap(), Some(false));
+    assert_eq!(s.take_enrol_token("t3", NOW).await.unwrap(), None);
+    let d = Device {
+        id: "dev-1".into(),
+        name: "laptop".into(),
+        fingerprint: "ab".repeat(32),
+        public_key: "BAAA".into(),
+        company_issued: true,
+        enrolled_at: NOW,
+        not_after: NOW + 86_400,
+        revoked_at: None,
+    };
+    s.add_device(&d).await.unwrap();
+    assert_conflict_names(s.add_device(&d).await, "dev-1");
+    assert_eq!(s.list_devices().await.unwrap(), vec![d.clone()]);
+    assert!(other.list_devices().await.unwrap().is_empty());
+    assert!(!other.revoke_device("dev-1", NOW).await.unwrap());
+    assert!(s.revoke_device("laptop", NOW + 5).await.unwrap());
+    assert!(!s.revoke_device("dev-1", NOW + 6).await.unwrap());
+    assert_eq!(s.list_devices().await.unwrap()[0].revoked_at, Some(NOW + 5));
+    // Posture: newest collection wins, an older report does not overwrite.
+    let p = |at: i64, r: &str| StoredPosture {
+        device_id: "dev-1".into(),
+        report: r.into(),
+        collected_at: at,
+        received_ms: at * 1000,
+    };
+    assert_eq!(s.get_posture("dev-1").await.unwrap(), None);
+    s.put_posture(&p(NOW, "a")).await.unwrap();
+    s.put_posture(&p(NOW + 10, "b")).await.unwrap();
+    s.put_posture(&p(NOW + 5, "old")).await.unwrap();
+    assert_eq!(s.get_posture("dev-1").await.unwrap().unwrap().report, "b");
+    assert_eq!(other.get_posture("dev-1").await.unwrap(), None);
 }
 
 pub async fn mirror_users_and_apps(root: &StoreRoot) {

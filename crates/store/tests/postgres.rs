@@ -88,7 +88,7 @@ async fn migrations_ran_once_and_every_table_is_scoped_by_tenant(root: &StoreRoo
         tables.push(name);
     }
     // Every table but schema_migrations (checked above to have tenant_id first).
-    assert_eq!(tables.len(), 18, "{tables:?}");
+    assert_eq!(tables.len(), 21, "{tables:?}");
 }
 
 async fn a_writable_primary_is_reported_and_promotion_is_refused_while_it_answers(

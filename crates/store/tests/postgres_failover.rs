@@ -236,7 +236,7 @@ async fn reads_survive_a_lost_primary_writes_return_after_promotion_and_no_ackno
         tenant: tenant.clone(),
         detail: serde_json::json!({"during": "failover"}),
     };
-    let audit_err = s.append(vec![event.clone()]).await.unwrap_err();
+    let audit_err = s.append(std::slice::from_ref(&event)).await.unwrap_err();
     assert!(audit_err.is_retryable(), "{audit_err}");
     // Reads of every kind keep working.
     assert!(s.list_users().await.unwrap().len() > KILL_AFTER);
@@ -257,7 +257,7 @@ async fn reads_survive_a_lost_primary_writes_return_after_promotion_and_no_ackno
     .await;
     let write_recovery = promoting.elapsed();
     assert_eq!(s.get_user(&after.id).await.unwrap(), Some(after));
-    s.append(vec![event]).await.unwrap();
+    s.append(&[event]).await.unwrap();
     assert!(s.verify_audit().await.unwrap().is_intact());
 
     // --- RPO 0 under synchronous replication: every acknowledged row is there. ---

@@ -3,6 +3,11 @@
 //! it runs, and it can be told to answer SERVFAIL or not to answer at all (so a client times
 //! out). It stops when dropped.
 //!
+//! [`TestDns::start_secure`] also serves the zone over DNS over TLS (RFC 7858) and DNS over HTTPS
+//! (RFC 8484, HTTP/2 at `/dns-query`) on two more loopback ports, with a server certificate for a
+//! given name issued by a fresh test CA ([`TestDns::ca_pem`]); [`TestDns::untrusted_ca_pem`] is
+//! another CA that did not issue it, for tests of a refused certificate.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), tsuzuku_testkit::dns::DnsError> {
 //! use tsuzuku_testkit::dns::TestDns;
@@ -28,6 +33,9 @@ use hickory_server::zone_handler::{
     AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
 };
 
+/// The DNS over HTTPS path the test server answers on.
+pub const DOH_PATH: &str = "/dns-query";
+
 /// What went wrong starting or changing the test DNS server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,6 +50,8 @@ pub enum DnsError {
     StringTooLong { len: usize },
     #[error("the zone refused the record for {name}")]
     Rejected { name: String },
+    #[error("cannot make the test certificates or TLS setup: {0}")]
+    Tls(String),
 }
 
 /// How the server answers every query from now on.
@@ -115,9 +125,19 @@ fn not_sent(request: &Request) -> ResponseInfo {
     })
 }
 
+/// The encrypted listeners of [`TestDns::start_secure`].
+#[derive(Debug, Clone)]
+struct Secure {
+    tls_addr: SocketAddr,
+    https_addr: SocketAddr,
+    ca_pem: String,
+    untrusted_ca_pem: String,
+}
+
 /// A running authoritative server for one zone; stops when dropped.
 pub struct TestDns {
     addr: SocketAddr,
+    secure: Option<Secure>,
     origin: Name,
     zone: Arc<InMemoryZoneHandler>,
     fault: Arc<AtomicU8>,
@@ -164,10 +184,78 @@ async fn bind_pair() -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener),
     })))
 }
 
+/// A test CA's certificate (PEM) and, issued by it, a server certificate chain and key for
+/// `name`.
+fn test_certificates(
+    name: &str,
+    ca_name: &str,
+) -> Result<
+    (
+        String,
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    DnsError,
+> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let tls = |e: rcgen::Error| DnsError::Tls(e.to_string());
+    let ca_key = KeyPair::generate().map_err(tls)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).map_err(tls)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().map_err(tls)?;
+    let mut leaf = CertificateParams::new(vec![name.to_owned()]).map_err(tls)?;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).map_err(tls)?;
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    );
+    Ok((
+        ca_cert.pem(),
+        vec![cert.der().clone(), ca_cert.der().clone()],
+        key_der,
+    ))
+}
+
+/// A TLS 1.2/1.3 server configuration with this certificate, speaking `alpn`.
+fn server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, DnsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| DnsError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| DnsError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
 impl TestDns {
     /// Starts serving `zone` (e.g. `example.test`) with only its SOA record, on a free
     /// 127.0.0.1 port over UDP and TCP.
     pub async fn start(zone: &str) -> Result<Self, DnsError> {
+        Self::start_inner(zone, None).await
+    }
+
+    /// Like [`TestDns::start`], and also serves DNS over TLS ([`TestDns::tls_addr`]) and DNS
+    /// over HTTPS ([`TestDns::https_addr`], path [`DOH_PATH`]) with a certificate for
+    /// `server_name` issued by a fresh test CA ([`TestDns::ca_pem`]).
+    pub async fn start_secure(zone: &str, server_name: &str) -> Result<Self, DnsError> {
+        Self::start_inner(zone, Some(server_name)).await
+    }
+
+    async fn start_inner(zone: &str, server_name: Option<&str>) -> Result<Self, DnsError> {
         let origin = parse_name(zone)?;
         let mut handler =
             InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
@@ -200,8 +288,46 @@ impl TestDns {
         let addr = udp.local_addr().map_err(DnsError::Bind)?;
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 16);
+        let secure = match server_name {
+            None => None,
+            Some(name) => {
+                let (ca_pem, chain, key) = test_certificates(name, "Tsuzuku test DNS CA")?;
+                let (untrusted_ca_pem, _, _) = test_certificates(name, "Another test CA")?;
+                let tls = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(DnsError::Bind)?;
+                let https = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(DnsError::Bind)?;
+                let tls_addr = tls.local_addr().map_err(DnsError::Bind)?;
+                let https_addr = https.local_addr().map_err(DnsError::Bind)?;
+                server
+                    .register_tls_listener_with_tls_config(
+                        tls,
+                        Duration::from_secs(5),
+                        server_config(chain.clone(), key.clone_key(), b"dot")?,
+                    )
+                    .map_err(DnsError::Bind)?;
+                server
+                    .register_https_listener_with_tls_config(
+                        https,
+                        Duration::from_secs(5),
+                        server_config(chain, key, b"h2")?,
+                        Some(name.to_owned()),
+                        DOH_PATH.to_owned(),
+                    )
+                    .map_err(DnsError::Bind)?;
+                Some(Secure {
+                    tls_addr,
+                    https_addr,
+                    ca_pem,
+                    untrusted_ca_pem,
+                })
+            }
+        };
         Ok(Self {
             addr,
+            secure,
             origin,
             zone: zone_handler,
             fault,
@@ -213,6 +339,26 @@ impl TestDns {
     /// The address the server answers on, for UDP and TCP.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The DNS over TLS address (after [`TestDns::start_secure`]).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.secure.as_ref().map(|s| s.tls_addr)
+    }
+
+    /// The DNS over HTTPS address (after [`TestDns::start_secure`]); the path is [`DOH_PATH`].
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.secure.as_ref().map(|s| s.https_addr)
+    }
+
+    /// The test CA (PEM) that issued the server's certificate (after [`TestDns::start_secure`]).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.secure.as_ref().map(|s| s.ca_pem.as_str())
+    }
+
+    /// Another CA's certificate (PEM), which did not issue the server's certificate.
+    pub fn untrusted_ca_pem(&self) -> Option<&str> {
+        self.secure.as_ref().map(|s| s.untrusted_ca_pem.as_str())
     }
 
     /// From now on answer normally, SERVFAIL, or not at all.

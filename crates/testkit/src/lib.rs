@@ -1,8 +1,10 @@
-//! Test helpers that start real components (OIDC provider, ...) for end-to-end tests.
+//! Test helpers that start real components (OIDC provider, DNS server, S3-compatible store, ...)
+//! for end-to-end tests.
 
 pub mod delay;
 pub mod dns;
 pub mod gateway;
 pub mod oidc;
 pub mod postgres;
+pub mod s3;
 pub mod upstream;

@@ -49,7 +49,7 @@ pub enum Command {
     Audit(AuditCmd),
     /// Run the device agent: a local proxy and PAC file that send the app domains to the best
     /// healthy gateway site, failing over between sites.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
     /// The state store's sites: which server is the writable primary; promotion.
     #[command(subcommand)]
     Site(SiteCmd),
@@ -63,6 +63,26 @@ pub enum Command {
     /// The deployment at a glance: the store's role, and each gateway node's snapshot version
     /// and age as the control plane last heard.
     Status,
+    /// Device trust: enrolment tokens, enrolled devices, revocation (docs/DEVICES.md).
+    #[command(subcommand)]
+    Device(DeviceCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Create a one-time enrolment token (printed once) for `tsuzuku connect enroll`.
+    Token {
+        /// Devices enrolled with this token are company-issued (managed).
+        #[arg(long)]
+        company_issued: bool,
+        /// How long the token can be used (e.g. 30m, 24h, 7d).
+        #[arg(long = "valid-for", default_value = "24h")]
+        valid_for: String,
+    },
+    /// List enrolled devices.
+    List,
+    /// Revoke a device (by id or name): gateways refuse it from then on.
+    Revoke { device: String },
 }
 
 #[derive(Debug, Args)]
@@ -283,14 +303,34 @@ pub struct ConnectArgs {
     #[arg(long, default_value = "10s", hide = true)]
     pub report_every: String,
     #[command(flatten)]
+    pub device: Box<ConnectDeviceArgs>,
+    #[command(flatten)]
     pub dr: Box<ConnectDrArgs>,
+}
+
+/// Device trust of `tsuzuku connect` (docs/DEVICES.md).
+#[derive(Debug, Args)]
+pub struct ConnectDeviceArgs {
+    /// The enrolled device identity (`tsuzuku connect enroll`): present the device certificate
+    /// to gateways and report the device's posture. Needs --ca.
+    #[arg(long)]
+    pub device_dir: Option<PathBuf>,
+    /// The antivirus process whose presence the posture reports (e.g. clamd).
+    #[arg(long)]
+    pub av_process: Option<String>,
+    /// A command printing the antivirus version (e.g. "clamd --version"), split at spaces.
+    #[arg(long)]
+    pub av_version_cmd: Option<String>,
+    /// How often the device's posture is reported.
+    #[arg(long, default_value = "30s")]
+    pub posture_every: String,
 }
 
 /// Disaster-recovery mode of `tsuzuku connect` (docs/CONTINUITY.md).
 #[derive(Debug, Args)]
 pub struct ConnectDrArgs {
     /// The DR trigger record's name (e.g. _tsuzuku-dr.example.com); enables DR mode.
-    #[arg(long = "dr-record", requires_all = ["dr_trust", "dr_gateway"])]
+    #[arg(long = "dr-record", requires = "dr_trust")]
     pub dr_record: Option<String>,
     /// A DR public key (PEM) records and allowlists must be signed with (repeatable).
     #[arg(long = "dr-trust")]
@@ -299,6 +339,10 @@ pub struct ConnectDrArgs {
     /// tls://NAME@IP[:PORT] or https://NAME@IP[:PORT][/PATH].
     #[arg(long = "dr-dns", default_value = "system")]
     pub dr_dns: String,
+    /// For --dr-dns tls://... or https://...: trust only the CA certificates (PEM) in this file
+    /// for the DNS server's certificate, instead of the public web roots.
+    #[arg(long = "dr-dns-ca", value_name = "CA.pem")]
+    pub dr_dns_ca: Option<PathBuf>,
     /// How often the record is looked up.
     #[arg(long = "dr-interval", default_value = "30s")]
     pub dr_interval: String,
@@ -306,7 +350,8 @@ pub struct ConnectDrArgs {
     /// beside it, in FILE.allowlist).
     #[arg(long = "dr-state")]
     pub dr_state: Option<PathBuf>,
-    /// The DR gateway: HOST@ADDR[,ADDR...] — its host name and its addresses.
+    /// The DR gateway: HOST@ADDR[,ADDR...] — its host name and its addresses. Without it, the
+    /// DR site of the control plane's site list (--control), followed while running.
     #[arg(long = "dr-gateway")]
     pub dr_gateway: Option<String>,
     /// An app host that stays reachable in DR mode through the DR gateway (repeatable;
@@ -319,9 +364,25 @@ pub struct ConnectDrArgs {
     /// This device's id (DR drills name devices).
     #[arg(long = "dr-device")]
     pub dr_device: Option<String>,
-    /// Where the signed allowlist of the `controlled` internet mode is fetched (http(s) URL).
+    /// Where the signed allowlist of the `controlled` internet mode is fetched: an http(s) URL,
+    /// or s3://BUCKET/KEY in an S3-compatible bucket (see the --dr-allowlist-s3-* flags).
     #[arg(long = "dr-allowlist-url")]
     pub dr_allowlist_url: Option<String>,
+    /// For an s3:// allowlist: the S3-compatible server's base URL (e.g. http://minio:9000).
+    /// Default: AWS S3 in the region, https://s3.REGION.amazonaws.com.
+    #[arg(long = "dr-allowlist-s3-endpoint", value_name = "URL")]
+    pub dr_allowlist_s3_endpoint: Option<String>,
+    /// For an s3:// allowlist: the bucket's region.
+    #[arg(long = "dr-allowlist-s3-region", default_value = "us-east-1")]
+    pub dr_allowlist_s3_region: String,
+    /// For an s3:// allowlist: a credentials file (aws_access_key_id = ..., aws_secret_access_key
+    /// = ..., as in ~/.aws/credentials). Default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long = "dr-allowlist-s3-credentials", value_name = "FILE")]
+    pub dr_allowlist_s3_credentials: Option<PathBuf>,
+    /// For an s3:// allowlist with --dr-allowlist-s3-endpoint: virtual-hosted-style URLs
+    /// (BUCKET.HOST/KEY) instead of path-style (HOST/BUCKET/KEY).
+    #[arg(long = "dr-allowlist-s3-virtual-hosted")]
+    pub dr_allowlist_s3_virtual_hosted: bool,
     /// How often the signed allowlist is fetched again.
     #[arg(long = "dr-allowlist-refresh", default_value = "15m")]
     pub dr_allowlist_refresh: String,
@@ -333,6 +394,25 @@ pub struct ConnectDrArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectCmd {
+    /// Enrol this device: obtain a device certificate from the control plane with a one-time
+    /// token from `tsuzuku device token`.
+    Enroll {
+        /// The control plane (https://HOST:PORT).
+        #[arg(long)]
+        control: String,
+        /// CA certificate (PEM) of the control plane's certificate, if not a public one.
+        #[arg(long)]
+        control_ca: Option<PathBuf>,
+        /// The one-time enrolment token.
+        #[arg(long, env = "TSUZUKU_ENROL_TOKEN")]
+        token: String,
+        /// This device's name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the device key and certificate are kept.
+        #[arg(long, default_value = "tsuzuku-device")]
+        device_dir: PathBuf,
+    },
     /// Show what the running connector sees: the site in use, every site's health, latency and
     /// loss, and the last switches and why.
     Status {
@@ -394,6 +474,18 @@ pub enum KeysCmd {
     /// Print the control plane's snapshot public key (creating the signing key if there is
     /// none): put it in each gateway's `snapshot.trust` file.
     SnapshotPublic,
+    /// Rotate the snapshot signing key in two steps, with no restart anywhere: without
+    /// --activate, create the next key (then add `keys snapshot-public`, which prints both, to
+    /// every gateway's snapshot.trust and connector's --control-trust); with --activate, the
+    /// control plane signs with it from its next refresh and the old key is deleted.
+    SnapshotRotate {
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Start signing identity assertions with a new key. Gateways take it up from their next
+    /// reload or snapshot, with no restart; the JWKS keeps the previous key so upstreams verify
+    /// assertions signed just before, and older keys are deleted.
+    AssertionRotate,
     /// Show the master key's id and source, each tenant's data keys, and how many stored
     /// values are encrypted or still plaintext.
     Status,
@@ -494,6 +586,10 @@ pub struct DrCheckArgs {
     /// Default: the system resolver.
     #[arg(long, value_name = "SERVER")]
     pub nameserver: Option<String>,
+    /// For a tls:// or https:// --nameserver: trust only the CA certificates (PEM) in this file
+    /// for the server's certificate, instead of the public web roots.
+    #[arg(long = "nameserver-ca", value_name = "CA.pem", requires = "nameserver")]
+    pub nameserver_ca: Option<PathBuf>,
     /// Conclude as a member of this group (repeatable), for test records.
     #[arg(long = "group")]
     pub groups: Vec<String>,

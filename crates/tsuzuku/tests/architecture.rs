@@ -168,3 +168,19 @@ fn control_plane_never_decides_or_proxies() {
         ],
     );
 }
+
+#[test]
+fn device_trust_knows_no_sql_http_or_policy() {
+    assert_free_of(
+        "tsuzuku-device",
+        &[
+            "tokio",
+            "sqlx",
+            "hyper",
+            "reqwest",
+            "cedar-policy",
+            "tsuzuku-store",
+            "tsuzuku-policy",
+        ],
+    );
+}

@@ -131,3 +131,112 @@ async fn gateway_keeps_deciding_through_a_lost_primary_and_ships_its_audit_after
     let verify = gw.cli_ok(&["audit", "verify"]).unwrap();
     assert!(verify.contains("intact"), "{verify}");
 }
+
+/// Issue 3: with the primary lost, people still sign in (password + TOTP) through the standby;
+/// the session works on every gateway node; a one-time code still works only once; admin
+/// changes stay refused; after promotion the session goes on working.
+#[tokio::test]
+async fn sign_ins_work_on_every_node_during_read_only_failover() {
+    use std::sync::Arc;
+    use tsuzuku_testkit::gateway::sign_in;
+    use tsuzuku_testkit::upstream::Upstream;
+    let primary = PgCluster::start_primary().await.unwrap();
+    let standby = PgCluster::start_standby(&primary).await.unwrap();
+    let mut gw = TestGateway::init(BIN).unwrap();
+    gw.set_config("url", &format!("\"{},{}\"", primary.url(), standby.url()))
+        .unwrap();
+    let up = Upstream::start().await.unwrap();
+    let out = gw
+        .cli_ok(&[
+            "--json", "user", "add", "carol", "--group", "staff", "--totp",
+        ])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let password = v["password"].as_str().unwrap().to_owned();
+    let uri = v["totp_uri"].as_str().unwrap().to_owned();
+    let secret = uri
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("secret="))
+        .unwrap()
+        .to_owned();
+    gw.add_app_with_policy("app", &up.url(), STAFF_POLICY)
+        .unwrap();
+    gw.start().await.unwrap();
+    let node2 = gw.start_node().await.unwrap();
+    primary.wait_until_replayed(&standby).await.unwrap();
+    primary.kill().unwrap();
+
+    let ca = reqwest::Certificate::from_pem(&gw.ca_pem().unwrap()).unwrap();
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = |addr: std::net::SocketAddr, jar: Arc<reqwest::cookie::Jar>| {
+        reqwest::Client::builder()
+            .add_root_certificate(ca.clone())
+            .tls_built_in_root_certs(false)
+            .resolve("auth.localhost", addr)
+            .resolve("app.localhost", addr)
+            .cookie_provider(jar)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .unwrap()
+    };
+    let c1 = client(gw.addr(), jar.clone());
+    let now = jiff::Timestamp::now().as_second();
+    let code = tsuzuku_identity::totp::code_at_step(&secret, now / 30).unwrap();
+    let s = sign_in(&c1, &gw.url("app", "/"), "carol", &password, Some(&code))
+        .await
+        .unwrap();
+    assert_eq!(s.status, 303, "sign-in during failover: {}", s.body);
+    assert_eq!(s.final_status, Some(200), "{:?}", s.final_body);
+    assert!(
+        gw.stderr_text()
+            .contains("issued a read-only-failover session")
+    );
+
+    // The same one-time code does not work twice, even while the store cannot record it.
+    let other = client(gw.addr(), Arc::new(reqwest::cookie::Jar::default()));
+    let again = sign_in(&other, &gw.url("app", "/"), "carol", &password, Some(&code))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 401);
+    assert!(again.body.contains("already used"), "{}", again.body);
+
+    // The session works on the other node of the site too (it carries itself).
+    let on_node2 = client(node2.addr, jar.clone());
+    let r = on_node2
+        .get(gw.url("app", "/on-node-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A made-up or altered sealed session is not accepted.
+    let forged = client(gw.addr(), Arc::new(reqwest::cookie::Jar::default()));
+    let r = forged
+        .get(gw.url("app", "/"))
+        .header(
+            "cookie",
+            "__Host-tsuzuku_session=ro1.eyJraW5kIjoic2Vzc2lvbiJ9.AAAA",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "a forged session must lead to sign-in");
+
+    // Admin changes are still refused while read-only.
+    let out = gw.cli(&["user", "add", "dave"]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+
+    // After promotion, the session goes on working.
+    gw.cli_ok(&["site", "promote"]).unwrap();
+    let r = c1
+        .get(gw.url("app", "/after-promotion"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

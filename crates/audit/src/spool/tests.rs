@@ -21,7 +21,7 @@ struct Switchable {
 }
 
 impl AuditBackend for Arc<Switchable> {
-    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+    async fn append(&self, batch: &[AuditEvent]) -> Result<(), AuditError> {
         match self.mode.load(Ordering::SeqCst) {
             0 => self.mem.append(batch).await,
             1 => Err(AuditError::transient("store is a read-only standby")),
@@ -49,17 +49,17 @@ async fn events_spool_while_the_store_is_down_and_ship_in_order_afterwards() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(Switchable::default());
     let s = Spooled::open(backend.clone(), dir.path().join("spool/gw.jsonl")).unwrap();
-    s.append(vec![ev(1)]).await.unwrap();
+    s.append(&[ev(1)]).await.unwrap();
     assert_eq!(seen(&backend), [1]);
     assert!(!s.path().exists());
 
     backend.mode.store(1, Ordering::SeqCst);
-    s.append(vec![ev(2), ev(3)]).await.unwrap();
+    s.append(&[ev(2), ev(3)]).await.unwrap();
     assert!(s.has_pending());
     assert!(s.path().exists());
     // The store is back, but events keep going to the spool until it is drained: order holds.
     backend.mode.store(0, Ordering::SeqCst);
-    s.append(vec![ev(4)]).await.unwrap();
+    s.append(&[ev(4)]).await.unwrap();
     assert_eq!(seen(&backend), [1]);
     // A drain while the store is down again keeps everything.
     backend.mode.store(1, Ordering::SeqCst);
@@ -70,7 +70,7 @@ async fn events_spool_while_the_store_is_down_and_ship_in_order_afterwards() {
     assert!(!s.has_pending());
     assert!(!s.path().exists());
     assert!(!s.path().with_extension("shipping").exists());
-    s.append(vec![ev(5)]).await.unwrap();
+    s.append(&[ev(5)]).await.unwrap();
     assert_eq!(seen(&backend), [1, 2, 3, 4, 5]);
     assert!(verify(backend.mem.events("t")).is_intact());
 }
@@ -81,7 +81,7 @@ async fn permanent_errors_are_not_hidden_in_the_spool() {
     let backend = Arc::new(Switchable::default());
     backend.mode.store(2, Ordering::SeqCst);
     let s = Spooled::open(backend.clone(), dir.path().join("gw.jsonl")).unwrap();
-    assert!(s.append(vec![ev(1)]).await.is_err());
+    assert!(s.append(&[ev(1)]).await.is_err());
     assert!(!s.has_pending());
 }
 
@@ -93,7 +93,7 @@ async fn a_spool_left_by_a_crash_is_shipped_after_restart_and_a_torn_line_is_ski
     backend.mode.store(1, Ordering::SeqCst);
     {
         let s = Spooled::open(backend.clone(), path.clone()).unwrap();
-        s.append(vec![ev(1), ev(2)]).await.unwrap();
+        s.append(&[ev(1), ev(2)]).await.unwrap();
     }
     // A crash while writing the next batch leaves half a line.
     let mut f = std::fs::OpenOptions::new()
@@ -116,7 +116,7 @@ async fn the_spool_file_is_private() {
     let backend = Arc::new(Switchable::default());
     backend.mode.store(1, Ordering::SeqCst);
     let s = Spooled::open(backend, dir.path().join("gw.jsonl")).unwrap();
-    s.append(vec![ev(1)]).await.unwrap();
+    s.append(&[ev(1)]).await.unwrap();
     let mode = std::fs::metadata(s.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 }

@@ -54,7 +54,7 @@ struct TestBackend {
 }
 
 impl AuditBackend for TestBackend {
-    async fn append(&self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
+    async fn append(&self, batch: &[AuditEvent]) -> Result<(), AuditError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
@@ -265,5 +265,41 @@ async fn recording_after_the_task_died_says_so() {
     assert_eq!(
         writer.record(ev(1)).await.unwrap_err(),
         AuditError::WriterStopped
+    );
+}
+
+/// Notes the name of the thread each batch is committed on.
+#[derive(Default)]
+struct ThreadNoting {
+    threads: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl AuditBackend for Arc<ThreadNoting> {
+    async fn append(&self, _batch: &[AuditEvent]) -> Result<(), AuditError> {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.threads.lock().unwrap().push(name);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_committed_on_the_writer_thread_not_the_callers_runtime() {
+    let backend = Arc::new(ThreadNoting::default());
+    let (writer, task) = AuditWriter::spawn(backend.clone(), 16);
+    for i in 0..3 {
+        writer.record(ev(i)).await.unwrap();
+    }
+    drop(writer);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("writer should end once its handles are dropped")
+        .unwrap();
+    let threads = backend.threads.lock().unwrap().clone();
+    assert!(!threads.is_empty());
+    assert!(
+        threads
+            .iter()
+            .all(|t| t.as_deref() == Some("tsuzuku-audit")),
+        "{threads:?}"
     );
 }

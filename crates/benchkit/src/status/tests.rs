@@ -5,7 +5,7 @@
     clippy::panic
 )]
 
-use super::{SiteLine, Status};
+use super::{DrPhase, SiteLine, Status, dr_phase};
 
 const FAILED_OVER: &str = "\
 site in use: b (failed over: site a missed 3 probes (last: could not connect))
@@ -57,4 +57,22 @@ fn reads_none_and_unprobed_sites() {
     let ok = "site in use: a (preferred site healthy)\n  a (preference 0): healthy, latency 3 ms, loss 0.0%\n    127.0.0.1:1 live\n  b (preference 1): healthy, latency 4 ms, loss 0.0%\n";
     assert!(Status::parse(ok).unwrap().all_healthy());
     assert_eq!(Status::parse("HTTP/1.1 404"), None);
+}
+
+#[test]
+fn reads_the_dr_phase() {
+    let active = "site in use: none (all sites down)\n  a (preference 0): down, latency -, loss -\ndisaster recovery: ACTIVE since 2026-11-22T10:00:00Z, internet open until 2026-11-22T11:00:00Z\n  conclusion: on\n";
+    assert_eq!(dr_phase(active), Some(DrPhase::Active));
+    assert_eq!(
+        dr_phase("disaster recovery: RETURNING since 2026-11-22T10:00:00Z: DR mode ended\n"),
+        Some(DrPhase::Returning)
+    );
+    assert_eq!(
+        dr_phase(
+            "site in use: a (preferred)\ndisaster recovery: not active (since 2026-11-22T10:00:00Z)\n"
+        ),
+        Some(DrPhase::Normal)
+    );
+    assert_eq!(dr_phase("site in use: a (preferred)\n"), None);
+    assert_eq!(dr_phase("disaster recovery: something else\n"), None);
 }

@@ -184,7 +184,7 @@ fn config(dns: &TestDns, k: &SigningKey, dir: &Path, list_url: &str) -> DrConfig
     c.lookup_timeout = Duration::from_millis(150);
     c.state_file = Some(dir.join("dr-state.json"));
     c.allowlist_cache = Some(dir.join("dr-state.json.allowlist"));
-    c.allowlist_url = Some(list_url.to_owned());
+    c.allowlist_source = Some(ListSource::http(list_url).unwrap());
     c.allowlist_refresh = Duration::from_millis(200);
     c.allow = vec!["own.example.org".to_owned()];
     c.critical_hosts = vec!["crm.example.com".to_owned()];
@@ -343,12 +343,7 @@ async fn settings_that_cannot_work_are_refused() {
         DrWatcher::start(c, state.clone()),
         Err(DrError::Critical(_))
     ));
-    let mut c = base();
-    c.allowlist_url = Some("ftp://example.com/list".to_owned());
-    assert!(matches!(
-        DrWatcher::start(c, state.clone()),
-        Err(DrError::AllowlistUrl(_))
-    ));
+    assert!(ListSource::http("ftp://example.com/list").is_err());
     let mut c = base();
     c.interval = Duration::ZERO;
     assert!(matches!(
@@ -365,4 +360,57 @@ async fn settings_that_cannot_work_are_refused() {
     let s = w.status();
     assert_eq!(s.phase, Phase::Normal);
     assert!(s.state_file_error.is_some(), "{s}");
+}
+
+#[tokio::test]
+async fn new_targets_replace_the_gateway_and_critical_hosts_together() {
+    let dns = TestDns::start("example.test").await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let k = key(2);
+    let state = SiteState::new(sites(), SelectConfig::default(), Clock::system()).unwrap();
+    let mut c = config(&dns, &k, tmp.path(), "http://127.0.0.1:9/list");
+    c.watch_network = false;
+    let w = DrWatcher::start(c, state).unwrap();
+    let mut rx = w.subscribe();
+    let _ = rx.borrow_and_update();
+    let before = w.status().targets.clone();
+    assert!(before.critical.matches("crm.example.com"));
+    assert!(!before.critical.matches("payroll.example.com"));
+
+    let gw = DrGateway {
+        host: "dr2.example.com".to_owned(),
+        endpoints: vec!["127.0.0.1:10".parse().unwrap()],
+    };
+    let hosts = vec![
+        "crm.example.com".to_owned(),
+        "payroll.example.com".to_owned(),
+    ];
+    assert!(w.set_targets(gw.clone(), hosts.clone()).unwrap());
+    // One change, seen by subscribers (the proxy's tunnels), with both parts in it.
+    assert!(rx.has_changed().unwrap());
+    let t = rx.borrow_and_update().targets.clone();
+    assert_eq!(t.gateway, gw);
+    assert!(t.critical.matches("payroll.example.com"));
+    assert_eq!(
+        t.to_string(),
+        "DR gateway dr2.example.com at 127.0.0.1:10; critical apps: crm.example.com, payroll.example.com"
+    );
+    assert!(w.status().to_string().contains(&t.to_string()));
+    // The same again: no change (the lookups go on changing the rest of the status).
+    assert!(!w.set_targets(gw.clone(), hosts.clone()).unwrap());
+    assert!(Arc::ptr_eq(&w.status().targets, &t));
+    // Unusable ones change nothing.
+    let none = DrGateway {
+        host: "dr3.example.com".to_owned(),
+        endpoints: vec![],
+    };
+    assert!(matches!(
+        w.set_targets(none, hosts),
+        Err(DrError::NoGatewayAddress(_))
+    ));
+    assert!(matches!(
+        w.set_targets(gw, vec!["bad host".to_owned()]),
+        Err(DrError::Critical(_))
+    ));
+    assert!(Arc::ptr_eq(&w.status().targets, &t));
 }

@@ -20,6 +20,7 @@ fn session(last_seen: i64, absolute_expiry: i64) -> Session {
         absolute_expiry,
         source_ip: "127.0.0.1".into(),
         scope: "app.example".into(),
+        device_id: None,
     }
 }
 

@@ -91,6 +91,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     if !allow_ports.is_empty() {
         cfg.proxy.allowed_ports = allow_ports;
     }
+    let mut gateway_ca = None;
     if let Some(ca) = ca {
         let pem = std::fs::read(&ca)
             .with_context(|| format!("cannot read the gateway CA file {}", ca.display()))?;
@@ -98,10 +99,53 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
             tsuzuku_connector::tls::client_config(&pem)
                 .with_context(|| format!("gateway CA file {}", ca.display()))?,
         );
-        cfg.probe.ca_pem = Some(pem);
+        cfg.probe.ca_pem = Some(pem.clone());
+        gateway_ca = Some(pem);
     }
+    // Device trust: the device certificate on every connection to a gateway, browser tunnels
+    // through device tunnels, and signed posture reports.
+    let device = match (&a.device.device_dir, &gateway_ca) {
+        (None, _) => None,
+        (Some(dir), None) => bail!(
+            "--device-dir {} needs --ca: the device certificate is presented over TLS to gateways",
+            dir.display()
+        ),
+        (Some(dir), Some(pem)) => {
+            let id = std::sync::Arc::new(
+                tsuzuku_connector::device::DeviceIdentity::load(dir)
+                    .with_context(|| format!("--device-dir {}", dir.display()))?,
+            );
+            cfg.proxy.upstream_tls = Some(
+                id.client_config(pem)
+                    .with_context(|| format!("--device-dir {}", dir.display()))?,
+            );
+            cfg.proxy.device_tunnel = true;
+            cfg.probe.client_identity_pem = Some(id.identity_pem());
+            let collector = tsuzuku_device::collect::CollectorConfig {
+                antivirus_process: a.device.av_process.clone(),
+                antivirus_version_command: a
+                    .device
+                    .av_version_cmd
+                    .as_deref()
+                    .map(|c| c.split_whitespace().map(str::to_owned).collect()),
+                ..Default::default()
+            };
+            let every = super::dr::parse_duration("--posture-every", &a.device.posture_every)?;
+            println!("device: {}", id.device_id);
+            Some((id, pem.clone(), collector, every))
+        }
+    };
     cfg.dr = dr_config(&a.dr, first_list.as_ref())?;
     let mut connector = Connector::start(cfg).await?;
+    let _posture = device.map(|(id, pem, collector, every)| {
+        AbortOnDrop(tsuzuku_connector::device::spawn_posture_reporter(
+            connector.state().clone(),
+            id,
+            pem,
+            collector,
+            every,
+        ))
+    });
     connector.set_exclusions(exclusions);
     connector.set_sheds(sheds);
     // The DR state as the main loop last saw it, for the reports.
@@ -161,6 +205,14 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                 }
                 connector.set_exclusions(list.exclusions.clone());
                 connector.set_sheds(list.sheds.clone());
+                // A running connector takes the list's DR gateway and critical apps too.
+                if let Some((gw, critical)) = list_dr_targets(&a.dr, &list)? {
+                    match connector.set_dr_targets(gw, critical) {
+                        Ok(true) => if let Some(dr) = connector.dr_status() { println!("dr targets: {}", dr.targets) },
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "the site list's DR gateway or critical apps cannot be used; keeping the previous ones"),
+                    }
+                }
                 println!("site list: version {} ({} sites, {} excluded, {} shedding)", list.version, list.sites.len(), list.exclusions.len(), list.sheds.len());
             }
             () = super::shutdown_signal() => break,
@@ -217,6 +269,10 @@ fn dr_config(
         .dr_dns
         .parse()
         .with_context(|| format!("--dr-dns {:?}", a.dr_dns))?;
+    let transport = match &a.dr_dns_ca {
+        Some(ca) => transport.with_ca_file(ca).context("--dr-dns-ca")?,
+        None => transport,
+    };
     let gateway = match (
         a.dr_gateway.as_deref(),
         from_list.and_then(|l| l.dr_gateway.clone()),
@@ -241,19 +297,63 @@ fn dr_config(
         groups: a.dr_groups.clone(),
         device_id: a.dr_device.clone(),
     };
-    cfg.critical_hosts = a.dr_critical_hosts.clone();
-    if let Some(l) = from_list {
-        for h in &l.critical_hosts {
-            // App hosts may carry a port; connectors match host names.
-            let name = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n).to_owned();
-            if !cfg.critical_hosts.contains(&name) {
-                cfg.critical_hosts.push(name);
-            }
-        }
-    }
+    // The flags' critical hosts, then the site list's (without ports).
+    cfg.critical_hosts = tsuzuku_connector::sitelist::dr_targets(
+        from_list,
+        Some(&cfg.gateway),
+        &a.dr_critical_hosts,
+    )
+    .map(|(_, c)| c)
+    .unwrap_or_default();
     cfg.allow = a.dr_allow.clone();
-    cfg.allowlist_url = a.dr_allowlist_url.clone();
+    cfg.allowlist_source = allowlist_source(a)?;
     Ok(Some(cfg))
+}
+
+/// The DR gateway and critical apps for a new site list, with the flags' over and beside the
+/// list's; `None` without DR mode.
+fn list_dr_targets(
+    a: &crate::cli::ConnectDrArgs,
+    list: &tsuzuku_connector::sitelist::SiteList,
+) -> Result<Option<(tsuzuku_connector::DrGateway, Vec<String>)>> {
+    if a.dr_record.is_none() {
+        return Ok(None);
+    }
+    let local = a.dr_gateway.as_deref().map(parse_dr_gateway).transpose()?;
+    Ok(tsuzuku_connector::sitelist::dr_targets(
+        Some(list),
+        local.as_ref(),
+        &a.dr_critical_hosts,
+    ))
+}
+
+/// The signed allowlist's source: an http(s) URL, or s3://BUCKET/KEY with the
+/// `--dr-allowlist-s3-*` flags (credentials from a file or the environment).
+fn allowlist_source(
+    a: &crate::cli::ConnectDrArgs,
+) -> Result<Option<tsuzuku_connector::internet::fetch::ListSource>> {
+    use tsuzuku_connector::internet::fetch::{ListSource, S3Credentials, S3Object};
+    let Some(url) = &a.dr_allowlist_url else {
+        return Ok(None);
+    };
+    if !url.starts_with("s3://") {
+        return Ok(Some(ListSource::http(url).context("--dr-allowlist-url")?));
+    }
+    let credentials = match &a.dr_allowlist_s3_credentials {
+        Some(p) => S3Credentials::from_file(p).context("--dr-allowlist-s3-credentials")?,
+        None => S3Credentials::from_env().with_context(|| {
+            format!("--dr-allowlist-url {url}: give --dr-allowlist-s3-credentials FILE")
+        })?,
+    };
+    let region = &a.dr_allowlist_s3_region;
+    let (endpoint, virtual_hosted) = match &a.dr_allowlist_s3_endpoint {
+        Some(e) => (e.clone(), a.dr_allowlist_s3_virtual_hosted),
+        None => (format!("https://s3.{region}.amazonaws.com"), true),
+    };
+    let object = S3Object::new(url, &endpoint, region, credentials)
+        .context("--dr-allowlist-url")?
+        .virtual_hosted(virtual_hosted);
+    Ok(Some(ListSource::S3(object)))
 }
 
 fn parse_dr_gateway(spec: &str) -> Result<tsuzuku_connector::DrGateway> {
@@ -288,11 +388,11 @@ fn site_list_source(
         .control_trust
         .as_ref()
         .context("--control needs --control-trust (the control plane's public key)")?;
-    let trusted = tsuzuku_snapshot::TrustedKeys::from_pem(
-        &std::fs::read_to_string(trust_path)
-            .with_context(|| format!("reading --control-trust {}", trust_path.display()))?,
-    )
-    .with_context(|| format!("--control-trust {}", trust_path.display()))?;
+    // Re-read when it changes: a signing-key rotation needs no connector restart.
+    let trusted = std::sync::Arc::new(
+        tsuzuku_snapshot::TrustFile::open(trust_path)
+            .with_context(|| format!("--control-trust {}", trust_path.display()))?,
+    );
     let ca_pem = match &a.control_ca {
         Some(p) => Some(
             std::fs::read(p).with_context(|| format!("reading --control-ca {}", p.display()))?,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use tsuzuku_control::{Publisher, ServeOptions};
 
 use crate::env::Env;
@@ -57,6 +57,9 @@ pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -
     tsuzuku_gateway::ensure_assertion_key(&store)
         .await
         .context("the identity-assertion key")?;
+    tsuzuku_control::enroll::ensure_device_ca(&store, jiff::Timestamp::now().as_second())
+        .await
+        .context("the device CA")?;
     let publisher = Publisher::new(store)
         .await
         .context("cannot publish the first gateway snapshot")?;
@@ -97,6 +100,135 @@ pub async fn snapshot_public(env: &Env) -> Result<ExitCode> {
     let store = env.store().await?;
     let signer = tsuzuku_control::signing_key(&store, tsuzuku_gateway::now_unix()).await?;
     print!("{}", signer.public_pem()?);
+    // During a rotation, the prepared next key too: trust files must hold both.
+    for next in store.keys(NEXT_SNAPSHOT_KEY_PURPOSE).await? {
+        print!("{}", next.public);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tsuzuku keys assertion-rotate`: a new identity-assertion key, the previous one kept for
+/// verification, older ones deleted.
+pub async fn assertion_rotate(env: &Env) -> Result<ExitCode> {
+    use tsuzuku_gateway::ASSERTION_KEY_PURPOSE;
+    let store = env.store().await?;
+    let now = tsuzuku_gateway::now_unix();
+    let mut keys = store.keys(ASSERTION_KEY_PURPOSE).await?;
+    keys.sort_by(|a, b| (b.created_at, &b.kid).cmp(&(a.created_at, &a.kid)));
+    let (signer, pem) = tsuzuku_gateway::assertion::Signer::generate()?;
+    // Strictly newer than every stored key, so it is the one gateways sign with.
+    let created = keys
+        .first()
+        .map_or(now, |k| now.max(k.created_at.saturating_add(1)));
+    store
+        .put_key(
+            signer.kid(),
+            ASSERTION_KEY_PURPOSE,
+            pem,
+            signer.jwk().to_string(),
+            created,
+        )
+        .await?;
+    let mut retired = Vec::new();
+    for old in keys.iter().skip(1) {
+        if store.delete_key(&old.kid).await? {
+            retired.push(old.kid.clone());
+        }
+    }
+    crate::env::audit(
+        &store,
+        tsuzuku_audit::EventKind::Admin,
+        serde_json::json!({"action": "keys.assertion_rotate", "new": signer.kid(), "previous": keys.first().map(|k| k.kid.clone()), "retired": retired}),
+    )
+    .await?;
+    println!(
+        "identity assertions are signed with key {} from each gateway's next reload or snapshot; the previous key stays in the JWKS{}",
+        signer.kid(),
+        if retired.is_empty() {
+            String::new()
+        } else {
+            format!("; retired {}", retired.join(", "))
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Key purpose of a prepared, not yet active, snapshot signing key.
+const NEXT_SNAPSHOT_KEY_PURPOSE: &str = "snapshot-next";
+
+/// `tsuzuku keys snapshot-rotate [--activate]`.
+pub async fn snapshot_rotate(env: &Env, activate: bool) -> Result<ExitCode> {
+    let store = env.store().await?;
+    let now = tsuzuku_gateway::now_unix();
+    let current = tsuzuku_control::signing_key(&store, now).await?;
+    let next = store.keys(NEXT_SNAPSHOT_KEY_PURPOSE).await?;
+    if !activate {
+        if let Some(k) = next.first() {
+            println!(
+                "the next snapshot key {} is already prepared; trust it everywhere, then run `tsuzuku keys snapshot-rotate --activate`",
+                k.kid
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let signer = tsuzuku_snapshot::SnapshotSigner::generate();
+        store
+            .put_key(
+                signer.kid(),
+                NEXT_SNAPSHOT_KEY_PURPOSE,
+                signer.to_pem()?,
+                signer.public_pem()?,
+                now,
+            )
+            .await?;
+        crate::env::audit(
+            &store,
+            tsuzuku_audit::EventKind::Admin,
+            serde_json::json!({"action": "keys.snapshot_prepare", "current": current.kid(), "next": signer.kid()}),
+        )
+        .await?;
+        println!(
+            "prepared the next snapshot key {}; put the output of `tsuzuku keys snapshot-public` (both keys) in every gateway's snapshot.trust and every connector's --control-trust file (they re-read it), then run `tsuzuku keys snapshot-rotate --activate`",
+            signer.kid()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(k) = next.into_iter().next() else {
+        bail!("no next snapshot key is prepared; run `tsuzuku keys snapshot-rotate` first");
+    };
+    if !store
+        .set_key_purpose(
+            &k.kid,
+            tsuzuku_control::SNAPSHOT_KEY_PURPOSE,
+            now.saturating_add(1),
+        )
+        .await?
+    {
+        bail!(
+            "the prepared key {} disappeared; run `tsuzuku keys snapshot-rotate` again",
+            k.kid
+        );
+    }
+    let mut retired = Vec::new();
+    for old in store.keys(tsuzuku_control::SNAPSHOT_KEY_PURPOSE).await? {
+        if old.kid != k.kid && store.delete_key(&old.kid).await? {
+            retired.push(old.kid);
+        }
+    }
+    crate::env::audit(
+        &store,
+        tsuzuku_audit::EventKind::Admin,
+        serde_json::json!({"action": "keys.snapshot_activate", "active": k.kid, "retired": retired}),
+    )
+    .await?;
+    println!(
+        "snapshot key {} is active from the control plane's next refresh; retired {}. Remove the old key from the trust files when every gateway and connector has taken a snapshot or site list signed with the new one",
+        k.kid,
+        if retired.is_empty() {
+            "nothing".to_owned()
+        } else {
+            retired.join(", ")
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -245,6 +245,10 @@ async fn check(a: DrCheckArgs, json: bool) -> Result<ExitCode> {
         Some(s) => s.parse().context("--nameserver")?,
         None => Transport::System,
     };
+    let transport = match &a.nameserver_ca {
+        Some(ca) => transport.with_ca_file(ca).context("--nameserver-ca")?,
+        None => transport,
+    };
     let timeout = parse_duration("--timeout", &a.timeout)?;
     let now = match &a.at {
         Some(t) => parse_time("--at", t)?,

@@ -22,6 +22,10 @@ pub async fn run(env: &Env, c: KeysCmd) -> Result<ExitCode> {
         } => rotate(env, new_key_file, new_key_env).await,
         KeysCmd::SealExisting => seal_existing(env).await,
         KeysCmd::SnapshotPublic => super::control::snapshot_public(env).await,
+        KeysCmd::SnapshotRotate { activate } => {
+            super::control::snapshot_rotate(env, activate).await
+        }
+        KeysCmd::AssertionRotate => super::control::assertion_rotate(env).await,
     }
 }
 

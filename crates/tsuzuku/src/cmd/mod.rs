@@ -3,6 +3,7 @@
 mod admin;
 mod connect;
 mod control;
+mod device;
 mod dr;
 mod drgateway;
 mod drill;
@@ -57,7 +58,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Connect(a) => match a.command {
             Some(crate::cli::ConnectCmd::Status { proxy }) => connect::status(proxy).await,
-            None => connect::run(a).await,
+            Some(crate::cli::ConnectCmd::Enroll {
+                control,
+                control_ca,
+                token,
+                name,
+                device_dir,
+            }) => device::enroll(control, control_ca, token, name, device_dir).await,
+            None => connect::run(*a).await,
         },
         Command::Site(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
@@ -71,6 +79,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(c) => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
             keys::run(&env, c).await
+        }
+        Command::Device(c) => {
+            let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
+            device::run(&env, c).await
         }
         Command::Status => {
             let env = Env::load(&cli.data_dir, cli.config.as_deref(), json)?;
@@ -412,6 +424,7 @@ async fn serve(
         reload_interval: Duration::from_millis(c.gateway.reload_interval_ms),
         node_id: node.clone(),
         sso_label: c.oidc.as_ref().map(|o| o.display_name.clone()),
+        posture_max_age_secs: i64::try_from(c.gateway.posture_max_age_secs).unwrap_or(300),
     };
     // One attempt before serving; if the provider is down, keep trying in the background.
     let mut oidc = None;
@@ -447,7 +460,7 @@ async fn serve(
     if let Some(o) = retry {
         spawn_oidc_discovery(&gw, o);
     }
-    let tls = tsuzuku_gateway::tls_config(
+    let tls = gw.tls_config(
         &env.path(&c.gateway.tls_cert),
         &env.path(&c.gateway.tls_key),
     )?;
@@ -472,8 +485,7 @@ async fn serve(
         None => None,
     };
     if let Some(l) = demo_listener {
-        let jwks: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_value(tsuzuku_gateway::assertion::jwks(&[gw.signer()]))?;
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(gw.jwks())?;
         let issuer = format!("https://{}", c.gateway.portal_host);
         tokio::spawn(async move {
             if let Err(e) = demo::serve(l, jwks, issuer).await {
@@ -496,11 +508,11 @@ fn feed_settings(
     role: &str,
 ) -> Result<tsuzuku_gateway::FeedSettings> {
     let trust_path = env.path(&sn.trust);
-    let trusted = tsuzuku_snapshot::TrustedKeys::from_pem(
-        &std::fs::read_to_string(&trust_path)
-            .with_context(|| format!("reading snapshot.trust {}", trust_path.display()))?,
-    )
-    .with_context(|| format!("snapshot.trust {}", trust_path.display()))?;
+    // Re-read when it changes: a signing-key rotation needs no gateway restart.
+    let trusted = std::sync::Arc::new(
+        tsuzuku_snapshot::TrustFile::open(&trust_path)
+            .with_context(|| format!("snapshot.trust {}", trust_path.display()))?,
+    );
     let token_path = env.path(&sn.node_token_file);
     let node_token = std::fs::read_to_string(&token_path)
         .with_context(|| format!("reading snapshot.node_token_file {}", token_path.display()))?
