@@ -93,6 +93,37 @@ pub struct Store {
     crypt: Arc<crypt::Crypt>,
 }
 
+/// How often the SQLite write-ahead log is checkpointed in the background.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints a SQLite store's write-ahead log every [`CHECKPOINT_EVERY`] (passive: it never
+/// waits for readers or writers) for as long as the pool lives. With SQLite's own
+/// auto-checkpoint, the checkpoint (about a thousand page writes and an fsync) ran inside the
+/// commit that crossed the threshold, and every request waiting on that audit batch waited for
+/// it too.
+fn spawn_checkpointer(pool: &AnyPool) {
+    let pool = pool.clone();
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "background WAL checkpoint failed; retrying");
+            }
+        }
+    });
+}
+
 impl StoreRoot {
     /// Connects to `url` and brings the schema up to date.
     ///
@@ -102,7 +133,8 @@ impl StoreRoot {
     /// SQLite: `sqlite:///abs/path/store.db` (the file is created if missing; `?mode=rwc` is
     /// added when the URL names no mode), or `sqlite::memory:` for a private in-memory database
     /// (one connection). Each SQLite connection runs in WAL mode with `synchronous=NORMAL`, a
-    /// 5 s busy timeout and foreign keys on.
+    /// 5 s busy timeout and foreign keys on; the WAL is checkpointed by a background task, not
+    /// inside commits.
     pub async fn open(url: &str) -> Result<StoreRoot, StoreError> {
         StoreRoot::open_with(url, SiteOptions::default()).await
     }
@@ -129,6 +161,9 @@ impl StoreRoot {
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = NORMAL",
                             "PRAGMA foreign_keys = ON",
+                            // Checkpoints run in the background (`spawn_checkpointer`), not
+                            // inside whichever commit crosses the WAL's 1000-page mark.
+                            "PRAGMA wal_autocheckpoint = 0",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -155,6 +190,9 @@ impl StoreRoot {
             },
         })?;
         migrate::run(&pool, false).await?;
+        if !memory {
+            spawn_checkpointer(&pool);
+        }
         Ok(StoreRoot {
             pool,
             sites: Arc::new(sites::Sites::embedded(shown)),

@@ -174,8 +174,57 @@ async fn sqlite_connections_use_wal_normal_sync_busy_timeout_and_foreign_keys() 
             .try_get(0)
             .unwrap();
         assert_eq!(fk, 1);
+        let auto: i64 = sqlx::query("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(
+            auto, 0,
+            "checkpoints run in the background, not inside commits"
+        );
     }
     assert!(dir.path().join("store.db-wal").exists());
+}
+
+/// With auto-checkpoint off, only the background checkpointer keeps the WAL from growing: after
+/// it ran, the next writes reuse the log from its start instead of appending to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_checkpointer_keeps_the_wal_from_growing() {
+    let (dir, root) = fresh().await;
+    let store = root.tenant("default");
+    let wal = dir.path().join("store.db-wal");
+    let write = |round: usize| {
+        let store = store.clone();
+        async move {
+            for i in 0..200 {
+                store
+                    .put_key(
+                        &format!("k{round}-{i}"),
+                        "test",
+                        "x".repeat(2000),
+                        "p".into(),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // Without checkpoints the log holds every round (about 4x the first); with them each round
+    // after a checkpoint starts the log over, so it stays near one round's size.
+    write(1).await;
+    let first = std::fs::metadata(&wal).unwrap().len();
+    for round in 2..=4 {
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        write(round).await;
+    }
+    let last = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        last < first * 5 / 2,
+        "the WAL grew from {first} to {last} bytes over four rounds: nothing checkpointed it"
+    );
 }
 
 #[tokio::test]
