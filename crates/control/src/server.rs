@@ -9,9 +9,9 @@
 //! - `POST /v1/report` — a connector's experience report (JSON: `device`, `site`, `latency_ms`,
 //!   `loss_pct`, `switches`, and `dr`: `{"state": "normal"|"active"|"returning", "drill": bool,
 //!   "since_ms": N}` when DR mode is configured; at most 16 KiB), kept per device for `tsuzuku
-//!   status`; every change of `dr` is recorded for `tsuzuku dr drill`. Not
-//!   authenticated yet (device certificates are issue 4 item 8): a report can only claim what a
-//!   device sees, and a device id replaces only that device's row.
+//!   status`; every change of `dr` is recorded for `tsuzuku dr drill`. Not authenticated (the
+//!   control plane does not ask for device certificates): a report can only claim what a device
+//!   sees, and a device id replaces only that device's row.
 //! - `POST /v1/enroll` — device enrolment: a one-time token and a proof of key possession in,
 //!   a device certificate out (see [`crate::enroll`]).
 //! - `POST /v1/audit` with the node token — a DR gateway uploads the audit events of its own
