@@ -33,3 +33,23 @@ pub enum BenchError {
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
 }
+
+/// A whole-number setting from the environment variable `name`: `default` when unset, an
+/// error naming the variable when it is not a number or is below `min`.
+pub fn env_u64(name: &str, default: u64, min: u64) -> Result<u64, BenchError> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => {
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| BenchError::Msg(format!("{name}={v:?}: expected a whole number")))?;
+            if n < min {
+                return Err(BenchError::Msg(format!(
+                    "{name}={n}: must be at least {min}"
+                )));
+            }
+            Ok(n)
+        }
+    }
+}

@@ -201,32 +201,14 @@ impl DeviceIdentity {
         &self,
         gateway_ca_pem: &[u8],
     ) -> Result<Arc<rustls::ClientConfig>, DeviceSetupError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(gateway_ca_pem) {
-            let cert = cert.map_err(|e| DeviceSetupError::Tls(format!("gateway CA: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| DeviceSetupError::Tls(format!("gateway CA: {e}")))?;
-        }
         let chain = vec![
             CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
                 .map_err(|e| DeviceSetupError::Tls(format!("device certificate: {e}")))?,
         ];
         let key = PrivateKeyDer::from_pem_slice(self.key.pem().as_bytes())
             .map_err(|e| DeviceSetupError::Tls(format!("device key: {e}")))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| DeviceSetupError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| DeviceSetupError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        // No session resumption: every connection presents the certificate afresh, so a
-        // session begun before the gateway trusted the device CA (no client certificate asked
-        // for) is never resumed as an anonymous one.
-        config.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(config))
+        crate::tls::client_config_with(gateway_ca_pem, Some((chain, key)))
+            .map_err(|e| DeviceSetupError::Tls(e.to_string()))
     }
 
     /// The certificate and key as one PEM text (for HTTP clients that present them).

@@ -24,6 +24,20 @@ pub enum TlsError {
 
 /// A client configuration trusting only the certificates in `ca_pem`, speaking HTTP/1.1.
 pub fn client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with(ca_pem, None)
+}
+
+/// [`client_config`], presenting `identity` (certificate chain and key) when a server asks for
+/// a client certificate. With an identity, session resumption is off: every connection
+/// presents the certificate afresh, so a session begun before the server trusted it (no
+/// certificate asked for) is never resumed as an anonymous one.
+pub fn client_config_with(
+    ca_pem: &[u8],
+    identity: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     let mut any = false;
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -37,11 +51,20 @@ pub fn client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsErro
         return Err(TlsError::Empty);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => {
+            let mut c = builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Setup(format!("the device certificate and key: {e}")))?;
+            c.resumption = rustls::client::Resumption::disabled();
+            c
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -251,8 +251,13 @@ impl Gateway {
     /// Takes up a new set of assertion keys if it differs from the one in use.
     fn use_signers(&self, next: Signers) {
         let cur = self.signers.load();
-        let kids = |s: &Signers| s.all.iter().map(|k| k.kid().to_owned()).collect::<Vec<_>>();
-        if kids(&cur) == kids(&next) && cur.current.kid() == next.current.kid() {
+        // `current` is the first of `all`, so equal lists mean nothing changed.
+        if cur
+            .all
+            .iter()
+            .map(|k| k.kid())
+            .eq(next.all.iter().map(|k| k.kid()))
+        {
             return;
         }
         tracing::info!(old = %cur.current.kid(), new = %next.current.kid(), keys = next.all.len(), "identity-assertion keys changed: signing with the newest");
@@ -268,7 +273,21 @@ impl Gateway {
         let current = self.snapshot.load_full();
         let next = load_snapshot(&self.store, &self.settings.tz, Some(&current)).await?;
         self.use_snapshot(next);
-        self.use_signers(signers_from_store(&self.store).await?);
+        // Key PEMs are parsed only when the stored key ids differ from the ones in use.
+        let mut keys = self.store.keys(ASSERTION_KEY_PURPOSE).await?;
+        keys.sort_by(|a, b| (b.created_at, &b.kid).cmp(&(a.created_at, &a.kid)));
+        let in_use = self.signers.load();
+        if !keys
+            .iter()
+            .map(|k| k.kid.as_str())
+            .eq(in_use.all.iter().map(|k| k.kid()))
+        {
+            self.use_signers(signers_of(
+                keys.into_iter()
+                    .map(|k| (k.created_at, k.kid, k.secret))
+                    .collect(),
+            )?);
+        }
         Ok(())
     }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use reqwest::cookie::CookieStore as _;
 use reqwest::header::{COOKIE, HeaderMap};
+use tsuzuku_benchkit::env_u64;
 use tsuzuku_benchkit::load::{Load, Record};
 use tsuzuku_benchkit::procs::{Connector, Gateway};
 use tsuzuku_benchkit::stats::Summary;
@@ -51,22 +52,6 @@ struct Settings {
     load_interval: Duration,
     after: Duration,
     logs: PathBuf,
-}
-
-fn env_u64(name: &str, default: u64, min: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(v) => {
-            let n: u64 = v
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={v:?}: expected a whole number"))?;
-            if n < min {
-                bail!("{name}={n}: must be at least {min}");
-            }
-            Ok(n)
-        }
-    }
 }
 
 impl Settings {
