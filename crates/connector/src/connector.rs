@@ -163,6 +163,11 @@ impl Connector {
         self.dr.as_ref().map(DrWatcher::status)
     }
 
+    /// The DR state's feed, for tasks that follow DR mode (the posture reporter).
+    pub fn dr_link(&self) -> Option<crate::dr::DrLink> {
+        self.dr.as_ref().map(DrWatcher::link)
+    }
+
     /// Looks the DR record up now (after a network change) instead of at the next interval.
     pub fn recheck_dr(&self) {
         if let Some(dr) = &self.dr {

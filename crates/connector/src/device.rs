@@ -5,12 +5,13 @@
 //!   directory (`device.key` readable by the owner only, `device.crt`, `device-ca.pem`,
 //!   `device.json`).
 //! - With an identity, every TLS connection the connector opens to a gateway presents the
-//!   device certificate (mutual TLS), and browser tunnels (`CONNECT`) to gateway sites go
-//!   through a device tunnel: the connector's own mutual-TLS connection to the gateway carries a
+//!   device certificate (mutual TLS), and browser tunnels (`CONNECT`) to gateway sites — and in
+//!   disaster-recovery mode to the DR gateway — go through a device tunnel: the connector's own mutual-TLS connection to the gateway carries a
 //!   `CONNECT`, and the browser's TLS runs inside it, so the gateway knows the device of every
 //!   request without touching the browser.
-//! - A reporter collects the device's posture on an interval (and when the site in use
-//!   changes), signs it with the device key and posts it to every endpoint of the site in use.
+//! - A reporter collects the device's posture on an interval (and when the site in use or the
+//!   DR mode changes), signs it with the device key and posts it to every endpoint of where
+//!   apps are decided: the site in use, or the DR gateway while DR mode is active.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -276,10 +277,12 @@ pub(crate) async fn open_tunnel(
     Ok(s)
 }
 
-/// Posts the device's signed posture to every endpoint of the site in use, every `every` and
-/// whenever the site in use changes, until the returned task is aborted.
+/// Posts the device's signed posture to every endpoint of the site in use (the DR gateway while
+/// DR mode is active), every `every` and whenever the site in use or the DR phase changes,
+/// until the returned task is aborted.
 pub fn spawn_posture_reporter(
     state: Arc<SiteState>,
+    dr: Option<crate::dr::DrLink>,
     identity: Arc<DeviceIdentity>,
     gateway_ca_pem: Vec<u8>,
     collector: CollectorConfig,
@@ -287,7 +290,8 @@ pub fn spawn_posture_reporter(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = state.subscribe();
-        let mut last_site = None;
+        let mut dr_rx = dr.map(|l| l.status);
+        let mut last = Destination::of(&state, dr_rx.as_mut());
         loop {
             let collector = collector.clone();
             let id = identity.device_id.clone();
@@ -305,43 +309,93 @@ pub fn spawn_posture_reporter(
                 }
             };
             match identity.sign(&posture) {
-                Ok(signed) => post_to_site(&state, &identity, &gateway_ca_pem, &signed).await,
+                Ok(signed) => post(&last, &identity, &gateway_ca_pem, &signed).await,
                 Err(e) => tracing::warn!(error = %e, "cannot sign the posture report"),
             }
-            // Wait for the interval, or for the site in use to change.
+            // Wait for the interval, or for the destination to change.
             let deadline = tokio::time::sleep(every);
             tokio::pin!(deadline);
             loop {
+                let dr_changed = async {
+                    match dr_rx.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = &mut deadline => break,
                     r = changes.changed() => {
                         if r.is_err() {
                             return;
                         }
-                        let site = changes.borrow_and_update().site.clone();
-                        if site != last_site {
-                            last_site = site;
-                            break;
+                    }
+                    alive = dr_changed => {
+                        if !alive {
+                            return;
                         }
                     }
+                }
+                let now = Destination::of(&state, dr_rx.as_mut());
+                if now != last {
+                    last = now;
+                    break;
                 }
             }
         }
     })
 }
 
-async fn post_to_site(
-    state: &SiteState,
-    identity: &DeviceIdentity,
-    ca_pem: &[u8],
-    signed: &SignedPosture,
-) {
-    let selection = state.selection();
-    let Some(site_name) = selection.site.clone() else {
+/// Where posture reports go: the gateways that decide the device's requests now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Destination {
+    /// No site in use and no DR mode: nowhere.
+    Nowhere,
+    Gateways {
+        /// For the logs: `site NAME` or `DR gateway HOST`.
+        label: String,
+        host: String,
+        endpoints: Vec<std::net::SocketAddr>,
+    },
+}
+
+impl Destination {
+    fn of(
+        state: &SiteState,
+        dr: Option<&mut tokio::sync::watch::Receiver<Arc<crate::dr::DrStatus>>>,
+    ) -> Self {
+        if let Some(rx) = dr {
+            let status = rx.borrow_and_update().clone();
+            if status.active() {
+                let gw = &status.targets.gateway;
+                return Self::Gateways {
+                    label: format!("DR gateway {}", gw.host),
+                    host: gw.host.clone(),
+                    endpoints: gw.endpoints.clone(),
+                };
+            }
+        }
+        let Some(site_name) = state.selection().site.clone() else {
+            return Self::Nowhere;
+        };
+        match state.sites().into_iter().find(|s| s.name == site_name) {
+            Some(site) => Self::Gateways {
+                label: format!("site {}", site.name),
+                host: site.host,
+                endpoints: site.endpoints,
+            },
+            None => Self::Nowhere,
+        }
+    }
+}
+
+async fn post(to: &Destination, identity: &DeviceIdentity, ca_pem: &[u8], signed: &SignedPosture) {
+    let Destination::Gateways {
+        label,
+        host,
+        endpoints,
+    } = to
+    else {
         tracing::debug!("no site in use; posture not sent");
-        return;
-    };
-    let Some(site) = state.sites().into_iter().find(|s| s.name == site_name) else {
         return;
     };
     let ident = match reqwest::Identity::from_pem(&identity.identity_pem()) {
@@ -351,12 +405,12 @@ async fn post_to_site(
             return;
         }
     };
-    for addr in &site.endpoints {
+    for addr in endpoints {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .identity(ident.clone())
             .timeout(Duration::from_secs(5))
-            .resolve(&site.host, *addr);
+            .resolve(host, *addr);
         if let Ok(certs) = reqwest::Certificate::from_pem_bundle(ca_pem) {
             for c in certs {
                 builder = builder.add_root_certificate(c);
@@ -365,22 +419,18 @@ async fn post_to_site(
         let Ok(client) = builder.build() else {
             continue;
         };
-        let url = format!(
-            "https://{}:{}/.tsuzuku/device/posture",
-            site.host,
-            addr.port()
-        );
+        let url = format!("https://{host}:{}/.tsuzuku/device/posture", addr.port());
         match client.post(&url).json(signed).send().await {
             Ok(r) if r.status().is_success() => {
-                tracing::debug!(site = %site.name, %addr, "posture reported");
+                tracing::debug!(to = %label, %addr, "posture reported");
             }
             Ok(r) => {
                 let status = r.status();
                 let body = r.text().await.unwrap_or_default();
-                tracing::warn!(site = %site.name, %addr, %status, body = %body.trim(), "posture report refused");
+                tracing::warn!(to = %label, %addr, %status, body = %body.trim(), "posture report refused");
             }
             Err(e) => {
-                tracing::debug!(site = %site.name, %addr, error = %e, "posture report not delivered")
+                tracing::debug!(to = %label, %addr, error = %e, "posture report not delivered")
             }
         }
     }

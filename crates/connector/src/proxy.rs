@@ -713,7 +713,29 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             };
             let mut tried = Vec::new();
             match open_dr_gateway(&shared, &targets.gateway, &mut tried).await {
-                Some((stream, _)) => (Box::new(stream) as Upstream, None),
+                // An enrolled device reaches the DR gateway through a device tunnel too, so
+                // the DR gateway knows the device of every request (issue 5 item 3).
+                Some((stream, addr)) => {
+                    match (&shared.cfg.upstream_tls, shared.cfg.device_tunnel) {
+                        (Some(tls), true) => {
+                            match crate::device::open_tunnel(tls.clone(), stream, &host, port).await
+                            {
+                                Ok(s) => (Box::new(s) as Upstream, None),
+                                Err(why) => {
+                                    tracing::info!(gateway = %targets.gateway.host, %addr, %why, "device tunnel to the DR gateway not opened");
+                                    return text(
+                                        StatusCode::BAD_GATEWAY,
+                                        format!(
+                                            "Disaster-recovery mode: the Tsuzuku connector could not open a tunnel to {host} through the disaster-recovery gateway {}: {why}.",
+                                            targets.gateway.host
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                        _ => (Box::new(stream) as Upstream, None),
+                    }
+                }
                 None => return dr_unreachable(&targets.gateway, &tried),
             }
         }

@@ -184,12 +184,15 @@ pub fn shedding(
 }
 
 /// Reads the gateway sites and the exclusions in force at `now_ms` into a site list, with the
-/// load-shedding hints from `loads`.
+/// load-shedding hints from `loads`. The critical hosts are the critical apps' hosts and, when
+/// there is one, the sign-in portal's host (`portal_host`): in DR mode people sign in at the DR
+/// gateway's portal, so connectors must send it there too.
 pub async fn sites_from_store(
     store: &Store,
     version: i64,
     now_ms: i64,
     loads: &[NodeLoad],
+    portal_host: Option<&str>,
 ) -> Result<SiteListBody, ControlError> {
     let (dr_sites, sites): (Vec<_>, Vec<_>) = store
         .list_gateway_sites()
@@ -203,6 +206,14 @@ pub async fn sites_from_store(
         .filter(|a| a.critical)
         .map(|a| a.host)
         .collect();
+    let critical_hosts = match portal_host {
+        Some(p) if !critical_hosts.is_empty() && !critical_hosts.iter().any(|h| h == p) => {
+            let mut all = critical_hosts;
+            all.push(p.to_owned());
+            all
+        }
+        _ => critical_hosts,
+    };
     let dr_gateway = dr_sites.into_iter().next().map(|s| SiteEntry {
         name: s.name,
         host: s.host,
@@ -283,6 +294,8 @@ pub struct Publisher {
     /// Serialises refreshes.
     refreshing: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<String>>,
+    /// The sign-in portal's host (`[gateway] portal_host`), a critical host in DR mode.
+    portal_host: Option<String>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -301,6 +314,15 @@ fn now_ms() -> i64 {
 impl Publisher {
     /// Loads (or creates) the signing key and publishes the first version.
     pub async fn new(store: Store) -> Result<Arc<Self>, ControlError> {
+        Self::with_portal_host(store, None).await
+    }
+
+    /// [`Publisher::new`], naming the sign-in portal's host so the site list carries it among
+    /// the critical hosts (people sign in there in DR mode).
+    pub async fn with_portal_host(
+        store: Store,
+        portal_host: Option<String>,
+    ) -> Result<Arc<Self>, ControlError> {
         let signer = signing_key(&store, now_ms() / 1000).await?;
         let (tx, _) = watch::channel(None);
         let (sites_tx, _) = watch::channel(None);
@@ -315,6 +337,7 @@ impl Publisher {
             loads: Mutex::new(std::collections::HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
+            portal_host,
         });
         p.refresh().await?;
         Ok(p)
@@ -418,6 +441,7 @@ impl Publisher {
             next_version(previous.as_ref().map(|p| p.version), now),
             now,
             &loads,
+            self.portal_host.as_deref(),
         )
         .await?;
         let digest = body.content_digest();

@@ -323,4 +323,14 @@ async fn the_dr_gateway_and_critical_apps_travel_in_the_site_list() {
     assert_eq!(names, ["tokyo"], "the DR gateway is never a normal site");
     assert_eq!(v.body.dr_gateway.unwrap().host, "dr.gw.example");
     assert_eq!(v.body.critical_hosts, ["payroll.example"]);
+    // Named, the sign-in portal is a critical host too: people sign in there in DR mode.
+    let p = Publisher::with_portal_host(s.clone(), Some("auth.example:443".into()))
+        .await
+        .unwrap();
+    let trusted = TrustedKeys::from_pem(&p.public_pem().unwrap()).unwrap();
+    let v = verify_sites(&p.current_sites().unwrap().bytes, &trusted, "default", None).unwrap();
+    assert_eq!(
+        v.body.critical_hosts,
+        ["payroll.example", "auth.example:443"]
+    );
 }

@@ -6,7 +6,7 @@
 //! swaps it for its own host-only session cookie. All cookies of one sign-in share a `login_id`,
 //! so signing out anywhere ends them all. No session cookie is ever minted on a refused flow.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tsuzuku_audit::{AuditEvent, EventKind};
 use tsuzuku_identity::token::{ct_eq, hash_token, new_token};
 use tsuzuku_identity::{password, totp};
-use tsuzuku_store::{App, Session, User};
+use tsuzuku_store::{App, OidcPending, Session, StoreError, StoreRole, User};
 
 use crate::assertion::JWKS_PATH;
 use crate::headers::{self, CSRF_COOKIE, OIDC_COOKIE, SESSION_COOKIE, set_cookie};
@@ -654,7 +654,8 @@ async fn oidc_start(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
     }
     let pending = client.begin();
     let expires = now_unix() + OIDC_PENDING_SECS;
-    if let Err(e) = gw
+    // Read-only failover: the browser carries the pending login, sealed (see `standby`).
+    let sealed = match gw
         .store
         .put_oidc_pending(
             &pending.state,
@@ -665,20 +666,71 @@ async fn oidc_start(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
         )
         .await
     {
-        return store_down(ctx, &e.to_string());
-    }
+        Ok(()) => None,
+        Err(e) if standby::is_read_only(&e) => match seal_pending(gw, ctx, &pending, rd, expires) {
+            Some(t) => Some(t),
+            None => return store_down(ctx, &e.to_string()),
+        },
+        Err(e) => return store_down(ctx, &e.to_string()),
+    };
     // Bind the state to this browser, so a callback URL planted in someone else's browser fails.
-    respond::with_cookie(
+    let resp = respond::with_cookie(
         respond::redirect(StatusCode::FOUND, &pending.authorize_url),
         &set_cookie(
             OIDC_COOKIE,
             &hash_token(&pending.state),
             Some(OIDC_PENDING_SECS),
         ),
-    )
+    );
+    match sealed {
+        Some(t) => respond::with_cookie(resp, &standby::oidc_cookie(&t, OIDC_PENDING_SECS)),
+        None => resp,
+    }
+}
+
+/// Seals a pending OIDC sign-in the store refused to keep. A return target too long for a
+/// cookie is dropped (the sign-in then ends on the portal's home page).
+fn seal_pending(
+    gw: &Gateway,
+    ctx: &Ctx,
+    pending: &tsuzuku_identity::oidc::PendingLogin,
+    rd: &str,
+    expires_at: i64,
+) -> Option<String> {
+    let mut p = OidcPending {
+        state: pending.state.clone(),
+        nonce: pending.nonce.clone(),
+        pkce_verifier: pending.pkce_verifier.clone(),
+        return_to: rd.to_owned(),
+        expires_at,
+    };
+    let signer = gw.signer();
+    let mut sealed = standby::seal_oidc(&signer, &p)?;
+    if sealed.len() > standby::MAX_OIDC_COOKIE {
+        tracing::warn!(request_id = %ctx.id, "the return address is too long to carry in a cookie during read-only failover: the sign-in will end on the portal");
+        p.return_to = String::new();
+        sealed = standby::seal_oidc(&signer, &p)?;
+    }
+    tracing::info!(request_id = %ctx.id, "store is read-only: the pending OIDC sign-in is sealed in a cookie");
+    Some(sealed)
 }
 
 async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    // Once a sealed pending login (read-only failover) has been used, the browser drops it.
+    let mut used_sealed = false;
+    let mut resp = oidc_callback_inner(gw, ctx, req, &mut used_sealed).await;
+    if used_sealed && let Ok(v) = http::HeaderValue::from_str(&standby::oidc_cookie("", 0)) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn oidc_callback_inner(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    req: &Request<Incoming>,
+    used_sealed: &mut bool,
+) -> Response<Body> {
     let Some(client) = gw.oidc.load_full() else {
         return sso_unavailable(gw, ctx);
     };
@@ -719,10 +771,28 @@ async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) ->
     if state.is_empty() || code.is_empty() || !bound {
         return bad();
     }
-    let pending = match gw.store.take_oidc_pending(state, now_unix()).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return bad(),
+    let now = now_unix();
+    let stored = match gw.store.take_oidc_pending(state, now).await {
+        Ok(p) => p,
+        // Read-only failover: the pending login, if any, is in the sealed cookie.
+        Err(e) if standby::is_read_only(&e) => None,
         Err(e) => return store_down(ctx, &e.to_string()),
+    };
+    let pending = match stored {
+        Some(p) => p,
+        None => match headers::cookie(req.headers(), standby::OIDC_COOKIE)
+            .and_then(|t| standby::open_oidc(&gw.signers.load().all, t, state, now))
+        {
+            Some(p) => {
+                *used_sealed = true;
+                if !gw.standby.use_oidc_state(&p.state, p.expires_at, now) {
+                    tracing::warn!(request_id = %ctx.id, "a sealed pending OIDC sign-in was presented again");
+                    return bad();
+                }
+                p
+            }
+            None => return bad(),
+        },
     };
     let identity = match client
         .finish(code, &pending.nonce, &pending.pkce_verifier)
@@ -754,7 +824,12 @@ async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) ->
         .await
     {
         Ok(u) => u,
-        Err(e) => {
+        // Read-only failover: a user known from an earlier sign-in goes on as stored.
+        Err(e) if standby::is_read_only(&e) => match known_oidc_user(gw, ctx, &identity).await {
+            Ok(u) => u,
+            Err(resp) => return resp,
+        },
+        Err(e @ (StoreError::Conflict(_) | StoreError::Invalid(_))) => {
             audit_login(gw, ctx, None, false, &e.to_string(), "oidc").await;
             return respond::error(
                 StatusCode::FORBIDDEN,
@@ -762,6 +837,10 @@ async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) ->
                 &format!("The single sign-on account cannot be used here: {e}"),
                 &ctx.id,
             );
+        }
+        Err(e) => {
+            audit_login(gw, ctx, None, false, &e.to_string(), "oidc").await;
+            return store_down(ctx, &e.to_string());
         }
     };
     if user.disabled {
@@ -783,6 +862,86 @@ async fn oidc_callback(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) ->
         resp.headers_mut().append(http::header::SET_COOKIE, v);
     }
     resp
+}
+
+/// The stored user of an OIDC identity, while the store cannot record the sign-in. Profile and
+/// group changes from the provider wait for the store to take writes again: decisions use the
+/// stored user, so its groups are the ones that apply. A first sign-in cannot be recorded and
+/// is refused.
+async fn known_oidc_user(
+    gw: &Gateway,
+    ctx: &Ctx,
+    identity: &tsuzuku_identity::oidc::OidcIdentity,
+) -> Result<User, Response<Body>> {
+    match gw
+        .store
+        .get_user_by_oidc(&identity.issuer, &identity.subject)
+        .await
+    {
+        Ok(Some(u)) => {
+            let stored: BTreeSet<&String> = u.groups.iter().collect();
+            let claimed: BTreeSet<&String> = identity.groups.iter().collect();
+            if stored != claimed {
+                tracing::warn!(
+                    request_id = %ctx.id,
+                    user = %u.username,
+                    stored = ?u.groups,
+                    provider = ?identity.groups,
+                    "store is read-only: the provider's groups differ from the stored ones; the stored groups apply until the store takes writes again"
+                );
+            }
+            Ok(u)
+        }
+        Ok(None) => {
+            tracing::warn!(request_id = %ctx.id, user = %identity.username, "store is read-only: refused a first OIDC sign-in (the account cannot be created)");
+            record(
+                gw,
+                EventKind::Login,
+                Some(identity.username.clone()),
+                serde_json::json!({
+                    "request_id": ctx.id,
+                    "node": gw.settings.node_id,
+                    "success": false,
+                    "reason": "first sign-in during read-only failover: the account cannot be created",
+                    "method": "oidc",
+                    "user_id": null,
+                    "issuer": identity.issuer,
+                    "subject": identity.subject,
+                    "source_ip": ctx.client_ip.to_string(),
+                }),
+            )
+            .await;
+            Err(first_sign_in_refused(gw, ctx))
+        }
+        Err(e) => Err(store_down(ctx, &e.to_string())),
+    }
+}
+
+/// The page for a first OIDC sign-in while the store is read-only.
+fn first_sign_in_refused(gw: &Gateway, ctx: &Ctx) -> Response<Body> {
+    let since = match gw.store.root().role() {
+        StoreRole::ReadOnlyStandby { since, .. } => {
+            jiff::Timestamp::try_from(since).ok().map(|t| {
+                format!(
+                    " since {}",
+                    t.to_zoned(gw.settings.tz.clone())
+                        .strftime("%Y-%m-%d %H:%M %Z")
+                )
+            })
+        }
+        _ => None,
+    }
+    .unwrap_or_default();
+    respond::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "First sign-in not possible right now",
+        &format!(
+            "This is your first sign-in here with single sign-on, and a first sign-in cannot be recorded right now: \
+             the gateway's database has been in read-only failover{since}, so no new account can be created until it accepts changes again. \
+             People who signed in here before can still sign in. Try again later, or ask your IT team."
+        ),
+        &ctx.id,
+    )
 }
 
 fn store_down(ctx: &Ctx, e: &str) -> Response<Body> {

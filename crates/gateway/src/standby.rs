@@ -12,7 +12,25 @@
 //!   sign-in's absolute limit), since it cannot be listed or revoked in the store;
 //! - seals the handoff code the same way (30 s, and single-use on the node that redeems it);
 //! - keeps TOTP replay protection in memory: a step is accepted only if it is newer than the one
-//!   the store last recorded *and* than any this node accepted since.
+//!   the store last recorded *and* than any this node accepted since;
+//! - for an OpenID Connect sign-in, seals the pending login (state, nonce, PKCE verifier,
+//!   return target, expiry: what the store would have kept for the provider's round trip) the
+//!   same way and hands it to the browser in a cookie ([`OIDC_COOKIE`]) that is sent only to
+//!   the callback path and lives as long as a stored pending login would. The `state` sent to
+//!   the provider stays a random value; the callback accepts the sealed login only if the
+//!   `state` it carries back equals the sealed one (constant-time), and only once on the node
+//!   that receives it. A user the store already knows from an earlier OIDC sign-in is signed in
+//!   with the stored account (groups included) until the store takes writes again.
+//!
+//! The sealed pending login is authenticated, not encrypted. Its secrets (nonce and PKCE
+//! verifier) are visible only to the owner of the browser that started the sign-in, who could
+//! use them for nothing but finishing that same sign-in: the cookie is `HttpOnly`, `Secure`,
+//! host-only and path-limited, it never appears in a URL, and without it the callback fails.
+//! An intercepted authorization code is still of no use to anyone else: redeeming it through
+//! the gateway needs this browser's cookie; redeeming it at the provider needs the PKCE
+//! verifier (in that same cookie) and, for a confidential client, the gateway's client secret;
+//! and the provider accepts a code once. Encrypting the cookie would hide these values only
+//! from the browser's owner, who gains nothing from them that signing in does not give.
 //!
 //! Every such event is logged and audited as usual (audit events are spooled while the store is
 //! read-only). After promotion, new sign-ins get ordinary stored sessions again; sealed ones run
@@ -25,7 +43,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tsuzuku_store::{Session, StoreError};
+use tsuzuku_identity::token::ct_eq;
+use tsuzuku_store::{OidcPending, Session, StoreError};
 
 use crate::assertion::Signer;
 
@@ -42,7 +61,7 @@ pub(crate) fn is_read_only(e: &StoreError) -> bool {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Envelope<T> {
-    /// `session` or `handoff`: a token of one kind never passes for the other.
+    /// `session`, `handoff` or `oidc`: a token of one kind never passes for another.
     kind: String,
     body: T,
 }
@@ -111,6 +130,70 @@ pub(crate) fn open_handoff(keys: &[Arc<Signer>], code: &str, now: i64) -> Option
     (h.expires_at > now).then_some(h)
 }
 
+/// Cookie that carries a sealed pending OIDC sign-in. Not `__Host-` (that prefix demands
+/// `Path=/`): `__Secure-` without a `Domain`, so it is still host-only, and sent only to
+/// [`OIDC_CALLBACK_PATH`].
+pub(crate) const OIDC_COOKIE: &str = "__Secure-tsuzuku_oidc_ro";
+/// The portal path of the provider's callback, the only path the sealed pending login is sent to.
+pub(crate) const OIDC_CALLBACK_PATH: &str = "/.tsuzuku/oidc/callback";
+/// Longest sealed pending login put in a cookie (browsers keep cookies up to about 4 KiB).
+pub(crate) const MAX_OIDC_COOKIE: usize = 3800;
+
+/// What a sealed pending OIDC sign-in carries: what the store keeps of one.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedOidc {
+    state: String,
+    nonce: String,
+    pkce_verifier: String,
+    return_to: String,
+    expires_at: i64,
+}
+
+/// Seals a pending OIDC sign-in that the store refused to keep.
+pub(crate) fn seal_oidc(signer: &Signer, p: &OidcPending) -> Option<String> {
+    seal(
+        signer,
+        "oidc",
+        &SealedOidc {
+            state: p.state.clone(),
+            nonce: p.nonce.clone(),
+            pkce_verifier: p.pkce_verifier.clone(),
+            return_to: p.return_to.clone(),
+            expires_at: p.expires_at,
+        },
+    )
+}
+
+/// Opens a sealed pending OIDC sign-in for the callback that carries `state`: `None` if it is
+/// not one, was not sealed by this tenant's key, has expired at `now`, or belongs to another
+/// `state`.
+pub(crate) fn open_oidc(
+    keys: &[Arc<Signer>],
+    token: &str,
+    state: &str,
+    now: i64,
+) -> Option<OidcPending> {
+    let p: SealedOidc = open(keys, "oidc", token)?;
+    if p.expires_at <= now || state.is_empty() || !ct_eq(&p.state, state) {
+        return None;
+    }
+    Some(OidcPending {
+        state: p.state,
+        nonce: p.nonce,
+        pkce_verifier: p.pkce_verifier,
+        return_to: p.return_to,
+        expires_at: p.expires_at,
+    })
+}
+
+/// The `Set-Cookie` value for [`OIDC_COOKIE`]: `value` for `max_age` seconds (`0` deletes it).
+pub(crate) fn oidc_cookie(value: &str, max_age: i64) -> String {
+    format!(
+        "{OIDC_COOKIE}={value}; Path={OIDC_CALLBACK_PATH}; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+    )
+}
+
 /// This node's memory of what was used while the store could not record it.
 #[derive(Debug, Default)]
 pub(crate) struct Guards {
@@ -128,6 +211,12 @@ impl Guards {
         };
         m.retain(|_, exp| *exp > now);
         m.insert(nonce.to_owned(), expires_at).is_none()
+    }
+
+    /// Marks the sealed pending OIDC sign-in of `state` used; `false` if it was used before.
+    /// (States and handoff nonces share one map; the prefix keeps them apart.)
+    pub fn use_oidc_state(&self, state: &str, expires_at: i64, now: i64) -> bool {
+        self.use_code(&format!("oidc:{state}"), expires_at, now)
     }
 
     /// Accepts a TOTP `step` for a user whose stored last step is `stored`: only newer than

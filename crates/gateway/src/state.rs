@@ -528,10 +528,14 @@ async fn load_snapshot(
         .into_iter()
         .map(|d| (d.fingerprint.clone(), Arc::new(d)))
         .collect();
-    let device_ca = store
-        .newest_key(tsuzuku_device::CA_KEY_PURPOSE)
-        .await?
-        .map(|k| k.public);
+    // The device CA this store issues with, or (on a DR gateway) the mirrored certificate.
+    let device_ca = match store.newest_key(tsuzuku_device::CA_KEY_PURPOSE).await? {
+        Some(k) => Some(k.public),
+        None => store
+            .newest_key(tsuzuku_store::DEVICE_CA_CERT_PURPOSE)
+            .await?
+            .map(|k| k.public),
+    };
     if let Some(cur) = current
         && cur.policy_version == version
     {

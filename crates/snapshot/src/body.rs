@@ -243,6 +243,15 @@ impl SnapshotBody {
             "credentials",
             &serde_json::to_string(&self.credentials).unwrap_or_default(),
         );
+        // Device trust: an enrolment or a revocation must reach gateways like any other change.
+        part(
+            "device_ca",
+            &serde_json::to_string(&self.device_ca).unwrap_or_default(),
+        );
+        part(
+            "devices",
+            &serde_json::to_string(&self.devices).unwrap_or_default(),
+        );
         hex::encode(h.finalize())
     }
 

@@ -151,6 +151,29 @@ fn digest_ignores_version_but_not_content() {
 }
 
 #[test]
+fn digest_follows_device_trust() {
+    let a = body(1);
+    let mut b = body(2);
+    b.device_ca = Some("CA".into());
+    assert_ne!(a.content_digest(), b.content_digest(), "a new device CA");
+    let mut c = body(2);
+    c.devices.push(crate::DeviceEntry {
+        id: "d1".into(),
+        name: "laptop".into(),
+        fingerprint: "ab".repeat(32),
+        public_key: "BAAA".into(),
+        company_issued: true,
+        enrolled_at: 1,
+        not_after: 2,
+        revoked_at: None,
+    });
+    assert_ne!(a.content_digest(), c.content_digest(), "an enrolment");
+    let mut d = c.clone();
+    d.devices[0].revoked_at = Some(2);
+    assert_ne!(c.content_digest(), d.content_digest(), "a revocation");
+}
+
+#[test]
 fn versions_always_increase() {
     assert_eq!(next_version(None, 100), 100);
     assert_eq!(next_version(Some(50), 100), 100);

@@ -54,6 +54,7 @@ pub use dr::{DrAuditUpload, DrTransition, UploadedEvent};
 pub use error::StoreError;
 pub use gsites::{GatewaySite, SiteExclusion};
 pub use keys::StoredKey;
+pub use mirror::DEVICE_CA_CERT_PURPOSE;
 pub use nodes::{ConnectorReport, NodeReport};
 pub use policy::{PolicyDoc, PolicyVersion};
 pub use sessions::{Handoff, OidcPending, Session};

@@ -1,13 +1,18 @@
 //! Mirroring a published configuration into a local store: the DR gateway keeps its own
-//! (SQLite) store as a copy of the control plane's users, apps and policies, so it can sign
-//! people in and decide with nothing else alive (issue 5, RS-7). Rows keep their ids, so
-//! policies and sessions that name users or apps mean the same thing here.
+//! (SQLite) store as a copy of the control plane's users, apps, policies and device trust
+//! (enrolled devices and the device CA's certificate), so it can sign people in, recognise
+//! their devices and decide with nothing else alive (issue 5, RS-7). Rows keep their ids, so
+//! policies and sessions that name users, apps or devices mean the same thing here.
 
 use std::collections::BTreeSet;
 
 use crate::error::StoreError;
 use crate::users::groups_json;
-use crate::{App, Store, User};
+use crate::{App, Device, Store, User};
+
+/// Key purpose of a mirrored device CA certificate: the public half only, since a DR gateway
+/// verifies device certificates but never issues them.
+pub const DEVICE_CA_CERT_PURPOSE: &str = "device-ca-cert";
 
 impl Store {
     /// Makes this tenant's users exactly `users` (by id), with their credentials. Users not in
@@ -98,5 +103,104 @@ impl Store {
         }
         tx.commit().await.map_err(|e| self.db(what, e))?;
         Ok(())
+    }
+
+    /// Makes this tenant's enrolled devices exactly `devices` (by id), revocations included.
+    /// Devices not in the list are deleted with their posture; a kept device's last posture
+    /// report stays (it is verified again against the device's key on every use).
+    pub async fn mirror_devices(&self, devices: &[Device]) -> Result<(), StoreError> {
+        let what = "mirroring devices";
+        let keep: BTreeSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        let existing = self.list_devices().await?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
+        for existing in existing {
+            if keep.contains(existing.id.as_str()) {
+                continue;
+            }
+            for table in [
+                "DELETE FROM device_posture WHERE tenant_id = $1 AND device_id = $2",
+                "DELETE FROM devices WHERE tenant_id = $1 AND id = $2",
+            ] {
+                sqlx::query(table)
+                    .bind(&*self.tenant)
+                    .bind(&existing.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(what, e))?;
+            }
+        }
+        for d in devices {
+            // A re-enrolment can give a fingerprint to another id: free it first.
+            sqlx::query(
+                "DELETE FROM devices WHERE tenant_id = $1 AND fingerprint = $2 AND id <> $3",
+            )
+            .bind(&*self.tenant)
+            .bind(&d.fingerprint)
+            .bind(&d.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(what, e))?;
+            sqlx::query(
+                "INSERT INTO devices (tenant_id, id, name, fingerprint, public_key, company_issued,
+                    enrolled_at, not_after, revoked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET
+                   name = excluded.name, fingerprint = excluded.fingerprint,
+                   public_key = excluded.public_key, company_issued = excluded.company_issued,
+                   enrolled_at = excluded.enrolled_at, not_after = excluded.not_after,
+                   revoked_at = excluded.revoked_at",
+            )
+            .bind(&*self.tenant)
+            .bind(&d.id)
+            .bind(&d.name)
+            .bind(&d.fingerprint)
+            .bind(&d.public_key)
+            .bind(i64::from(d.company_issued))
+            .bind(d.enrolled_at)
+            .bind(d.not_after)
+            .bind(d.revoked_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(&format!("mirroring device {:?}", d.name), e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(what, e))?;
+        Ok(())
+    }
+
+    /// Makes `cert_pem` the newest mirrored device CA certificate
+    /// ([`DEVICE_CA_CERT_PURPOSE`], no secret half), or removes every mirrored one when `None`.
+    /// Nothing is written when it already is the newest. `key_id` names the certificate (its
+    /// hash, so the same certificate always gets the same id).
+    pub async fn mirror_device_ca(
+        &self,
+        key_id: &str,
+        cert_pem: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let have = self.keys(DEVICE_CA_CERT_PURPOSE).await?;
+        let Some(pem) = cert_pem else {
+            for k in have {
+                self.delete_key(&k.kid).await?;
+            }
+            return Ok(());
+        };
+        let newest = have
+            .iter()
+            .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        if newest.is_some_and(|k| k.kid == key_id && k.public == pem) {
+            return Ok(());
+        }
+        // The same certificate again (a CA rolled back): make it the newest once more.
+        if have.iter().any(|k| k.kid == key_id) {
+            self.delete_key(key_id).await?;
+        }
+        self.put_key(
+            key_id,
+            DEVICE_CA_CERT_PURPOSE,
+            String::new(),
+            pem.to_owned(),
+            now,
+        )
+        .await
     }
 }

@@ -21,8 +21,9 @@ use serde_json::json;
 use tsuzuku_audit::{AuditEvent, AuditWriter, ChainProblem, EventKind, chain_hash, verify};
 
 use crate::{
-    ConnectorReport, Device, DrAuditUpload, DrTransition, GatewaySite, NewApp, NewUser, NodeReport,
-    PolicyDoc, Session, SiteExclusion, Store, StoreError, StoreRoot, StoredPosture, UploadedEvent,
+    ConnectorReport, DEVICE_CA_CERT_PURPOSE, Device, DrAuditUpload, DrTransition, GatewaySite,
+    NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion, Store, StoreError, StoreRoot,
+    StoredPosture, UploadedEvent,
 };
 
 /// A fixed "now" (Unix seconds) so expiry arithmetic is deterministic.
@@ -45,6 +46,7 @@ pub async fn run_all(url: &str) {
     login_failures_and_lockout(&root).await;
     totp_step_replay_guard(&root).await;
     oidc_users(&root).await;
+    oidc_user_lookup(&root).await;
     apps_crud_and_conflicts(&root).await;
     sessions_lifecycle(&root).await;
     handoff_single_use_and_expiry(&root).await;
@@ -57,6 +59,7 @@ pub async fn run_all(url: &str) {
     gateway_sites_and_exclusions(&root).await;
     devices_tokens_and_posture(&root).await;
     mirror_users_and_apps(&root).await;
+    mirror_device_trust(&root).await;
     tenant_isolation(&root).await;
     audit_append_and_read(&root).await;
     audit_tampering_is_detected(&root).await;
@@ -297,6 +300,50 @@ pub async fn totp_step_replay_guard(root: &StoreRoot) {
         winners += usize::from(t.await.unwrap());
     }
     assert_eq!(winners, 1);
+}
+
+/// The read-only lookup of an OIDC user (what a gateway uses while the store is a standby):
+/// keyed by issuer and subject, scoped to the tenant, and equal to what the upsert returned.
+pub async fn oidc_user_lookup(root: &StoreRoot) {
+    let s = fresh_tenant(root, "oidc-lookup");
+    let idp = "https://idp.example.org";
+    assert_eq!(s.get_user_by_oidc(idp, "sub-1").await.unwrap(), None);
+    let u = s
+        .upsert_oidc_user(
+            idp,
+            "sub-1",
+            "ivan",
+            "Ivan",
+            Some("ivan@example.org".into()),
+            vec!["eng".into(), "ops".into()],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_user_by_oidc(idp, "sub-1").await.unwrap(),
+        Some(u.clone())
+    );
+    // Another issuer's subject of the same name, and an unknown subject, are nobody.
+    assert_eq!(
+        s.get_user_by_oidc("https://other.example", "sub-1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.get_user_by_oidc(idp, "sub-2").await.unwrap(), None);
+    // A local user of the same name is not an OIDC user.
+    s.create_user(new_user("judy"), NOW).await.unwrap();
+    assert_eq!(s.get_user_by_oidc(idp, "judy").await.unwrap(), None);
+    // Another tenant does not see it, even with the same issuer and subject.
+    let other = fresh_tenant(root, "oidc-lookup-other");
+    assert_eq!(other.get_user_by_oidc(idp, "sub-1").await.unwrap(), None);
+    let theirs = other
+        .upsert_oidc_user(idp, "sub-1", "ivan", "Ivan B", None, vec![], NOW)
+        .await
+        .unwrap();
+    assert_ne!(theirs.id, u.id);
+    assert_eq!(s.get_user_by_oidc(idp, "sub-1").await.unwrap(), Some(u));
 }
 
 pub async fn oidc_users(root: &StoreRoot) {
@@ -1165,6 +1212,82 @@ pub async fn mirror_users_and_apps(root: &StoreRoot) {
     assert_eq!(copy.list_apps().await.unwrap(), vec![app]);
     copy.mirror_apps(&[]).await.unwrap();
     assert!(copy.list_apps().await.unwrap().is_empty());
+}
+
+/// The DR gateway's copy of device trust: devices (revocations included) and the device CA's
+/// certificate, replaced as a whole.
+pub async fn mirror_device_trust(root: &StoreRoot) {
+    let s = fresh_tenant(root, "mirror-devices");
+    let device = |id: &str, fp: &str| Device {
+        id: id.into(),
+        name: format!("{id}-laptop"),
+        fingerprint: fp.repeat(32),
+        public_key: "BAAA".into(),
+        company_issued: true,
+        enrolled_at: NOW,
+        not_after: NOW + 86_400,
+        revoked_at: None,
+    };
+    let (a, mut b) = (device("a", "aa"), device("b", "bb"));
+    s.mirror_devices(&[a.clone(), b.clone()]).await.unwrap();
+    s.put_posture(&StoredPosture {
+        device_id: "b".into(),
+        report: "{}".into(),
+        collected_at: NOW,
+        received_ms: NOW * 1000,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.list_devices().await.unwrap(), vec![a.clone(), b.clone()]);
+    // Revoking b and dropping a: b keeps its posture, a is gone.
+    b.revoked_at = Some(NOW + 5);
+    s.mirror_devices(std::slice::from_ref(&b)).await.unwrap();
+    assert_eq!(s.list_devices().await.unwrap(), vec![b.clone()]);
+    assert!(s.get_posture("b").await.unwrap().is_some());
+    // A new device taking a's old fingerprint is no conflict.
+    let c = device("c", "aa");
+    s.mirror_devices(&[b.clone(), c.clone()]).await.unwrap();
+    assert_eq!(s.list_devices().await.unwrap(), vec![b, c]);
+    s.mirror_devices(&[]).await.unwrap();
+    assert!(s.list_devices().await.unwrap().is_empty());
+    assert!(
+        s.get_posture("b").await.unwrap().is_none(),
+        "posture goes with its device"
+    );
+
+    let newest = |s: Store| async move {
+        s.newest_key(DEVICE_CA_CERT_PURPOSE)
+            .await
+            .unwrap()
+            .map(|k| (k.kid, k.public))
+    };
+    s.mirror_device_ca("ca-1", Some("CERT 1"), NOW)
+        .await
+        .unwrap();
+    s.mirror_device_ca("ca-1", Some("CERT 1"), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.keys(DEVICE_CA_CERT_PURPOSE).await.unwrap().len(),
+        1,
+        "unchanged: not rewritten"
+    );
+    s.mirror_device_ca("ca-2", Some("CERT 2"), NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        newest(s.clone()).await,
+        Some(("ca-2".into(), "CERT 2".into()))
+    );
+    s.mirror_device_ca("ca-1", Some("CERT 1"), NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        newest(s.clone()).await,
+        Some(("ca-1".into(), "CERT 1".into()))
+    );
+    s.mirror_device_ca("none", None, NOW + 4).await.unwrap();
+    assert_eq!(newest(s.clone()).await, None);
 }
 
 /// DP-9: everything written under tenant A is invisible to and unchangeable from tenant B.

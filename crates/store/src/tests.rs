@@ -41,6 +41,7 @@ suite_tests!(
     login_failures_and_lockout,
     totp_step_replay_guard,
     oidc_users,
+    oidc_user_lookup,
     apps_crud_and_conflicts,
     sessions_lifecycle,
     handoff_single_use_and_expiry,

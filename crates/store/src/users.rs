@@ -338,7 +338,10 @@ impl Store {
         self.update_user(id, "resetting failed logins", q).await
     }
 
-    async fn get_user_by_oidc(
+    /// The user an OIDC login of `(issuer, subject)` created, if any; only reads, so it works
+    /// on a read-only standby (the gateway signs in a known OIDC user with it while
+    /// [`Store::upsert_oidc_user`] is refused).
+    pub async fn get_user_by_oidc(
         &self,
         issuer: &str,
         subject: &str,

@@ -140,6 +140,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     let _posture = device.map(|(id, pem, collector, every)| {
         AbortOnDrop(tsuzuku_connector::device::spawn_posture_reporter(
             connector.state().clone(),
+            connector.dr_link(),
             id,
             pem,
             collector,

@@ -60,7 +60,7 @@ pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -
     tsuzuku_control::enroll::ensure_device_ca(&store, jiff::Timestamp::now().as_second())
         .await
         .context("the device CA")?;
-    let publisher = Publisher::new(store)
+    let publisher = Publisher::with_portal_host(store, Some(c.gateway.portal_host.clone()))
         .await
         .context("cannot publish the first gateway snapshot")?;
     let token = read_or_create_token(&env.path(&c.control.node_token_file))?;

@@ -210,8 +210,38 @@ fn users(body: &SnapshotBody) -> Vec<User> {
         .collect()
 }
 
+/// The enrolled devices as the store keeps them (revoked ones too, so they stay refused).
+fn devices(body: &SnapshotBody) -> Vec<tsuzuku_store::Device> {
+    body.devices
+        .iter()
+        .map(|d| tsuzuku_store::Device {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            fingerprint: d.fingerprint.clone(),
+            public_key: d.public_key.clone(),
+            company_issued: d.company_issued,
+            enrolled_at: d.enrolled_at,
+            not_after: d.not_after,
+            revoked_at: d.revoked_at,
+        })
+        .collect()
+}
+
+/// The mirrored device CA certificate's key id: named by its hash, so an unchanged CA is
+/// recognised and never written again.
+fn device_ca_key_id(pem: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(pem.as_bytes());
+    format!(
+        "device-ca-{}",
+        hex::encode(digest.get(..8).unwrap_or_default())
+    )
+}
+
 /// Copies a verified snapshot into the local store: users with their credentials, the critical
-/// apps, the assertion keys, and the policies (as a new local policy version when they differ).
+/// apps, the assertion keys, device trust (enrolled devices and the device CA's certificate, so
+/// connectors' device certificates, device-bound sessions and posture work in DR mode), and the
+/// policies (as a new local policy version when they differ).
 pub async fn mirror(store: &Store, body: &SnapshotBody) -> Result<()> {
     if body.credentials.is_empty() && !body.users.is_empty() {
         anyhow::bail!(
@@ -227,6 +257,19 @@ pub async fn mirror(store: &Store, body: &SnapshotBody) -> Result<()> {
         .mirror_apps(&critical_apps(body))
         .await
         .context("mirroring critical apps")?;
+    store
+        .mirror_devices(&devices(body))
+        .await
+        .context("mirroring enrolled devices")?;
+    let ca = body.device_ca.as_deref();
+    store
+        .mirror_device_ca(
+            &ca.map(device_ca_key_id).unwrap_or_default(),
+            ca,
+            tsuzuku_gateway::now_unix(),
+        )
+        .await
+        .context("mirroring the device CA certificate")?;
     let have: Vec<String> = store
         .keys(tsuzuku_gateway::ASSERTION_KEY_PURPOSE)
         .await?
@@ -285,6 +328,7 @@ pub async fn mirror(store: &Store, body: &SnapshotBody) -> Result<()> {
         version = body.version,
         users = body.users.len(),
         critical_apps = body.apps.iter().filter(|a| a.critical).count(),
+        devices = body.devices.len(),
         "DR gateway mirrored snapshot"
     );
     Ok(())
