@@ -291,16 +291,22 @@ impl TestGateway {
         ))
     }
 
-    /// Starts a second gateway node of the same site: same store, keys and certificate, its own
-    /// listening port (a copy of the configuration with another `listen`). Killed on drop.
+    /// Starts a second gateway node of the same site: same store, keys and certificate,
+    /// listening on `127.0.0.2` at the first node's port (a copy of the configuration with
+    /// another `listen`), so the same URLs reach it when a client resolves the names to
+    /// [`Node::addr`] — a client connects to the port in the URL whatever address it resolves
+    /// the name to. Killed on drop.
     pub async fn start_node(&self) -> Result<Node, KitError> {
-        let port = free_port()?;
+        let port = self.port;
         let text = std::fs::read_to_string(self.data().join("tsuzuku.toml"))?;
-        let text = text.replace(
-            &format!("listen = \"127.0.0.1:{}\"", self.port),
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-        let cfg = self.data().join(format!("node-{port}.toml"));
+        let first = format!("listen = \"127.0.0.1:{port}\"");
+        if !text.contains(&first) {
+            return Err(KitError::Msg(format!(
+                "the configuration has no `{first}` to move to 127.0.0.2"
+            )));
+        }
+        let text = text.replace(&first, &format!("listen = \"127.0.0.2:{port}\""));
+        let cfg = self.data().join("node-2.toml");
         std::fs::write(&cfg, text)?;
         let mut child = Command::new(&self.bin)
             .arg("--data-dir")
@@ -321,7 +327,7 @@ impl TestGateway {
             return Err(KitError::Msg("second node did not become ready".into()));
         }
         Ok(Node {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 2], port)),
             child,
         })
     }
