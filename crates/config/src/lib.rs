@@ -245,6 +245,10 @@ pub struct GatewayConfig {
     pub reload_interval_ms: u64,
     /// Device posture older than this counts as unknown (the policy sees no `device`).
     pub posture_max_age_secs: u64,
+    /// Whether an enrolled device that belongs to a user (`tsuzuku device token --user`) can
+    /// sign that user in with its certificate alone (auth method `device`). Off by default;
+    /// meant above all for DR gateways, where people who sign in with SSO have no password.
+    pub device_sign_in: bool,
 }
 
 impl Default for GatewayConfig {
@@ -261,6 +265,7 @@ impl Default for GatewayConfig {
             assertion_ttl_secs: 60,
             reload_interval_ms: 1000,
             posture_max_age_secs: 300,
+            device_sign_in: false,
         }
     }
 }

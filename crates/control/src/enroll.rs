@@ -81,9 +81,10 @@ pub async fn enroll(store: &Store, body: &[u8], now: i64) -> Result<EnrollRespon
     let public = req
         .check()
         .map_err(|e| EnrollError::BadRequest(e.to_string()))?;
-    let Some(company_issued) = store.take_enrol_token(&token_hash(&req.token), now).await? else {
+    let Some(grant) = store.take_enrol_token(&token_hash(&req.token), now).await? else {
         return Err(EnrollError::BadToken);
     };
+    let company_issued = grant.company_issued;
     let ca = ensure_device_ca(store, now).await?;
     let mut id = [0u8; 8];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
@@ -103,6 +104,7 @@ pub async fn enroll(store: &Store, body: &[u8], now: i64) -> Result<EnrollRespon
             enrolled_at: now,
             not_after: now.saturating_add(CERT_VALID_DAYS * 86_400),
             revoked_at: None,
+            user_id: grant.user_id.clone(),
         })
         .await?;
     let event = AuditEvent {
@@ -115,6 +117,7 @@ pub async fn enroll(store: &Store, body: &[u8], now: i64) -> Result<EnrollRespon
             "device_id": device_id,
             "name": req.name,
             "company_issued": company_issued,
+            "user_id": grant.user_id,
             "fingerprint": fingerprint,
         }),
     };

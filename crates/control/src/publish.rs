@@ -61,6 +61,7 @@ pub async fn body_from_store(
                 enrolled_at: d.enrolled_at,
                 not_after: d.not_after,
                 revoked_at: d.revoked_at,
+                user_id: d.user_id,
             })
             .collect(),
         format: FORMAT,

@@ -43,13 +43,30 @@ pub struct LoginPage<'a> {
     pub return_to: &'a str,
     pub username: &'a str,
     pub sso_label: Option<&'a str>,
+    /// Device sign-in offered on this connection: the user's name and the device's name.
+    pub device: Option<(&'a str, &'a str)>,
 }
 
-/// The sign-in form (password + TOTP code, and an SSO button when configured).
+/// The sign-in form (password + TOTP code, a device sign-in button when the connection's
+/// device can sign its user in, and an SSO button when configured).
 pub fn login(p: &LoginPage<'_>) -> String {
     let mut b = String::from("<h1>Sign in</h1>");
     if let Some(e) = p.error {
         let _ = write!(b, "<p class=\"err\" role=\"alert\">{}</p>", esc(e));
+    }
+    if let Some((user, device)) = p.device {
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"/.tsuzuku/login/device\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"rd\" value=\"{rd}\">\
+<button type=\"submit\">Continue as {user} with this device ({device})</button></form>\
+<p class=\"muted\">Or sign in with a user name and password:</p>",
+            csrf = esc(p.csrf),
+            rd = esc(p.return_to),
+            user = esc(user),
+            device = esc(device),
+        );
     }
     let _ = write!(
         b,
@@ -148,7 +165,9 @@ mod tests {
             return_to: "https://a/'",
             username: "a&b",
             sso_label: Some("<b>"),
+            device: Some(("<u>", "<d>")),
         });
+        assert!(page.contains("Continue as &lt;u&gt; with this device (&lt;d&gt;)"));
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("\"><img>"));
         assert!(page.contains("a&amp;b"));
@@ -164,8 +183,10 @@ mod tests {
             return_to: "",
             username: "",
             sso_label: None,
+            device: None,
         });
         assert!(page.contains("<form method=\"post\" action=\"/.tsuzuku/login\">"));
+        assert!(!page.contains("/.tsuzuku/login/device"));
         assert!(!page.contains("<script"));
     }
 }

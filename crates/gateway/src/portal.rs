@@ -15,9 +15,10 @@ use hyper::body::Incoming;
 use tsuzuku_audit::{AuditEvent, EventKind};
 use tsuzuku_identity::token::{ct_eq, hash_token, new_token};
 use tsuzuku_identity::{password, totp};
-use tsuzuku_store::{App, OidcPending, Session, StoreError, StoreRole, User};
+use tsuzuku_store::{App, Device, OidcPending, Session, StoreError, StoreRole, User};
 
 use crate::assertion::JWKS_PATH;
+use crate::device::ConnDevice;
 use crate::headers::{self, CSRF_COOKIE, OIDC_COOKIE, SESSION_COOKIE, set_cookie};
 use crate::pages::{self, LoginPage};
 use crate::respond;
@@ -39,6 +40,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>)
     match (req.method().clone(), path.as_str()) {
         (Method::GET | Method::HEAD, "/.tsuzuku/login") => login_form(gw, ctx, &req).await,
         (Method::POST, "/.tsuzuku/login") => login_submit(gw, ctx, req).await,
+        (Method::POST, "/.tsuzuku/login/device") => device_login(gw, ctx, req).await,
         (Method::GET, "/.tsuzuku/oidc/start") => oidc_start(gw, ctx, &req).await,
         (Method::GET, "/.tsuzuku/oidc/callback") => oidc_callback(gw, ctx, &req).await,
         (Method::GET | Method::HEAD, "/.tsuzuku/logout") => logout_page(),
@@ -50,6 +52,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>)
         (
             _,
             "/.tsuzuku/login"
+            | "/.tsuzuku/login/device"
             | "/.tsuzuku/logout"
             | "/"
             | "/.tsuzuku/oidc/start"
@@ -131,6 +134,18 @@ fn render_login(
     rd: &str,
     username: &str,
 ) -> Response<Body> {
+    render_login_with(gw, status, error, rd, username, None)
+}
+
+/// The sign-in page, offering device sign-in for `device` (the user, the device).
+fn render_login_with(
+    gw: &Gateway,
+    status: StatusCode,
+    error: Option<&str>,
+    rd: &str,
+    username: &str,
+    device: Option<(&User, &Device)>,
+) -> Response<Body> {
     let (csrf, cookie) = new_csrf();
     let page = pages::login(&LoginPage {
         error,
@@ -138,8 +153,137 @@ fn render_login(
         return_to: rd,
         username,
         sso_label: gw.settings.sso_label.as_deref(),
+        device: device.map(|(u, d)| (u.username.as_str(), d.name.as_str())),
     });
     respond::with_cookie(respond::html(status, page), &cookie)
+}
+
+/// Why the connection's device cannot sign anyone in, or the user it signs in (device sign-in
+/// on, an enrolled unrevoked device that belongs to an existing, enabled user).
+async fn device_owner(gw: &Gateway, ctx: &Ctx) -> Result<(User, Arc<Device>), DeviceSignIn> {
+    if !gw.settings.device_sign_in {
+        return Err(DeviceSignIn::Off);
+    }
+    let ConnDevice::Enrolled(d) = &ctx.device else {
+        return Err(DeviceSignIn::NoDevice);
+    };
+    let Some(uid) = d.user_id.as_deref() else {
+        return Err(DeviceSignIn::NoOwner(d.name.clone()));
+    };
+    match gw.store.get_user(uid).await {
+        Ok(Some(u)) if !u.disabled => Ok((u, d.clone())),
+        Ok(_) => Err(DeviceSignIn::OwnerGone(d.name.clone())),
+        Err(e) => Err(DeviceSignIn::Store(e.to_string())),
+    }
+}
+
+/// Why device sign-in is not possible on a connection.
+enum DeviceSignIn {
+    Off,
+    NoDevice,
+    NoOwner(String),
+    OwnerGone(String),
+    Store(String),
+}
+
+/// `POST /.tsuzuku/login/device`: signs in the user the connection's device belongs to
+/// (auth method `device`, no second factor), where `[gateway] device_sign_in` is on.
+async fn device_login(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    if !gw
+        .ip_limiter
+        .check(ctx.client_ip, std::time::Instant::now())
+    {
+        audit_login(gw, ctx, None, false, "rate limited", "device").await;
+        return respond::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many sign-in attempts from your address. Wait a minute and try again.",
+            &ctx.id,
+        );
+    }
+    let (hdrs, form) = match read_form(req).await {
+        Ok(f) => f,
+        Err(e) => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in form",
+                &format!("The sign-in was refused: {e}."),
+                &ctx.id,
+            );
+        }
+    };
+    let rd = field(&form, "rd");
+    if !csrf_ok(&hdrs, form.get("csrf")) {
+        return render_login(
+            gw,
+            StatusCode::BAD_REQUEST,
+            Some("The sign-in form expired. Please sign in again."),
+            rd,
+            "",
+        );
+    }
+    let target = match return_to(gw, rd) {
+        Ok(t) => t,
+        Err(e) => {
+            return respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in link",
+                &format!("This sign-in link cannot be used: {e}."),
+                &ctx.id,
+            );
+        }
+    };
+    let (user, device) = match device_owner(gw, ctx).await {
+        Ok(o) => o,
+        Err(why) => {
+            let (reason, message) = match why {
+                DeviceSignIn::Off => (
+                    "device sign-in is off".to_owned(),
+                    "Signing in with a device is not enabled on this gateway. Sign in with your user name and password.".to_owned(),
+                ),
+                DeviceSignIn::NoDevice => (
+                    "no enrolled device on the connection".to_owned(),
+                    "No enrolled device was recognised on this connection: signing in with a device needs the Tsuzuku connector of an enrolled device. Sign in with your user name and password.".to_owned(),
+                ),
+                DeviceSignIn::NoOwner(name) => (
+                    format!("device {name} belongs to no user"),
+                    format!("This device ({name}) was not enrolled for a user, so it cannot sign anyone in. Sign in with your user name and password, or ask your IT team to enrol it for you."),
+                ),
+                DeviceSignIn::Store(e) => return store_down(ctx, &e),
+                DeviceSignIn::OwnerGone(name) => (
+                    format!("the user of device {name} is unknown or disabled"),
+                    format!("The user this device ({name}) belongs to is unknown or disabled. Ask your IT team."),
+                ),
+            };
+            audit_login(gw, ctx, None, false, &reason, "device").await;
+            return respond::error(
+                StatusCode::FORBIDDEN,
+                "Device sign-in refused",
+                &message,
+                &ctx.id,
+            );
+        }
+    };
+    let now = now_unix();
+    if let Some(until) = user.locked_until.filter(|t| *t > now) {
+        audit_login(gw, ctx, Some(&user), false, "account locked", "device").await;
+        return respond::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Account locked",
+            &format!(
+                "Too many failed sign-ins: this account is locked until {}. Ask your IT team if you need access sooner.",
+                jiff::Timestamp::from_second(until)
+                    .map(|t| t
+                        .to_zoned(gw.settings.tz.clone())
+                        .strftime("%H:%M %Z")
+                        .to_string())
+                    .unwrap_or_default()
+            ),
+            &ctx.id,
+        );
+    }
+    tracing::info!(request_id = %ctx.id, user = %user.username, device = %device.name, "device sign-in");
+    finish_login(gw, ctx, &hdrs, &user, "device", false, target).await
 }
 
 async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
@@ -164,7 +308,15 @@ async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
         }
         return respond::redirect(StatusCode::FOUND, "/");
     }
-    render_login(gw, StatusCode::OK, None, rd, "")
+    let owner = device_owner(gw, ctx).await.ok();
+    render_login_with(
+        gw,
+        StatusCode::OK,
+        None,
+        rd,
+        "",
+        owner.as_ref().map(|(u, d)| (u, d.as_ref())),
+    )
 }
 
 async fn read_form(

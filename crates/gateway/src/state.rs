@@ -70,6 +70,9 @@ pub struct GatewaySettings {
     pub sso_label: Option<String>,
     /// Device posture older than this counts as unknown.
     pub posture_max_age_secs: i64,
+    /// Whether a device that belongs to a user can sign that user in (`[gateway]
+    /// device_sign_in`).
+    pub device_sign_in: bool,
 }
 
 /// Policies and apps as of one reload (or one applied control-plane snapshot).
@@ -494,6 +497,7 @@ fn snapshot_from(
                     enrolled_at: d.enrolled_at,
                     not_after: d.not_after,
                     revoked_at: d.revoked_at,
+                    user_id: d.user_id.clone(),
                 }),
             )
         })

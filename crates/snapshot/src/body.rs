@@ -51,6 +51,9 @@ pub struct DeviceEntry {
     pub enrolled_at: i64,
     pub not_after: i64,
     pub revoked_at: Option<i64>,
+    /// The user the device belongs to, if it was enrolled for one (device sign-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// What a DR gateway needs to check a user's sign-in locally. Secret.

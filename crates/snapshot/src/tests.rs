@@ -166,6 +166,7 @@ fn digest_follows_device_trust() {
         enrolled_at: 1,
         not_after: 2,
         revoked_at: None,
+        user_id: None,
     });
     assert_ne!(a.content_digest(), c.content_digest(), "an enrolment");
     let mut d = c.clone();

@@ -25,6 +25,18 @@ pub struct Device {
     pub not_after: i64,
     /// When it was revoked, if it was.
     pub revoked_at: Option<i64>,
+    /// The user it belongs to (enrolled with a token issued for that user), if any: such a
+    /// device can sign its user in where device sign-in is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// What a spent enrolment token grants the device enrolled with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolGrant {
+    pub company_issued: bool,
+    /// The user the device will belong to.
+    pub user_id: Option<String>,
 }
 
 /// A device's latest posture report as received (the signed JSON, verified again on use).
@@ -47,27 +59,31 @@ fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
         enrolled_at: row.try_get("enrolled_at").map_err(bad)?,
         not_after: row.try_get("not_after").map_err(bad)?,
         revoked_at: row.try_get("revoked_at").map_err(bad)?,
+        user_id: row.try_get("user_id").map_err(bad)?,
     })
 }
 
 impl Store {
-    /// Stores a one-time enrolment token (its SHA-256 hex), valid until `expires_at`.
+    /// Stores a one-time enrolment token (its SHA-256 hex), valid until `expires_at`; with
+    /// `user_id`, the device enrolled with it belongs to that user.
     pub async fn create_enrol_token(
         &self,
         token_hash: &str,
         company_issued: bool,
+        user_id: Option<&str>,
         created_by: &str,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO enrol_tokens
-               (tenant_id, token_hash, company_issued, created_by, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+               (tenant_id, token_hash, company_issued, user_id, created_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&*self.tenant)
         .bind(token_hash)
         .bind(i64::from(company_issued))
+        .bind(user_id)
         .bind(created_by)
         .bind(now)
         .bind(expires_at)
@@ -77,16 +93,16 @@ impl Store {
         Ok(())
     }
 
-    /// Spends an enrolment token: deletes it and says whether it marks the device
-    /// company-issued. `None` if unknown, already used, or expired at `now`.
+    /// Spends an enrolment token: deletes it and says what it grants. `None` if unknown,
+    /// already used, or expired at `now`.
     pub async fn take_enrol_token(
         &self,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<Option<EnrolGrant>, StoreError> {
         let Some(row) = sqlx::query(
             "DELETE FROM enrol_tokens WHERE tenant_id = $1 AND token_hash = $2
-             RETURNING company_issued, expires_at",
+             RETURNING company_issued, user_id, expires_at",
         )
         .bind(&*self.tenant)
         .bind(token_hash)
@@ -98,16 +114,20 @@ impl Store {
         };
         let bad = |e: sqlx::Error| corrupt("an enrol_tokens row", e);
         let company: i64 = row.try_get("company_issued").map_err(bad)?;
+        let user_id: Option<String> = row.try_get("user_id").map_err(bad)?;
         let expires_at: i64 = row.try_get("expires_at").map_err(bad)?;
-        Ok((expires_at > now).then_some(company != 0))
+        Ok((expires_at > now).then_some(EnrolGrant {
+            company_issued: company != 0,
+            user_id,
+        }))
     }
 
     /// Records an enrolled device. A fingerprint or id already stored is a conflict.
     pub async fn add_device(&self, d: &Device) -> Result<(), StoreError> {
         let r = sqlx::query(
             "INSERT INTO devices (tenant_id, id, name, fingerprint, public_key, company_issued,
-                enrolled_at, not_after, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                enrolled_at, not_after, revoked_at, user_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&*self.tenant)
         .bind(&d.id)
@@ -118,6 +138,7 @@ impl Store {
         .bind(d.enrolled_at)
         .bind(d.not_after)
         .bind(d.revoked_at)
+        .bind(d.user_id.as_deref())
         .execute(&self.pool)
         .await;
         match r {
@@ -134,7 +155,7 @@ impl Store {
     pub async fn list_devices(&self) -> Result<Vec<Device>, StoreError> {
         sqlx::query(
             "SELECT id, name, fingerprint, public_key, company_issued, enrolled_at, not_after,
-                    revoked_at
+                    revoked_at, user_id
              FROM devices WHERE tenant_id = $1 ORDER BY enrolled_at, id",
         )
         .bind(&*self.tenant)

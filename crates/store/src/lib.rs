@@ -49,7 +49,7 @@ mod users;
 
 pub use apps::{App, NewApp};
 pub use crypt::{DataKeyInfo, EncryptionStatus, Rotation, TenantEncryption};
-pub use devices::{Device, StoredPosture};
+pub use devices::{Device, EnrolGrant, StoredPosture};
 pub use dr::{DrAuditUpload, DrTransition, UploadedEvent};
 pub use error::StoreError;
 pub use gsites::{GatewaySite, SiteExclusion};

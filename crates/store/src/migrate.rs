@@ -276,6 +276,14 @@ const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE sessions ADD COLUMN device_id TEXT",
         ],
     },
+    Migration {
+        version: 8,
+        name: "devices owned by a user (sign-in with the device certificate)",
+        statements: &[
+            "ALTER TABLE enrol_tokens ADD COLUMN user_id TEXT",
+            "ALTER TABLE devices ADD COLUMN user_id TEXT",
+        ],
+    },
 ];
 
 /// The schema version this build writes.

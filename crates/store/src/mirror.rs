@@ -142,13 +142,13 @@ impl Store {
             .map_err(|e| self.db(what, e))?;
             sqlx::query(
                 "INSERT INTO devices (tenant_id, id, name, fingerprint, public_key, company_issued,
-                    enrolled_at, not_after, revoked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                    enrolled_at, not_after, revoked_at, user_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (tenant_id, id) DO UPDATE SET
                    name = excluded.name, fingerprint = excluded.fingerprint,
                    public_key = excluded.public_key, company_issued = excluded.company_issued,
                    enrolled_at = excluded.enrolled_at, not_after = excluded.not_after,
-                   revoked_at = excluded.revoked_at",
+                   revoked_at = excluded.revoked_at, user_id = excluded.user_id",
             )
             .bind(&*self.tenant)
             .bind(&d.id)
@@ -159,6 +159,7 @@ impl Store {
             .bind(d.enrolled_at)
             .bind(d.not_after)
             .bind(d.revoked_at)
+            .bind(d.user_id.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(&format!("mirroring device {:?}", d.name), e))?;

@@ -21,9 +21,9 @@ use serde_json::json;
 use tsuzuku_audit::{AuditEvent, AuditWriter, ChainProblem, EventKind, chain_hash, verify};
 
 use crate::{
-    ConnectorReport, DEVICE_CA_CERT_PURPOSE, Device, DrAuditUpload, DrTransition, GatewaySite,
-    NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion, Store, StoreError, StoreRoot,
-    StoredPosture, UploadedEvent,
+    ConnectorReport, DEVICE_CA_CERT_PURPOSE, Device, DrAuditUpload, DrTransition, EnrolGrant,
+    GatewaySite, NewApp, NewUser, NodeReport, PolicyDoc, Session, SiteExclusion, Store, StoreError,
+    StoreRoot, StoredPosture, UploadedEvent,
 };
 
 /// A fixed "now" (Unix seconds) so expiry arithmetic is deterministic.
@@ -1117,19 +1117,31 @@ pub async fn devices_tokens_and_posture(root: &StoreRoot) {
     let s = fresh_tenant(root, "devices");
     let other = fresh_tenant(root, "devices-other");
     // Tokens work once, and not after expiry, and not in another tenant.
-    s.create_enrol_token("t1", true, "admin", NOW, NOW + 60)
+    s.create_enrol_token("t1", true, None, "admin", NOW, NOW + 60)
         .await
         .unwrap();
-    s.create_enrol_token("t2", false, "admin", NOW, NOW + 60)
+    s.create_enrol_token("t2", false, Some("u-7"), "admin", NOW, NOW + 60)
         .await
         .unwrap();
-    s.create_enrol_token("t3", false, "admin", NOW - 100, NOW - 1)
+    s.create_enrol_token("t3", false, None, "admin", NOW - 100, NOW - 1)
         .await
         .unwrap();
+    let grant = |company_issued: bool, user: Option<&str>| {
+        Some(EnrolGrant {
+            company_issued,
+            user_id: user.map(str::to_owned),
+        })
+    };
     assert_eq!(other.take_enrol_token("t1", NOW).await.unwrap(), None);
-    assert_eq!(s.take_enrol_token("t1", NOW).await.unwrap(), Some(true));
+    assert_eq!(
+        s.take_enrol_token("t1", NOW).await.unwrap(),
+        grant(true, None)
+    );
     assert_eq!(s.take_enrol_token("t1", NOW).await.unwrap(), None);
-    assert_eq!(s.take_enrol_token("t2", NOW).await.unwrap(), Some(false));
+    assert_eq!(
+        s.take_enrol_token("t2", NOW).await.unwrap(),
+        grant(false, Some("u-7"))
+    );
     assert_eq!(s.take_enrol_token("t3", NOW).await.unwrap(), None);
     let d = Device {
         id: "dev-1".into(),
@@ -1140,6 +1152,7 @@ pub async fn devices_tokens_and_posture(root: &StoreRoot) {
         enrolled_at: NOW,
         not_after: NOW + 86_400,
         revoked_at: None,
+        user_id: Some("u-7".into()),
     };
     s.add_device(&d).await.unwrap();
     assert_conflict_names(s.add_device(&d).await, "dev-1");
@@ -1227,6 +1240,7 @@ pub async fn mirror_device_trust(root: &StoreRoot) {
         enrolled_at: NOW,
         not_after: NOW + 86_400,
         revoked_at: None,
+        user_id: (id == "a").then(|| "u-1".to_owned()),
     };
     let (a, mut b) = (device("a", "aa"), device("b", "bb"));
     s.mirror_devices(&[a.clone(), b.clone()]).await.unwrap();

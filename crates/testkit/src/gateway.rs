@@ -459,6 +459,36 @@ pub async fn sign_in(
     password: &str,
     code: Option<&str>,
 ) -> Result<SignIn, KitError> {
+    submit_sign_in(
+        client,
+        app_url,
+        "",
+        &[
+            ("username", user),
+            ("password", password),
+            ("totp", code.unwrap_or("")),
+        ],
+    )
+    .await
+}
+
+/// Like [`sign_in`], with the sign-in page's device button (`POST /.tsuzuku/login/device`): the
+/// client must reach the gateway through an enrolled device's connector.
+pub async fn sign_in_with_device(
+    client: &reqwest::Client,
+    app_url: &str,
+) -> Result<SignIn, KitError> {
+    submit_sign_in(client, app_url, "/device", &[]).await
+}
+
+/// Follows an app's redirect to the sign-in page, posts `fields` (with the page's `csrf` and
+/// `rd`) to the login path plus `suffix`, and follows the redirects after a 303.
+async fn submit_sign_in(
+    client: &reqwest::Client,
+    app_url: &str,
+    suffix: &str,
+    fields: &[(&str, &str)],
+) -> Result<SignIn, KitError> {
     let r = client.get(app_url).send().await?;
     if r.status().as_u16() != 302 {
         return Err(KitError::Msg(format!(
@@ -470,21 +500,16 @@ pub async fn sign_in(
     let page = client.get(&login_url).send().await?.text().await?;
     let csrf = form_field(&page, "csrf").ok_or_else(|| KitError::Msg("no csrf field".into()))?;
     let rd = form_field(&page, "rd").unwrap_or_default();
-    let post_url = login_url
-        .split_once("?")
-        .map(|(a, _)| a.to_owned())
-        .unwrap_or(login_url.clone());
-    let r = client
-        .post(&post_url)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("rd", rd.as_str()),
-            ("username", user),
-            ("password", password),
-            ("totp", code.unwrap_or("")),
-        ])
-        .send()
-        .await?;
+    let post_url = format!(
+        "{}{suffix}",
+        login_url
+            .split_once("?")
+            .map(|(a, _)| a.to_owned())
+            .unwrap_or(login_url.clone())
+    );
+    let mut form = vec![("csrf", csrf.as_str()), ("rd", rd.as_str())];
+    form.extend_from_slice(fields);
+    let r = client.post(&post_url).form(&form).send().await?;
     let status = r.status().as_u16();
     if status != 303 {
         let body = r.text().await?;

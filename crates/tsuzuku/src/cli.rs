@@ -78,6 +78,10 @@ pub enum DeviceCmd {
         /// How long the token can be used (e.g. 30m, 24h, 7d).
         #[arg(long = "valid-for", default_value = "24h")]
         valid_for: String,
+        /// The user the device belongs to (a user name): where `[gateway] device_sign_in` is
+        /// on, the device's certificate alone signs that user in.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// List enrolled devices.
     List,

@@ -36,7 +36,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tsuzuku_testkit::connect::Connector;
 use tsuzuku_testkit::gateway::TestGateway;
+use tsuzuku_testkit::lines::LineLog;
 use tsuzuku_testkit::upstream::Upstream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
@@ -110,53 +112,30 @@ async fn headless_chromium_signs_in_and_reaches_an_app_through_the_pac_file() {
     );
 
     // The connector, one site: the gateway.
-    let mut connector = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .arg("--site")
-        .arg(format!("a=localhost@{}", gw.addr()))
-        .args(["--app-domain", APP_DOMAIN])
-        .args(["--allow-port", &gw.port.to_string()])
-        .arg("--ca")
-        .arg(gw.data().join("tls").join("ca.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(connector.stdout.take().unwrap()).lines();
-    let (proxy, pac) = tokio::time::timeout(STEP, async {
-        let (mut proxy, mut pac) = (String::new(), String::new());
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(u) = l.strip_prefix("PAC ") {
-                pac = u.to_owned();
-            }
-            if let Some(a) = l.strip_prefix("READY ") {
-                proxy = a.to_owned();
-                break;
-            }
-        }
-        (proxy, pac)
-    })
+    let connector = tokio::time::timeout(
+        STEP,
+        Connector::start(
+            tokio::process::Command::new(BIN)
+                .args(["connect", "--listen", "127.0.0.1:0"])
+                .arg("--site")
+                .arg(format!("a=localhost@{}", gw.addr()))
+                .args(["--app-domain", APP_DOMAIN])
+                .args(["--allow-port", &gw.port.to_string()])
+                .arg("--ca")
+                .arg(gw.data().join("tls").join("ca.pem"))
+                .stderr(Stdio::inherit()),
+        ),
+    )
     .await
-    .expect("tsuzuku connect printed no READY line in time");
-    assert!(!proxy.is_empty() && !pac.is_empty(), "no PAC/READY lines");
+    .expect("tsuzuku connect printed no READY line in time")
+    .unwrap();
+    let pac = connector.pac.clone().expect("no PAC line");
+    let proxy = &connector.proxy;
     let proxy_addr: std::net::SocketAddr = proxy.parse().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log.lock().unwrap().iter().any(|l| l.starts_with("site: a")) {
-        assert!(
-            Instant::now() < deadline,
-            "the connector chose no site: {:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = &connector.stdout;
+    log.wait_line("site: a", Duration::from_secs(10))
+        .await
+        .expect("the connector chose no site");
 
     // Chromium with the PAC file, trusting exactly the gateway's key.
     let key_pem = std::fs::read_to_string(gw.data().join("tls").join("gateway-key.pem")).unwrap();
@@ -200,7 +179,7 @@ async fn headless_chromium_signs_in_and_reaches_an_app_through_the_pac_file() {
     assert!(
         at_login.is_ok(),
         "no sign-in form on {portal_host}: last seen {at_login:?}\nconnector: {:?}\nchromium: {}",
-        log.lock().unwrap(),
+        log.lines(),
         browser.stderr_tail()
     );
 
@@ -232,7 +211,7 @@ async fn headless_chromium_signs_in_and_reaches_an_app_through_the_pac_file() {
         Ok(v) => serde_json::from_str(v.as_str().unwrap()).unwrap(),
         Err(last) => panic!(
             "the app did not show after signing in: last seen {last}\nconnector: {:?}\ngateway: {}\nchromium: {}",
-            log.lock().unwrap(),
+            log.lines(),
             gw.stderr_text(),
             browser.stderr_tail()
         ),
@@ -327,7 +306,7 @@ fn chromium_binary() -> Option<PathBuf> {
 struct Chromium {
     child: tokio::process::Child,
     ws_url: String,
-    stderr: Arc<Mutex<Vec<String>>>,
+    stderr: LineLog,
     _profile: tempfile::TempDir,
 }
 
@@ -360,13 +339,13 @@ impl Chromium {
             .spawn()
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr = LineLog::new();
         let ws_url = tokio::time::timeout(STEP, async {
             while let Ok(Some(l)) = lines.next_line().await {
                 if let Some(u) = l.strip_prefix("DevTools listening on ") {
                     return Some(u.trim().to_owned());
                 }
-                stderr.lock().unwrap().push(l);
+                stderr.push(l);
             }
             None
         })
@@ -375,15 +354,10 @@ impl Chromium {
             panic!(
                 "Chromium ({}) printed no DevTools address within {STEP:?}: {}",
                 bin.display(),
-                stderr.lock().unwrap().join("\n")
+                stderr.lines().join("\n")
             );
         };
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
+        stderr.collect_lines(lines);
         Self {
             child,
             ws_url,
@@ -394,7 +368,7 @@ impl Chromium {
 
     /// The last lines Chromium wrote, without its D-Bus complaints (there is no bus here).
     fn stderr_tail(&self) -> String {
-        let lines = self.stderr.lock().unwrap();
+        let lines = self.stderr.lines();
         let useful: Vec<&String> = lines.iter().filter(|l| !l.contains("dbus")).collect();
         let from = useful.len().saturating_sub(20);
         useful[from..]

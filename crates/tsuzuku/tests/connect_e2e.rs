@@ -11,7 +11,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncBufReadExt as _;
+use tsuzuku_testkit::connect::Connector;
 use tsuzuku_testkit::gateway::{TestGateway, sign_in};
 use tsuzuku_testkit::upstream::Upstream;
 
@@ -32,48 +32,31 @@ async fn connector_fails_over_to_the_second_site_without_a_new_sign_in() {
     let site_b = gw.start_node().await.unwrap();
 
     let ca = gw.data().join("tls").join("ca.pem");
-    let mut connector = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .arg("--site")
-        .arg(format!("a=localhost@{}", gw.addr()))
-        .arg("--site")
-        .arg(format!("b=localhost@{}", site_b.addr))
-        .args([
-            "--app-domain",
-            "localhost",
-            "--allow-port",
-            &gw.port.to_string(),
-        ])
-        .arg("--ca")
-        .arg(&ca)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(connector.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    let mut pac = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(u) = l.strip_prefix("PAC ") {
-            pac = u.to_owned();
-        }
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let connector = Connector::start(
+        tokio::process::Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0"])
+            .arg("--site")
+            .arg(format!("a=localhost@{}", gw.addr()))
+            .arg("--site")
+            .arg(format!("b=localhost@{}", site_b.addr))
+            .args([
+                "--app-domain",
+                "localhost",
+                "--allow-port",
+                &gw.port.to_string(),
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .stderr(Stdio::inherit()),
+    )
+    .await
+    .unwrap();
+    let proxy = &connector.proxy;
+    let pac = connector.pac.as_deref().unwrap();
+    let log = &connector.stdout;
 
     // The PAC file sends app domains through the connector and the rest direct.
-    let pac_text = reqwest::get(&pac).await.unwrap().text().await.unwrap();
+    let pac_text = reqwest::get(pac).await.unwrap().text().await.unwrap();
     assert!(pac_text.contains("FindProxyForURL"), "{pac_text}");
     assert!(pac_text.contains(&format!("PROXY {proxy}")), "{pac_text}");
 
@@ -87,15 +70,9 @@ async fn connector_fails_over_to_the_second_site_without_a_new_sign_in() {
         .build()
         .unwrap();
     // Wait until the connector has chosen a site.
-    let start = Instant::now();
-    while !log.lock().unwrap().iter().any(|l| l.starts_with("site: a")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    log.wait_line("site: a", Duration::from_secs(10))
+        .await
+        .unwrap();
     let s = sign_in(&c, &gw.url("app", "/"), "alice", &password, None)
         .await
         .unwrap();
@@ -123,22 +100,11 @@ async fn connector_fails_over_to_the_second_site_without_a_new_sign_in() {
         "connector failover: first success {took:?} after SIGKILL, {failures} failed requests"
     );
     assert!(took < Duration::from_secs(3), "failover took {took:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !log.lock().unwrap().iter().any(|l| l.starts_with("site: b")) {
-        assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // `tsuzuku connect status` shows the site in use and why.
-    let out = std::process::Command::new(BIN)
-        .args(["connect", "status", "--proxy", &proxy])
-        .output()
+    log.wait_line("site: b", Duration::from_secs(5))
+        .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status = String::from_utf8_lossy(&out.stdout);
+    // `tsuzuku connect status` shows the site in use and why.
+    let status = connector.status().unwrap();
     assert!(status.contains('b') && status.contains('a'), "{status}");
     eprintln!("connect status:\n{status}");
     // With no connector there, a one-line error.

@@ -14,11 +14,13 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt as _;
+use tsuzuku_testkit::connect::Connector;
+use tsuzuku_testkit::device::Antivirus;
 use tsuzuku_testkit::gateway::{TestGateway, sign_in};
 use tsuzuku_testkit::upstream::Upstream;
+use tsuzuku_testkit::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 
@@ -33,27 +35,8 @@ when {
 };
 "#;
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` until it returns true, for at most `secs`.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long each wait for the connector, a posture report or a revocation may take.
+const TEN_SECONDS: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
@@ -103,58 +86,33 @@ async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
     let device_id = devices[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(devices[0]["name"], "laptop-7");
 
-    // A real process stands for the antivirus; its version command reads a file we change.
-    // A name no other run uses (`comm` holds 15 bytes), killed however the test ends.
-    let av_name = format!("tzkav{}", std::process::id());
-    let av = work.path().join(&av_name);
-    std::fs::copy("/bin/sleep", &av).unwrap();
-    let mut av_proc = KillOnDrop(std::process::Command::new(&av).arg("600").spawn().unwrap());
-    let version_file = work.path().join("av-version");
-    std::fs::write(&version_file, "TzkAV 2.9.1\n").unwrap();
-    let version_cmd = work.path().join("av-version.sh");
-    std::fs::write(
-        &version_cmd,
-        format!("#!/bin/sh\ncat {}\n", version_file.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &version_cmd,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // A real process stands for the antivirus; its version command prints a version we change.
+    // A name no other run uses, killed however the test ends.
+    let mut av = Antivirus::start(work.path(), "2.9.1").unwrap();
 
-    let mut connector = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .arg("--site")
-        .arg(format!("a=localhost@{}", gw.addr()))
-        .args([
-            "--app-domain",
-            "localhost",
-            "--allow-port",
-            &gw.port.to_string(),
-        ])
-        .arg("--ca")
-        .arg(&ca)
-        .arg("--device-dir")
-        .arg(&device_dir)
-        .args(["--av-process", &av_name, "--posture-every", "1s"])
-        .arg("--av-version-cmd")
-        .arg(&version_cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(connector.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let connector = Connector::start(
+        tokio::process::Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0"])
+            .arg("--site")
+            .arg(format!("a=localhost@{}", gw.addr()))
+            .args([
+                "--app-domain",
+                "localhost",
+                "--allow-port",
+                &gw.port.to_string(),
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--device-dir")
+            .arg(&device_dir)
+            .args(["--av-process", av.name(), "--posture-every", "1s"])
+            .arg("--av-version-cmd")
+            .arg(av.version_cmd())
+            .stderr(Stdio::inherit()),
+    )
+    .await
+    .unwrap();
+    let proxy = &connector.proxy;
 
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let ca_cert = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
@@ -168,20 +126,22 @@ async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
         .build()
         .unwrap();
     // Wait until the connector uses the site (the first request may race its first probe).
-    eventually(10, "the connector reaches the gateway", || async {
+    eventually(TEN_SECONDS, "the connector reaches the gateway", || async {
         c.get(gw.url("app", "/")).send().await.is_ok()
     })
-    .await;
+    .await
+    .unwrap();
 
     // Antivirus 2.9.1: signed in, but refused by policy.
     let s = sign_in(&c, &gw.url("app", "/"), "alice", &password, None)
         .await
         .unwrap();
     assert_eq!(s.status, 303, "{}", s.body);
-    eventually(10, "a refusal for antivirus 2.9.1", || async {
+    eventually(TEN_SECONDS, "a refusal for antivirus 2.9.1", || async {
         c.get(gw.url("app", "/x")).send().await.unwrap().status() == 403
     })
-    .await;
+    .await
+    .unwrap();
     let body = c
         .get(gw.url("app", "/x"))
         .send()
@@ -193,29 +153,38 @@ async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
     assert!(body.contains("Access denied"), "{body}");
 
     // Fixed: the same session is allowed, no new sign-in.
-    std::fs::write(&version_file, "TzkAV 3.1.0\n").unwrap();
-    eventually(10, "access once antivirus 3.1.0 is reported", || async {
-        c.get(gw.url("app", "/x")).send().await.unwrap().status() == 200
-    })
-    .await;
+    av.set_version("3.1.0").unwrap();
+    eventually(
+        TEN_SECONDS,
+        "access once antivirus 3.1.0 is reported",
+        || async { c.get(gw.url("app", "/x")).send().await.unwrap().status() == 200 },
+    )
+    .await
+    .unwrap();
     // Downgraded: refused again; then fixed again: allowed.
-    std::fs::write(&version_file, "TzkAV 2.0\n").unwrap();
-    eventually(10, "refusal once antivirus 2.0 is reported", || async {
-        c.get(gw.url("app", "/x")).send().await.unwrap().status() == 403
-    })
-    .await;
-    std::fs::write(&version_file, "TzkAV 3.0.0\n").unwrap();
-    eventually(10, "access again at antivirus 3.0.0", || async {
+    av.set_version("2.0").unwrap();
+    eventually(
+        TEN_SECONDS,
+        "refusal once antivirus 2.0 is reported",
+        || async { c.get(gw.url("app", "/x")).send().await.unwrap().status() == 403 },
+    )
+    .await
+    .unwrap();
+    av.set_version("3.0.0").unwrap();
+    eventually(TEN_SECONDS, "access again at antivirus 3.0.0", || async {
         c.get(gw.url("app", "/x")).send().await.unwrap().status() == 200
     })
-    .await;
+    .await
+    .unwrap();
     // The antivirus stops: refused (not running).
-    av_proc.0.kill().unwrap();
-    av_proc.0.wait().unwrap();
-    eventually(10, "refusal once the antivirus stopped", || async {
-        c.get(gw.url("app", "/x")).send().await.unwrap().status() == 403
-    })
-    .await;
+    av.stop().unwrap();
+    eventually(
+        TEN_SECONDS,
+        "refusal once the antivirus stopped",
+        || async { c.get(gw.url("app", "/x")).send().await.unwrap().status() == 403 },
+    )
+    .await
+    .unwrap();
 
     // The audit trail names the device on each decision.
     let tail = gw.cli_ok(&["--json", "audit", "tail", "-n", "5"]).unwrap();
@@ -288,7 +257,7 @@ async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
 
     // Revocation: the gateway refuses the device from its next reload.
     gw.cli_ok(&["device", "revoke", "laptop-7"]).unwrap();
-    eventually(10, "the revoked device refused", || async {
+    eventually(TEN_SECONDS, "the revoked device refused", || async {
         let r = as_device
             .post(&posture_url)
             .json(&forged)
@@ -297,7 +266,8 @@ async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
             .unwrap();
         r.status() == 403 && r.text().await.unwrap().contains("revoked")
     })
-    .await;
+    .await
+    .unwrap();
     // Through the connector, its tunnels are refused now.
     let fresh = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())

@@ -17,14 +17,15 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tsuzuku_connector::internet::sign_list;
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
+use tsuzuku_testkit::connect::{Connector, connect_status};
 use tsuzuku_testkit::dns::TestDns;
 use tsuzuku_testkit::gateway::{TestGateway, sign_in};
 use tsuzuku_testkit::upstream::Upstream;
@@ -75,61 +76,6 @@ async fn serve_body(body: String) -> String {
         }
     });
     url
-}
-
-/// A raw `CONNECT` through the proxy; returns the status line.
-async fn connect_status(proxy: &str, target: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 2048];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn status(proxy: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["connect", "status", "--proxy", proxy])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn wait_line(log: &Arc<Mutex<Vec<String>>>, prefix: &str, timeout: Duration) {
-    wait_lines(log, prefix, 1, timeout).await;
-}
-
-/// Waits until `n` lines start with `prefix`.
-async fn wait_lines(log: &Arc<Mutex<Vec<String>>>, prefix: &str, n: usize, timeout: Duration) {
-    let start = Instant::now();
-    while log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.starts_with(prefix))
-        .count()
-        < n
-    {
-        assert!(
-            start.elapsed() < timeout,
-            "no line {prefix:?} within {timeout:?}: {:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,68 +155,39 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
     let ca = dir.join("cas.pem");
     std::fs::write(&ca, &cas).unwrap();
 
-    let mut connector = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .arg("--site")
-        .arg(format!("a=localhost@{}", gw.addr()))
-        .args(["--app-domain", "localhost"])
-        .args(["--allow-port", &gw.port.to_string()])
-        .args(["--allow-port", &allowed.addr.port().to_string()])
-        .args(["--allow-port", &blocked_addr.port().to_string()])
-        .arg("--ca")
-        .arg(&ca)
-        .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
-        .arg("--dr-trust")
-        .arg(&public)
-        .args(["--dr-interval", "1s", "--dr-allowlist-refresh", "1s"])
-        .arg("--dr-state")
-        .arg(dir.join("dr-state.json"))
-        .args(["--dr-gateway", &format!("localhost@{dr_addr}")])
-        .args(["--dr-critical-host", "app.localhost"])
-        .args(["--dr-critical-host", "auth.localhost"])
-        .args(["--dr-allowlist-url", &list_url])
-        .args(["--dr-allow", "*.example.org"])
-        .env("TSUZUKU_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(connector.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    let mut pac = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(u) = l.strip_prefix("PAC ") {
-            pac = u.to_owned();
-        }
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    {
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-    }
-    let errlog = Arc::new(Mutex::new(Vec::new()));
-    {
-        let sink = errlog.clone();
-        let mut err = tokio::io::BufReader::new(connector.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = err.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-    }
+    let connector = Connector::start(
+        tokio::process::Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0"])
+            .arg("--site")
+            .arg(format!("a=localhost@{}", gw.addr()))
+            .args(["--app-domain", "localhost"])
+            .args(["--allow-port", &gw.port.to_string()])
+            .args(["--allow-port", &allowed.addr.port().to_string()])
+            .args(["--allow-port", &blocked_addr.port().to_string()])
+            .arg("--ca")
+            .arg(&ca)
+            .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
+            .arg("--dr-trust")
+            .arg(&public)
+            .args(["--dr-interval", "1s", "--dr-allowlist-refresh", "1s"])
+            .arg("--dr-state")
+            .arg(dir.join("dr-state.json"))
+            .args(["--dr-gateway", &format!("localhost@{dr_addr}")])
+            .args(["--dr-critical-host", "app.localhost"])
+            .args(["--dr-critical-host", "auth.localhost"])
+            .args(["--dr-allowlist-url", &list_url])
+            .args(["--dr-allow", "*.example.org"])
+            .env("TSUZUKU_LOG", "info")
+            .stderr(Stdio::piped()),
+    )
+    .await
+    .unwrap();
+    let proxy = &connector.proxy;
+    let pac = connector.pac.as_deref().unwrap();
+    let log = &connector.stdout;
 
     // With DR configured, the PAC file sends everything through the connector.
-    let pac_text = reqwest::get(&pac).await.unwrap().text().await.unwrap();
+    let pac_text = reqwest::get(pac).await.unwrap().text().await.unwrap();
     assert!(
         pac_text.contains(&format!("return \"PROXY {proxy}\";\n}}")),
         "{pac_text}"
@@ -288,8 +205,12 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
     }
     let c = client.build().unwrap();
 
-    wait_line(&log, "site: a", Duration::from_secs(10)).await;
-    wait_line(&log, "dr: normal", Duration::from_secs(10)).await;
+    log.wait_line("site: a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    log.wait_line("dr: normal", Duration::from_secs(10))
+        .await
+        .unwrap();
     let s = sign_in(&c, &gw.url("app", "/"), "alice", &alice, None)
         .await
         .unwrap();
@@ -300,7 +221,7 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
     publish(&dns, &spoofed).await;
     let start = Instant::now();
     loop {
-        let st = status(&proxy);
+        let st = connector.status().unwrap();
         if st.contains("not trusted") {
             assert!(st.contains("disaster recovery: not active"), "{st}");
             break;
@@ -308,12 +229,7 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
         assert!(start.elapsed() < Duration::from_secs(10), "{st}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        !log.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.starts_with("dr: active"))
-    );
+    assert!(!log.any(|l| l.starts_with("dr: active")));
     let r = c.get(gw.url("app", "/still-normal")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
@@ -324,12 +240,12 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
         &split_strings(&sign(&on(InternetMode::Controlled), &key).unwrap()),
     )
     .await;
-    wait_line(
-        &log,
+    log.wait_line(
         "dr: active internet=controlled drill=false",
         Duration::from_secs(5),
     )
-    .await;
+    .await
+    .unwrap();
     eprintln!("DR mode {:?} after publishing", published.elapsed());
     gw.kill9().await.unwrap();
 
@@ -358,16 +274,18 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
         body.contains("app2.localhost is unavailable during disaster recovery"),
         "{body}"
     );
-    let line = connect_status(&proxy, &format!("app2.localhost:{}", gw.port)).await;
+    let line = connect_status(proxy, &format!("app2.localhost:{}", gw.port))
+        .await
+        .unwrap();
     assert!(line.starts_with("HTTP/1.1 503"), "{line}");
 
     // Internet: the allowlisted destination (from the signed list) works, the other is refused.
     let start = Instant::now();
-    while !status(&proxy).contains("from the signed list") {
+    while !connector.status().unwrap().contains("from the signed list") {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "{}",
-            status(&proxy)
+            connector.status().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -386,45 +304,47 @@ async fn dr_mode_keeps_critical_apps_up_enforces_the_internet_mode_and_returns()
     assert_eq!(r.status(), 403);
     let body = r.text().await.unwrap();
     assert!(body.contains("not on it"), "{body}");
-    let line = connect_status(&proxy, &blocked_addr.to_string()).await;
+    let line = connect_status(proxy, &blocked_addr.to_string())
+        .await
+        .unwrap();
     assert!(line.starts_with("HTTP/1.1 403"), "{line}");
     assert_eq!(blocked_hits.load(Ordering::SeqCst), 0);
 
-    let st = status(&proxy);
+    let st = connector.status().unwrap();
     assert!(st.contains("disaster recovery: ACTIVE since"), "{st}");
     assert!(st.contains("internet controlled"), "{st}");
     eprintln!("connect status in DR mode:\n{st}");
     // Every refusal is logged.
-    let start = Instant::now();
-    while errlog
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("refused during disaster recovery"))
-        .count()
-        < 4
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            errlog.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    connector
+        .stderr
+        .wait_for(
+            "containing \"refused during disaster recovery\"",
+            4,
+            Duration::from_secs(5),
+            |l| l.contains("refused during disaster recovery"),
+        )
+        .await
+        .unwrap();
 
     // Withdrawn while the normal site is still down (its probes have noticed): critical apps
     // stay on the DR gateway.
-    wait_line(&log, "site: none", Duration::from_secs(10)).await;
+    log.wait_line("site: none", Duration::from_secs(10))
+        .await
+        .unwrap();
     dns.remove_txt(NAME).await.unwrap();
-    wait_line(&log, "dr: returning", Duration::from_secs(5)).await;
+    log.wait_line("dr: returning", Duration::from_secs(5))
+        .await
+        .unwrap();
     let r = c.get(gw.url("app", "/returning")).send().await.unwrap();
     assert_eq!(r.status(), 200, "bob's session at the DR gateway");
-    assert!(status(&proxy).contains("RETURNING"));
+    assert!(connector.status().unwrap().contains("RETURNING"));
 
     // The normal site is back: the connector returns to it by itself.
     gw.start().await.unwrap();
     let back = Instant::now();
-    wait_lines(&log, "dr: normal", 2, Duration::from_secs(15)).await;
+    log.wait_lines("dr: normal", 2, Duration::from_secs(15))
+        .await
+        .unwrap();
     eprintln!(
         "back to normal {:?} after the normal site restarted",
         back.elapsed()

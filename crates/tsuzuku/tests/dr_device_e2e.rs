@@ -9,7 +9,9 @@
 //! antivirus, and the real `tsuzuku connect` with an enrolled device and no local DR settings
 //! but the record: the DR gateway, the critical app and the sign-in portal all come from the
 //! site list. After the record is published, the control plane and the normal gateway are
-//! killed; the user signs in at the DR gateway through the connector's device tunnel, the
+//! killed; the user signs in at the DR gateway with her device alone (device sign-in: the
+//! laptop was enrolled for her; a browser without the connector is refused, and her password
+//! without the device gets her signed in but refused by the policy), the
 //! policy's posture condition decides (refused while the antivirus is too old, allowed again
 //! without a new sign-in once it is fixed), the DR gateway's audit names the device, and a
 //! device revoked before the disaster is refused there.
@@ -21,17 +23,18 @@
 )]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
+use tsuzuku_testkit::connect::{Connector, connect_answer};
+use tsuzuku_testkit::device::Antivirus;
 use tsuzuku_testkit::dns::TestDns;
-use tsuzuku_testkit::gateway::{TestGateway, sign_in};
+use tsuzuku_testkit::gateway::{TestGateway, sign_in, sign_in_with_device};
 use tsuzuku_testkit::upstream::Upstream;
+use tsuzuku_testkit::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 const NAME: &str = "_tsuzuku-dr.example.test";
@@ -46,47 +49,16 @@ when {
 };
 "#;
 
-struct KillOnDrop(std::process::Child);
+/// How long each wait for a posture report to decide may take.
+const TEN_SECONDS: Duration = Duration::from_secs(10);
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Enrols a device at the control plane with a fresh company-issued token, for `user` if given.
+fn enrol(gw: &TestGateway, cport: u16, ca: &Path, name: &str, dir: &Path, user: Option<&str>) {
+    let mut args = vec!["device", "token", "--company-issued", "--valid-for", "10m"];
+    if let Some(u) = user {
+        args.extend(["--user", u]);
     }
-}
-
-/// Polls `f` until it returns true, for at most `secs`.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_line(log: &Arc<Mutex<Vec<String>>>, prefix: &str, within: Duration) {
-    let start = Instant::now();
-    while !log.lock().unwrap().iter().any(|l| l.starts_with(prefix)) {
-        assert!(
-            start.elapsed() < within,
-            "no line {prefix:?} within {within:?}: {:#?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Enrols a device at the control plane with a fresh company-issued token.
-fn enrol(gw: &TestGateway, cport: u16, ca: &Path, name: &str, dir: &Path) {
-    let token = gw
-        .cli_ok(&["device", "token", "--company-issued", "--valid-for", "10m"])
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = gw.cli_ok(&args).unwrap().trim().to_owned();
     let out = std::process::Command::new(BIN)
         .args(["connect", "enroll", "--control"])
         .arg(format!("https://127.0.0.1:{cport}"))
@@ -101,13 +73,6 @@ fn enrol(gw: &TestGateway, cport: u16, ca: &Path, name: &str, dir: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The running connector: its proxy address and its stdout lines.
-struct Connector {
-    _child: tokio::process::Child,
-    proxy: String,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `tsuzuku connect` following the control plane's site list, with the DR record and
@@ -125,80 +90,41 @@ async fn connector(
         device_dir.file_name().unwrap().to_string_lossy()
     ));
     std::fs::create_dir_all(&state).unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "connect",
-            "--listen",
-            "127.0.0.1:0",
-            "--app-domain",
-            "localhost",
-        ])
-        .arg("--control")
-        .arg(format!("https://127.0.0.1:{cport}"))
-        .arg("--control-trust")
-        .arg(dir.join("snapshot-trust.pem"))
-        .arg("--control-ca")
-        .arg(dir.join("control-ca.pem"))
-        .arg("--ca")
-        .arg(dir.join("cas.pem"))
-        .arg("--site-cache")
-        .arg(state.join("sites.json"))
-        .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
-        .arg("--dr-trust")
-        .arg(dir.join("dr-public-key.pem"))
-        .args(["--dr-interval", "1s"])
-        .arg("--dr-state")
-        .arg(state.join("dr-state.json"))
-        .arg("--device-dir")
-        .arg(device_dir)
-        .args(["--allow-port", &port.to_string()])
-        .args(["--posture-every", "1s"])
-        .args(extra)
-        .env("TSUZUKU_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    {
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-    }
-    Connector {
-        _child: child,
-        proxy,
-        log,
-    }
-}
-
-/// A raw `CONNECT` through the proxy; returns the status line.
-async fn connect_status(proxy: &str, target: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    // The status line and the explanation may come in separate writes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    Connector::start(
+        tokio::process::Command::new(BIN)
+            .args([
+                "connect",
+                "--listen",
+                "127.0.0.1:0",
+                "--app-domain",
+                "localhost",
+            ])
+            .arg("--control")
+            .arg(format!("https://127.0.0.1:{cport}"))
+            .arg("--control-trust")
+            .arg(dir.join("snapshot-trust.pem"))
+            .arg("--control-ca")
+            .arg(dir.join("control-ca.pem"))
+            .arg("--ca")
+            .arg(dir.join("cas.pem"))
+            .arg("--site-cache")
+            .arg(state.join("sites.json"))
+            .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
+            .arg("--dr-trust")
+            .arg(dir.join("dr-public-key.pem"))
+            .args(["--dr-interval", "1s"])
+            .arg("--dr-state")
+            .arg(state.join("dr-state.json"))
+            .arg("--device-dir")
+            .arg(device_dir)
+            .args(["--allow-port", &port.to_string()])
+            .args(["--posture-every", "1s"])
+            .args(extra)
+            .env("TSUZUKU_LOG", "info")
+            .stderr(Stdio::inherit()),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,8 +191,8 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
     // Two devices; the second is revoked before the disaster.
     let laptop = dir.join("laptop");
     let stolen = dir.join("stolen");
-    enrol(&gw, cport, &control_ca, "laptop-1", &laptop);
-    enrol(&gw, cport, &control_ca, "stolen-2", &stolen);
+    enrol(&gw, cport, &control_ca, "laptop-1", &laptop, Some("alice"));
+    enrol(&gw, cport, &control_ca, "stolen-2", &stolen, Some("alice"));
     gw.cli_ok(&["device", "revoke", "stolen-2"]).unwrap();
     let list = gw.cli_ok(&["--json", "device", "list"]).unwrap();
     let devices: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
@@ -286,6 +212,7 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
         .unwrap();
     drgw.set_config("portal_host", &format!("\"auth.localhost:{}\"", gw.port))
         .unwrap();
+    drgw.set_config("device_sign_in", "true").unwrap();
     drgw.follow_as_dr_gateway(&gw, cport).unwrap();
     drgw.start_with(&["--role", "dr-gateway"]).await.unwrap();
     let start = Instant::now();
@@ -316,24 +243,8 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
     cas.extend(drgw.ca_pem().unwrap());
     std::fs::write(dir.join("cas.pem"), &cas).unwrap();
 
-    // A real process stands for the antivirus; its version command reads a file we change.
-    let av_name = format!("tzkdr{}", std::process::id());
-    let av = dir.join(&av_name);
-    std::fs::copy("/bin/sleep", &av).unwrap();
-    let _av_proc = KillOnDrop(std::process::Command::new(&av).arg("600").spawn().unwrap());
-    let version_file = dir.join("av-version");
-    std::fs::write(&version_file, "TzkAV 3.1.0\n").unwrap();
-    let version_cmd: PathBuf = dir.join("av-version.sh");
-    std::fs::write(
-        &version_cmd,
-        format!("#!/bin/sh\ncat {}\n", version_file.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &version_cmd,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // A real process stands for the antivirus; its version command prints a version we change.
+    let av = Antivirus::start(dir, "3.1.0").unwrap();
 
     let conn = connector(
         cport,
@@ -343,14 +254,20 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
         gw.port,
         &[
             "--av-process".as_ref(),
-            av_name.as_ref(),
+            av.name().as_ref(),
             "--av-version-cmd".as_ref(),
-            version_cmd.as_os_str(),
+            av.version_cmd().as_os_str(),
         ],
     )
     .await;
-    wait_line(&conn.log, "site: tokyo", Duration::from_secs(15)).await;
-    wait_line(&conn.log, "dr: normal", Duration::from_secs(5)).await;
+    conn.stdout
+        .wait_line("site: tokyo", Duration::from_secs(15))
+        .await
+        .unwrap();
+    conn.stdout
+        .wait_line("dr: normal", Duration::from_secs(5))
+        .await
+        .unwrap();
 
     // The disaster: the record is published, the control plane and the normal site are lost.
     let t = jiff::Timestamp::now().as_second();
@@ -372,7 +289,10 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
     )
     .await
     .unwrap();
-    wait_line(&conn.log, "dr: active", Duration::from_secs(5)).await;
+    conn.stdout
+        .wait_line("dr: active", Duration::from_secs(5))
+        .await
+        .unwrap();
     control.start_kill().unwrap();
     control.wait().await.unwrap();
     gw.kill9().await.unwrap();
@@ -388,41 +308,92 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
     }
     let c = builder.build().unwrap();
 
-    // Alice signs in at the DR gateway's portal (a critical host from the site list, not a
-    // local setting) through the device tunnel; the posture reported there allows her.
-    let s = sign_in(&c, &gw.url("app", "/"), "alice", &password, None)
+    // Without the connector (no device): no device button, device sign-in refused, and a
+    // password sign-in is refused by the policy (it needs the device's posture).
+    let direct = reqwest::Client::builder()
+        .resolve("auth.localhost", dr_addr.parse().unwrap())
+        .resolve("app.localhost", dr_addr.parse().unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&drgw.ca_pem().unwrap()).unwrap())
+        .tls_built_in_root_certs(false)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let login = gw.url("auth", "/.tsuzuku/login");
+    let page = direct
+        .get(&login)
+        .send()
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
+    assert!(!page.contains("with this device"), "{page}");
+    let s = sign_in_with_device(&direct, &gw.url("app", "/"))
+        .await
+        .unwrap();
+    assert_eq!(s.status, 403, "{}", s.body);
+    assert!(
+        s.body.contains("No enrolled device was recognised"),
+        "{}",
+        s.body
+    );
+    let s = sign_in(&direct, &gw.url("app", "/"), "alice", &password, None)
+        .await
+        .unwrap();
+    assert_eq!(s.final_status, Some(403), "{s:?}");
+
+    // Through the connector, the DR gateway's portal (a critical host from the site list, not a
+    // local setting) offers device sign-in, and the device alone signs alice in; the posture
+    // reported there allows her.
+    let page = c.get(&login).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Continue as alice with this device (laptop-1)"),
+        "{page}"
+    );
+    let s = sign_in_with_device(&c, &gw.url("app", "/")).await.unwrap();
     assert_eq!(s.status, 303, "{}\n{}", s.body, drgw.stderr_text());
     eventually(
-        10,
+        TEN_SECONDS,
         "access at the DR gateway with antivirus 3.1.0",
         || async { c.get(gw.url("app", "/dr")).send().await.unwrap().status() == 200 },
     )
-    .await;
+    .await
+    .unwrap();
     let r = c.get(gw.url("app", "/dr")).send().await.unwrap();
     assert!(r.text().await.unwrap().contains("alice"));
 
     // The posture condition decides there too: too old is refused, fixed is allowed again, on
     // the same session.
-    std::fs::write(&version_file, "TzkAV 2.9.1\n").unwrap();
+    av.set_version("2.9.1").unwrap();
     eventually(
-        10,
+        TEN_SECONDS,
         "a refusal at the DR gateway for antivirus 2.9.1",
         || async { c.get(gw.url("app", "/dr")).send().await.unwrap().status() == 403 },
     )
-    .await;
-    std::fs::write(&version_file, "TzkAV 3.0.0\n").unwrap();
-    eventually(10, "access again at antivirus 3.0.0", || async {
+    .await
+    .unwrap();
+    av.set_version("3.0.0").unwrap();
+    eventually(TEN_SECONDS, "access again at antivirus 3.0.0", || async {
         c.get(gw.url("app", "/dr")).send().await.unwrap().status() == 200
     })
-    .await;
+    .await
+    .unwrap();
 
-    // The DR gateway's own audit trail names the device.
+    // The DR gateway's own audit trail names the device, and the sign-in's method.
     let tail = drgw
         .cli_ok(&["--json", "audit", "tail", "-n", "5", "--kind", "decision"])
         .unwrap();
     assert!(tail.contains(&laptop_id), "{tail}");
+    let logins = drgw
+        .cli_ok(&["--json", "audit", "tail", "-n", "200", "--kind", "login"])
+        .unwrap();
+    assert!(logins.contains(r#""method":"device""#), "{logins}");
+    assert!(
+        logins.contains("no enrolled device on the connection"),
+        "{logins}"
+    );
 
     // The device revoked before the disaster stays refused at the DR gateway. (With the control
     // plane gone, its connector starts from the site list the first one cached.)
@@ -433,8 +404,15 @@ async fn dr_gateway_knows_enrolled_devices_decides_on_posture_and_refuses_revoke
     )
     .unwrap();
     let revoked = connector(cport, dir, &dns, &stolen, gw.port, &[]).await;
-    wait_line(&revoked.log, "dr: active", Duration::from_secs(10)).await;
-    let answer = connect_status(&revoked.proxy, &format!("app.localhost:{}", gw.port)).await;
+    revoked
+        .stdout
+        .wait_line("dr: active", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The status line and the explanation may come in separate writes.
+    let answer = connect_answer(&revoked.proxy, &format!("app.localhost:{}", gw.port))
+        .await
+        .unwrap();
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     assert!(answer.contains("refused the device tunnel"), "{answer}");
 }

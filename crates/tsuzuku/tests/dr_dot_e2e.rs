@@ -16,12 +16,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncBufReadExt as _;
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
+use tsuzuku_testkit::connect::Connector;
 use tsuzuku_testkit::dns::{DOH_PATH, TestDns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
@@ -168,74 +167,24 @@ async fn dr_check_finds_the_record_over_dot_and_doh_and_refuses_an_untrusted_ser
     assert!(line.contains("only applies to DNS over TLS"), "{line}");
 }
 
-/// A running `tsuzuku connect` with DR mode; its stdout lines are collected.
-struct Connector {
-    child: tokio::process::Child,
-    proxy: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
+/// Starts `tsuzuku connect` in DR mode, looking the record up at `dns` with the CA file `ca`.
 async fn connector(dir: &Path, s: &Setup, dns: &str, ca: &str) -> Connector {
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .args(["--site", "a=localhost@127.0.0.1:9"])
-        .args(["--app-domain", "localhost"])
-        .args(["--dr-record", NAME, "--dr-dns", dns, "--dr-dns-ca", ca])
-        .args(["--dr-trust", &s.public])
-        .args(["--dr-interval", "1s"])
-        .arg("--dr-state")
-        .arg(dir.join("dr-state.json"))
-        .args(["--dr-gateway", "dr.localhost@127.0.0.1:9"])
-        .env("TSUZUKU_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    Connector { child, proxy, log }
-}
-
-impl Connector {
-    async fn wait_line(&self, line: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log.lock().unwrap().iter().any(|l| l == line) {
-            assert!(
-                start.elapsed() < timeout,
-                "no line {line:?} within {timeout:?}: {:?}",
-                self.log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn status(&self) -> String {
-        let out = std::process::Command::new(BIN)
-            .args(["connect", "status", "--proxy", &self.proxy])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn stop(mut self) {
-        self.child.kill().await.unwrap();
-    }
+    Connector::start(
+        tokio::process::Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0"])
+            .args(["--site", "a=localhost@127.0.0.1:9"])
+            .args(["--app-domain", "localhost"])
+            .args(["--dr-record", NAME, "--dr-dns", dns, "--dr-dns-ca", ca])
+            .args(["--dr-trust", &s.public])
+            .args(["--dr-interval", "1s"])
+            .arg("--dr-state")
+            .arg(dir.join("dr-state.json"))
+            .args(["--dr-gateway", "dr.localhost@127.0.0.1:9"])
+            .env("TSUZUKU_LOG", "warn")
+            .stderr(Stdio::null()),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,29 +194,33 @@ async fn a_connector_watches_over_dot_and_doh_and_keeps_its_state_when_the_serve
     let s = setup(dir).await;
 
     // Over DNS over TLS, trusting the DNS server's CA: the record switches the connector.
-    let c = connector(dir, &s, &s.dot(), &s.ca).await;
-    c.wait_line(
-        "dr: active internet=closed drill=false",
-        Duration::from_secs(10),
-    )
-    .await;
-    let st = c.status();
+    let mut c = connector(dir, &s, &s.dot(), &s.ca).await;
+    c.stdout
+        .wait_exact(
+            "dr: active internet=closed drill=false",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let st = c.status().unwrap();
     assert!(st.contains(&format!("via {} (CA file ", s.dot())), "{st}");
-    c.stop().await;
+    c.stop().await.unwrap();
 
     // The record is withdrawn, but the connector's DoH server now presents a certificate from a
     // CA it does not trust: it never learns of the withdrawal, says why, and stays in DR mode
     // (from its state file, across the restart).
     s.dns.remove_txt(NAME).await.unwrap();
-    let c = connector(dir, &s, &s.doh(), &s.other_ca).await;
-    c.wait_line(
-        "dr: active internet=closed drill=false",
-        Duration::from_secs(5),
-    )
-    .await;
+    let mut c = connector(dir, &s, &s.doh(), &s.other_ca).await;
+    c.stdout
+        .wait_exact(
+            "dr: active internet=closed drill=false",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
     let start = Instant::now();
     let st = loop {
-        let st = c.status();
+        let st = c.status().unwrap();
         if st.contains("invalid peer certificate") {
             break st;
         }
@@ -279,19 +232,18 @@ async fn a_connector_watches_over_dot_and_doh_and_keeps_its_state_when_the_serve
     // Two more lookups later, still in DR mode.
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert!(
-        !c.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l == "dr: normal" || l == "dr: returning"),
+        !c.stdout.any(|l| l == "dr: normal" || l == "dr: returning"),
         "{:?}",
-        c.log.lock().unwrap()
+        c.stdout.lines()
     );
-    c.stop().await;
+    c.stop().await.unwrap();
 
     // Trusting the right CA again, over DoH the withdrawal is seen: DR mode ends (returning,
     // as this test has no healthy normal site to return to).
-    let c = connector(dir, &s, &s.doh(), &s.ca).await;
-    c.wait_line("dr: returning", Duration::from_secs(10)).await;
-    c.stop().await;
+    let mut c = connector(dir, &s, &s.doh(), &s.ca).await;
+    c.stdout
+        .wait_exact("dr: returning", Duration::from_secs(10))
+        .await
+        .unwrap();
+    c.stop().await.unwrap();
 }

@@ -11,38 +11,17 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
 use tsuzuku_testkit::dns::TestDns;
 use tsuzuku_testkit::gateway::TestGateway;
+use tsuzuku_testkit::lines::LineLog;
 use tsuzuku_testkit::upstream::Upstream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 const NAME: &str = "_tsuzuku-dr.example.test";
-
-/// Waits until `n` lines start with `prefix`; returns when the n-th was seen.
-async fn wait_lines(log: &Arc<Mutex<Vec<String>>>, prefix: &str, n: usize, timeout: Duration) {
-    let start = Instant::now();
-    while log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.starts_with(prefix))
-        .count()
-        < n
-    {
-        assert!(
-            start.elapsed() < timeout,
-            "no line {prefix:?} within {timeout:?}: {:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
@@ -120,18 +99,13 @@ async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(connector.stdout.take().unwrap()).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    {
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-    }
-    wait_lines(&log, "site: tokyo", 1, Duration::from_secs(15)).await;
-    wait_lines(&log, "dr: normal", 1, Duration::from_secs(15)).await;
+    let log = LineLog::spawn_from(connector.stdout.take().unwrap());
+    log.wait_lines("site: tokyo", 1, Duration::from_secs(15))
+        .await
+        .unwrap();
+    log.wait_lines("dr: normal", 1, Duration::from_secs(15))
+        .await
+        .unwrap();
     // Reports in normal mode record nothing.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let out = gw.cli_ok(&["--json", "dr", "drill"]).unwrap();
@@ -153,14 +127,13 @@ async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
     let refs: Vec<&str> = strings.iter().map(String::as_str).collect();
     let published = Instant::now();
     dns.set_txt(NAME, &refs).await.unwrap();
-    wait_lines(&log, "dr: active", 1, Duration::from_secs(10)).await;
+    log.wait_lines("dr: active", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.starts_with("dr: active") && l.contains("drill=true")),
+        log.any(|l| l.starts_with("dr: active") && l.contains("drill=true")),
         "{:?}",
-        log.lock().unwrap()
+        log.lines()
     );
     // The control plane hears of it within a report interval or two.
     let start = Instant::now();
@@ -186,7 +159,9 @@ async fn dr_drill_reports_when_each_connector_entered_and_left_dr_mode() {
     // The record is withdrawn: the connector returns to normal by itself.
     dns.remove_txt(NAME).await.unwrap();
     let withdrawn = Instant::now();
-    wait_lines(&log, "dr: normal", 2, Duration::from_secs(15)).await;
+    log.wait_lines("dr: normal", 2, Duration::from_secs(15))
+        .await
+        .unwrap();
     let in_drill = withdrawn - published;
     let start = Instant::now();
     let episode = loop {

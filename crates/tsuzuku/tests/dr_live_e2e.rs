@@ -19,12 +19,11 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
+use tsuzuku_testkit::connect::Connector;
 use tsuzuku_testkit::dns::TestDns;
 use tsuzuku_testkit::gateway::{TestGateway, sign_in};
 use tsuzuku_testkit::upstream::Upstream;
@@ -32,27 +31,6 @@ use tsuzuku_testkit::upstream::Upstream;
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 const NAME: &str = "_tsuzuku-dr.example.test";
 const POLICY: &str = r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#;
-
-async fn wait_line(log: &Arc<Mutex<Vec<String>>>, prefix: &str, within: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(l) = log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.starts_with(prefix))
-            .cloned()
-        {
-            return l;
-        }
-        assert!(
-            start.elapsed() < within,
-            "no line {prefix:?} within {within:?}: {:#?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marking_an_app_critical_reaches_a_connector_in_dr_mode() {
@@ -140,52 +118,40 @@ async fn marking_an_app_critical_reaches_a_connector_in_dr_mode() {
     let ca = dir.join("cas.pem");
     std::fs::write(&ca, &cas).unwrap();
 
-    let mut connector = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .args(["--app-domain", "localhost"])
-        .args(["--allow-port", &gw.port.to_string()])
-        .arg("--control")
-        .arg(format!("https://127.0.0.1:{cport}"))
-        .arg("--control-trust")
-        .arg(dir.join("snapshot-trust.pem"))
-        .arg("--control-ca")
-        .arg(gw.data().join("tls").join("ca.pem"))
-        .arg("--ca")
-        .arg(&ca)
-        .arg("--site-cache")
-        .arg(dir.join("sites.json"))
-        .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
-        .arg("--dr-trust")
-        .arg(&dr_public)
-        .args(["--dr-interval", "1s"])
-        // The sign-in portal stays reachable in DR mode: a local addition to the list's apps.
-        .args(["--dr-critical-host", "auth.localhost"])
-        .env("TSUZUKU_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
+    let connector = Connector::start(
+        tokio::process::Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0"])
+            .args(["--app-domain", "localhost"])
+            .args(["--allow-port", &gw.port.to_string()])
+            .arg("--control")
+            .arg(format!("https://127.0.0.1:{cport}"))
+            .arg("--control-trust")
+            .arg(dir.join("snapshot-trust.pem"))
+            .arg("--control-ca")
+            .arg(gw.data().join("tls").join("ca.pem"))
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--site-cache")
+            .arg(dir.join("sites.json"))
+            .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
+            .arg("--dr-trust")
+            .arg(&dr_public)
+            .args(["--dr-interval", "1s"])
+            // The sign-in portal stays reachable in DR mode: a local addition to the list's apps.
+            .args(["--dr-critical-host", "auth.localhost"])
+            .env("TSUZUKU_LOG", "info")
+            .stderr(Stdio::inherit()),
+    )
+    .await
+    .unwrap();
+    let proxy = &connector.proxy;
+    let log = &connector.stdout;
+    log.wait_line("site: tokyo", Duration::from_secs(15))
+        .await
         .unwrap();
-    let mut lines = BufReader::new(connector.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    {
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-    }
-    wait_line(&log, "site: tokyo", Duration::from_secs(15)).await;
-    wait_line(&log, "dr: normal", Duration::from_secs(5)).await;
+    log.wait_line("dr: normal", Duration::from_secs(5))
+        .await
+        .unwrap();
 
     // The disaster: the record is published, the normal site is lost.
     let t = jiff::Timestamp::now().as_second();
@@ -201,7 +167,9 @@ async fn marking_an_app_critical_reaches_a_connector_in_dr_mode() {
     let strings = split_strings(&sign(&on, &key).unwrap());
     let refs: Vec<&str> = strings.iter().map(String::as_str).collect();
     dns.set_txt(NAME, &refs).await.unwrap();
-    wait_line(&log, "dr: active", Duration::from_secs(5)).await;
+    log.wait_line("dr: active", Duration::from_secs(5))
+        .await
+        .unwrap();
     gw.kill9().await.unwrap();
 
     let mut builder = reqwest::Client::builder()
@@ -228,7 +196,7 @@ async fn marking_an_app_critical_reaches_a_connector_in_dr_mode() {
             .unwrap()
             .contains("app2.localhost is unavailable during disaster recovery")
     );
-    let st = status(&proxy);
+    let st = connector.status().unwrap();
     assert!(
         st.contains(&format!("DR gateway localhost at {dr_addr}")),
         "{st}"
@@ -249,13 +217,16 @@ async fn marking_an_app_critical_reaches_a_connector_in_dr_mode() {
         "--critical",
     ])
     .unwrap();
-    let line = wait_line(&log, "dr targets:", Duration::from_secs(10)).await;
+    let line = log
+        .wait_line("dr targets:", Duration::from_secs(10))
+        .await
+        .unwrap();
     eprintln!("{line} ({:?} after the change)", marked.elapsed());
     assert!(
         line.ends_with("critical apps: auth.localhost, app2.localhost"),
         "{line}"
     );
-    let st = status(&proxy);
+    let st = connector.status().unwrap();
     assert!(
         st.contains("critical apps: auth.localhost, app2.localhost"),
         "{st}"
@@ -268,23 +239,7 @@ async fn marking_an_app_critical_reaches_a_connector_in_dr_mode() {
         .unwrap();
     assert_eq!(s.final_status, Some(200), "{s:?}");
     assert!(
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l == "dr: active internet=closed drill=false"),
+        log.any(|l| l == "dr: active internet=closed drill=false"),
         "DR mode held throughout"
     );
-}
-
-fn status(proxy: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["connect", "status", "--proxy", proxy])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -16,13 +16,12 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
 use tsuzuku_testkit::dns::TestDns;
+use tsuzuku_testkit::lines::LineLog;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 const NAME: &str = "_tsuzuku-dr.example.test";
@@ -44,29 +43,13 @@ fn ip(args: &[&str]) {
 }
 
 /// Waits until a line of `log` contains `needle`; the moment it was seen.
-async fn wait_for(log: &Arc<Mutex<Vec<String>>>, needle: &str, within: Duration) -> Instant {
-    let start = Instant::now();
-    loop {
-        if log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            return Instant::now();
-        }
-        assert!(
-            start.elapsed() < within,
-            "no line with {needle:?} within {within:?}: {:#?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn collect(r: impl tokio::io::AsyncRead + Unpin + Send + 'static, log: &Arc<Mutex<Vec<String>>>) {
-    let sink = log.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
+async fn wait_for(log: &LineLog, needle: &str, within: Duration) -> Instant {
+    log.wait_for(&format!("with {needle:?}"), 1, within, |l| {
+        l.contains(needle)
+    })
+    .await
+    .unwrap();
+    Instant::now()
 }
 
 #[test]
@@ -131,9 +114,8 @@ async fn inside() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    collect(connector.stdout.take().unwrap(), &log);
-    collect(connector.stderr.take().unwrap(), &log);
+    let log = LineLog::spawn_from(connector.stdout.take().unwrap());
+    log.collect(connector.stderr.take().unwrap());
     wait_for(&log, "dr: normal", Duration::from_secs(10)).await;
     // The first lookup, at start, has been answered (no record) before the record appears.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -155,7 +137,7 @@ async fn inside() {
     // Without a network change the record is seen at the next lookup, a minute away.
     tokio::time::sleep(Duration::from_secs(2)).await;
     {
-        let log = log.lock().unwrap();
+        let log = log.lines();
         assert!(
             !log.iter().any(|l| l.starts_with("dr: active")),
             "DR mode without a lookup: {log:#?}"
@@ -173,11 +155,7 @@ async fn inside() {
     let took = active.duration_since(changed);
     eprintln!("DR mode {took:?} after the network change");
     let line = log
-        .lock()
-        .unwrap()
-        .iter()
         .find(|l| l.contains("network change: looking up DR record"))
-        .cloned()
         .expect("the trigger is logged");
     assert!(line.contains("10.77.0.1/32"), "{line}");
     // The status line is printed every 250 ms: within about a second of the change.

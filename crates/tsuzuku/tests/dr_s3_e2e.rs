@@ -14,13 +14,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tsuzuku_connector::internet::sign_list;
 use tsuzuku_dr::keys;
 use tsuzuku_dr::record::{DrState, InternetMode, RecordFields, sign, split_strings};
+use tsuzuku_testkit::connect::{Connector, connect_status};
 use tsuzuku_testkit::dns::TestDns;
 use tsuzuku_testkit::s3::TestS3;
 
@@ -32,60 +31,20 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// A raw `CONNECT` through the proxy; returns the status line.
-async fn connect_status(proxy: &str, target: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 2048];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
-}
-
-struct Connector {
-    child: tokio::process::Child,
-    proxy: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Connector {
-    fn status(&self) -> String {
-        let out = std::process::Command::new(BIN)
-            .args(["connect", "status", "--proxy", &self.proxy])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits until `connect status` contains every one of `parts`.
-    async fn wait_status(&self, parts: &[&str]) -> String {
-        let start = Instant::now();
-        loop {
-            let st = self.status();
-            if parts.iter().all(|p| st.contains(p)) {
-                return st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "status never showed {parts:?}:\n{st}\nstderr: {:?}",
-                self.stderr.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+/// Waits until `connect status` contains every one of `parts`.
+async fn wait_status(c: &Connector, parts: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let st = c.status().unwrap();
+        if parts.iter().all(|p| st.contains(p)) {
+            return st;
         }
-    }
-
-    async fn stop(mut self) -> Vec<String> {
-        self.child.kill().await.unwrap();
-        self.stderr.lock().unwrap().clone()
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "status never showed {parts:?}:\n{st}\nstderr: {:?}",
+            c.stderr.lines()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -98,54 +57,31 @@ async fn connector(
     credentials: &Path,
     allow_port: u16,
 ) -> Connector {
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["connect", "--listen", "127.0.0.1:0"])
-        .args(["--site", "a=localhost@127.0.0.1:9"])
-        .args(["--app-domain", "localhost"])
-        .args(["--allow-port", &allow_port.to_string()])
-        .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
-        .arg("--dr-trust")
-        .arg(public)
-        .args(["--dr-interval", "1s", "--dr-allowlist-refresh", "1s"])
-        .arg("--dr-state")
-        .arg(dir.join("dr-state.json"))
-        .args(["--dr-gateway", "dr.localhost@127.0.0.1:9"])
-        .args(["--dr-allowlist-url", location])
-        .args(["--dr-allowlist-s3-endpoint", s3.endpoint()])
-        .args(["--dr-allowlist-s3-region", s3.region()])
-        .arg("--dr-allowlist-s3-credentials")
-        .arg(credentials)
-        .env("TSUZUKU_LOG", "info")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut proxy = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(a) = l.strip_prefix("READY ") {
-            proxy = a.to_owned();
-            break;
-        }
-    }
-    assert!(!proxy.is_empty());
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let sink = stderr.clone();
-    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = err.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    Connector {
-        child,
-        proxy,
-        stderr,
-    }
+    Connector::start(
+        tokio::process::Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0"])
+            .args(["--site", "a=localhost@127.0.0.1:9"])
+            .args(["--app-domain", "localhost"])
+            .args(["--allow-port", &allow_port.to_string()])
+            .args(["--dr-record", NAME, "--dr-dns", &dns.addr().to_string()])
+            .arg("--dr-trust")
+            .arg(public)
+            .args(["--dr-interval", "1s", "--dr-allowlist-refresh", "1s"])
+            .arg("--dr-state")
+            .arg(dir.join("dr-state.json"))
+            .args(["--dr-gateway", "dr.localhost@127.0.0.1:9"])
+            .args(["--dr-allowlist-url", location])
+            .args(["--dr-allowlist-s3-endpoint", s3.endpoint()])
+            .args(["--dr-allowlist-s3-region", s3.region()])
+            .arg("--dr-allowlist-s3-credentials")
+            .arg(credentials)
+            .env("TSUZUKU_LOG", "info")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stderr(Stdio::piped()),
+    )
+    .await
+    .unwrap()
 }
 
 fn credentials_file(path: &Path, id: &str, secret: &str) {
@@ -200,19 +136,19 @@ async fn the_allowlist_comes_from_an_s3_bucket_and_the_last_good_list_stands() {
     credentials_file(&creds, s3.access_key_id(), s3.secret_access_key());
 
     // The good list is fetched with a signed GET and enforced.
-    let c = connector(dir, &dns, &s3, &public, &location, &creds, port).await;
-    let st = c
-        .wait_status(&["controlled", "2 from the signed list"])
-        .await;
+    let mut c = connector(dir, &dns, &s3, &public, &location, &creds, port).await;
+    let st = wait_status(&c, &["controlled", "2 from the signed list"]).await;
     assert!(!st.contains("allowlist problem"), "{st}");
     assert!(
         connect_status(&c.proxy, &format!("127.0.0.1:{port}"))
             .await
+            .unwrap()
             .contains(" 200"),
     );
     assert!(
         connect_status(&c.proxy, &format!("127.0.0.2:{port}"))
             .await
+            .unwrap()
             .contains(" 403"),
     );
 
@@ -222,33 +158,32 @@ async fn the_allowlist_comes_from_an_s3_bucket_and_the_last_good_list_stands() {
         .unwrap()
         .replacen("127.0.0.1\n", "127.0.0.1\n127.0.0.2\n", 1);
     s3.put_object(KEY, forged.as_bytes()).await.unwrap();
-    let st = c
-        .wait_status(&["allowlist problem", "altered or forged"])
-        .await;
+    let st = wait_status(&c, &["allowlist problem", "altered or forged"]).await;
     assert!(st.contains("2 from the signed list"), "{st}");
     assert!(
         connect_status(&c.proxy, &format!("127.0.0.2:{port}"))
             .await
+            .unwrap()
             .contains(" 403"),
     );
     s3.put_object(KEY, good.as_bytes()).await.unwrap();
-    c.stop().await;
+    c.stop().await.unwrap();
 
     // Wrong credentials (restarted, holding the cached good list): a clear error, the good list
     // stands, and neither the key id nor the secret is shown or logged.
     let wrong = dir.join("wrong-credentials");
     credentials_file(&wrong, s3.access_key_id(), "not-the-secret");
-    let c = connector(dir, &dns, &s3, &public, &location, &wrong, port).await;
-    let st = c
-        .wait_status(&["SignatureDoesNotMatch", "secret access key"])
-        .await;
+    let mut c = connector(dir, &dns, &s3, &public, &location, &wrong, port).await;
+    let st = wait_status(&c, &["SignatureDoesNotMatch", "secret access key"]).await;
     assert!(st.contains("2 from the signed list"), "{st}");
     assert!(
         connect_status(&c.proxy, &format!("127.0.0.1:{port}"))
             .await
+            .unwrap()
             .contains(" 200"),
     );
-    let logged = c.stop().await.join("\n");
+    c.stop().await.unwrap();
+    let logged = c.stderr.lines().join("\n");
     assert!(logged.contains("SignatureDoesNotMatch"), "{logged}");
     for secret in [s3.access_key_id(), "not-the-secret", s3.secret_access_key()] {
         assert!(!st.contains(secret) && !logged.contains(secret), "{secret}");
@@ -256,14 +191,16 @@ async fn the_allowlist_comes_from_an_s3_bucket_and_the_last_good_list_stands() {
 
     // The object is missing: a clear error, the good list stands.
     let missing = format!("s3://{}/dr/missing.txt", s3.bucket());
-    let c = connector(dir, &dns, &s3, &public, &missing, &creds, port).await;
-    let st = c
-        .wait_status(&[
+    let mut c = connector(dir, &dns, &s3, &public, &missing, &creds, port).await;
+    let st = wait_status(
+        &c,
+        &[
             "NoSuchKey",
             "there is no object \"dr/missing.txt\" in bucket dr-lists",
-        ])
-        .await;
+        ],
+    )
+    .await;
     assert!(st.contains("2 from the signed list"), "{st}");
-    c.stop().await;
+    c.stop().await.unwrap();
     s3.stop().await;
 }

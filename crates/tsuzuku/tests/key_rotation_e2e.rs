@@ -11,12 +11,12 @@
 )]
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tsuzuku_testkit::gateway::{TestGateway, sign_in};
+use tsuzuku_testkit::lines::LineLog;
 use tsuzuku_testkit::upstream::Upstream;
+use tsuzuku_testkit::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 const STAFF: &str = r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#;
@@ -25,13 +25,8 @@ async fn status(c: &reqwest::Client, url: &str) -> u16 {
     c.get(url).send().await.unwrap().status().as_u16()
 }
 
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a rotation may take to reach the gateway, the connector or the JWKS.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Applies a policy set that forbids paths starting with `/{word}`.
 fn forbid(gw: &TestGateway, word: &str) {
@@ -100,31 +95,19 @@ async fn the_snapshot_key_rotates_without_restarting_anything() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = log.clone();
-    let mut lines = BufReader::new(connector.stdout.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let lists = |log: &Arc<Mutex<Vec<String>>>| {
-        log.lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with("site list: version"))
-            .count()
-    };
+    let log = LineLog::spawn_from(connector.stdout.take().unwrap());
+    let lists = |log: &LineLog| log.count(|l| l.starts_with("site list: version"));
 
     let c = gw.client(&["auth", "app"]).unwrap();
     let s = sign_in(&c, &gw.url("app", "/"), "alice", &password, None)
         .await
         .unwrap();
     assert_eq!(s.final_status, Some(200), "{}", s.body);
-    eventually("the connector uses site a", async || {
-        log.lock().unwrap().iter().any(|l| l.starts_with("site: a"))
+    eventually(WAIT, "the connector uses site a", async || {
+        log.any(|l| l.starts_with("site: a"))
     })
-    .await;
+    .await
+    .unwrap();
 
     // Prepare: the next key exists, both are printed for the trust files, nothing changes yet.
     let out = gw.cli_ok(&["keys", "snapshot-rotate"]).unwrap();
@@ -143,14 +126,19 @@ async fn the_snapshot_key_rotates_without_restarting_anything() {
     assert!(out.contains("is active"), "{out}");
     forbid(&gw, "one");
     eventually(
+        WAIT,
         "a snapshot signed with the new key is enforced",
         async || status(&c, &gw.url("app", "/one")).await == 403,
     )
-    .await;
-    eventually("a site list signed with the new key is taken", async || {
-        lists(&log) > before
-    })
-    .await;
+    .await
+    .unwrap();
+    eventually(
+        WAIT,
+        "a site list signed with the new key is taken",
+        async || lists(&log) > before,
+    )
+    .await
+    .unwrap();
 
     // The old key leaves the trust file; snapshots keep coming.
     let new_key = gw.cli_ok(&["keys", "snapshot-public"]).unwrap();
@@ -158,10 +146,11 @@ async fn the_snapshot_key_rotates_without_restarting_anything() {
     assert!(!new_key.contains(old_key.trim()));
     std::fs::write(&trust, &new_key).unwrap();
     forbid(&gw, "two");
-    eventually("the next snapshot is enforced", async || {
+    eventually(WAIT, "the next snapshot is enforced", async || {
         status(&c, &gw.url("app", "/two")).await == 403
     })
-    .await;
+    .await
+    .unwrap();
 
     // A trust file that does not hold the signing key: new snapshots are refused and the last
     // good one stays in force.
@@ -176,10 +165,11 @@ async fn the_snapshot_key_rotates_without_restarting_anything() {
     );
     // Trusting the key again, the gateway catches up by itself.
     std::fs::write(&trust, &new_key).unwrap();
-    eventually("the gateway catches up", async || {
+    eventually(WAIT, "the gateway catches up", async || {
         status(&c, &gw.url("app", "/three")).await == 403
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 /// The `kid` in the header of the identity assertion the upstream received.
@@ -231,10 +221,11 @@ async fn the_assertion_key_rotates_without_restarting_the_gateway() {
         out.contains("identity assertions are signed with key"),
         "{out}"
     );
-    eventually("the JWKS publishes both keys", async || {
+    eventually(WAIT, "the JWKS publishes both keys", async || {
         jwks_kids(&c, &gw).await.len() == 2
     })
-    .await;
+    .await
+    .unwrap();
     let kids = jwks_kids(&c, &gw).await;
     assert_eq!(kids[1], first, "the previous key stays published: {kids:?}");
     let second = kids[0].clone();
@@ -249,11 +240,12 @@ async fn the_assertion_key_rotates_without_restarting_the_gateway() {
 
     // The next rotation retires the first key.
     gw.cli_ok(&["keys", "assertion-rotate"]).unwrap();
-    eventually("the oldest key leaves the JWKS", async || {
+    eventually(WAIT, "the oldest key leaves the JWKS", async || {
         let kids = jwks_kids(&c, &gw).await;
         kids.len() == 2 && !kids.contains(&first) && kids[1] == second
     })
-    .await;
+    .await
+    .unwrap();
     let audit = gw
         .cli_ok(&["--json", "audit", "tail", "-n", "5", "--kind", "admin"])
         .unwrap();

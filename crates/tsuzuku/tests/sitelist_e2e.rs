@@ -10,19 +10,18 @@
 )]
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tsuzuku_testkit::gateway::TestGateway;
+use tsuzuku_testkit::lines::LineLog;
 use tsuzuku_testkit::upstream::Upstream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 
 struct Connect {
     _child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    log: LineLog,
 }
 
 async fn start_connect(gw: &TestGateway, cport: u16, cache: &std::path::Path) -> Connect {
@@ -50,14 +49,7 @@ async fn start_connect(gw: &TestGateway, cport: u16, cache: &std::path::Path) ->
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let log = LineLog::spawn_from(child.stdout.take().unwrap());
     Connect { _child: child, log }
 }
 
@@ -65,8 +57,7 @@ impl Connect {
     /// The site the connector last announced.
     fn site(&self) -> Option<String> {
         self.log
-            .lock()
-            .unwrap()
+            .lines()
             .iter()
             .rev()
             .find_map(|l| l.strip_prefix("site: ").map(|s| s.to_owned()))
@@ -81,7 +72,7 @@ impl Connect {
             assert!(
                 start.elapsed() < within,
                 "connector not on {prefix:?} after {within:?}: {:?}",
-                self.log.lock().unwrap()
+                self.log.lines()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tsuzuku_testkit::gateway::{TestGateway, sign_in};
 use tsuzuku_testkit::postgres::PgCluster;
 use tsuzuku_testkit::upstream::Upstream;
+use tsuzuku_testkit::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsuzuku");
 const STAFF_POLICY: &str = r#"permit (principal in Tsuzuku::Group::"staff", action, resource);"#;
@@ -25,14 +26,9 @@ async fn get(c: &reqwest::Client, url: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-/// Retries until `f` holds (the gateway applies new snapshots within a long-poll round trip).
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a change may take to show (the gateway applies new snapshots within a long-poll
+/// round trip).
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn gateway_enforces_from_its_snapshot_with_control_plane_and_database_down_even_after_restart()
@@ -67,21 +63,27 @@ async fn gateway_enforces_from_its_snapshot_with_control_plane_and_database_down
     std::fs::write(&policy, STAFF_BUT_NOT_SECRET).unwrap();
     gw.cli_ok(&["policy", "apply", &policy.to_string_lossy()])
         .unwrap();
-    eventually("the new policy is enforced", async || {
+    eventually(WAIT, "the new policy is enforced", async || {
         get(&c, &gw.url("app", "/secret/1")).await.0 == 403
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(get(&c, &gw.url("app", "/open")).await.0, 200);
 
     // `tsuzuku status` shows the gateway and the snapshot version it uses.
-    eventually("status lists the gateway with a snapshot", async || {
-        let out = gw.cli_ok(&["--json", "status"]).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|n| n["snapshot_version"].is_i64()))
-    })
-    .await;
+    eventually(
+        WAIT,
+        "status lists the gateway with a snapshot",
+        async || {
+            let out = gw.cli_ok(&["--json", "status"]).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["snapshot_version"].is_i64()))
+        },
+    )
+    .await
+    .unwrap();
 
     // The whole management plane is lost — the control plane and its database — while a
     // client keeps a steady load on the app. No request may fail.

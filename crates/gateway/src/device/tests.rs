@@ -17,6 +17,7 @@ fn device(id: &str, revoked_at: Option<i64>) -> Arc<Device> {
         enrolled_at: 0,
         not_after: i64::MAX,
         revoked_at,
+        user_id: None,
     })
 }
 

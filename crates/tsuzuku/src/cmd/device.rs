@@ -19,8 +19,15 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
         DeviceCmd::Token {
             company_issued,
             valid_for,
+            user,
         } => {
             let valid = super::dr::parse_duration("--valid-for", &valid_for)?;
+            let owner = match &user {
+                None => None,
+                Some(name) => Some(store.get_user_by_name(name).await?.with_context(|| {
+                    format!("--user {name}: no such user; see `tsuzuku user list`")
+                })?),
+            };
             let expires = now.saturating_add(i64::try_from(valid.as_secs()).unwrap_or(i64::MAX));
             // The device CA exists before the first device asks for a certificate, so gateways
             // already trust it.
@@ -35,6 +42,7 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
                 .create_enrol_token(
                     &tsuzuku_control::enroll::token_hash(&token),
                     company_issued,
+                    owner.as_ref().map(|u| u.id.as_str()),
                     &env::actor(),
                     now,
                     expires,
@@ -43,35 +51,48 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
             env::audit(
                 &store,
                 EventKind::Admin,
-                serde_json::json!({"action": "device.token", "company_issued": company_issued, "expires_at": expires}),
+                serde_json::json!({"action": "device.token", "company_issued": company_issued, "user": user, "expires_at": expires}),
             )
             .await?;
             if env.json {
                 println!(
                     "{}",
-                    serde_json::json!({"token": token, "company_issued": company_issued, "expires_at": expires})
+                    serde_json::json!({"token": token, "company_issued": company_issued, "user": user, "expires_at": expires})
                 );
             } else {
                 println!("{token}");
                 eprintln!(
-                    "one-time enrolment token, valid until {}{}; on the device: tsuzuku connect enroll --control URL --token TOKEN",
+                    "one-time enrolment token, valid until {}{}{}; on the device: tsuzuku connect enroll --control URL --token TOKEN",
                     time(expires),
                     if company_issued {
                         ", marks the device company-issued"
                     } else {
                         ""
-                    }
+                    },
+                    user.as_deref()
+                        .map(|u| format!(", the device belongs to {u}"))
+                        .unwrap_or_default()
                 );
             }
         }
         DeviceCmd::List => {
             let devices = store.list_devices().await?;
+            let users: std::collections::HashMap<String, String> = store
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.username))
+                .collect();
             let rows = devices
                 .iter()
                 .map(|d| {
                     vec![
                         d.id.clone(),
                         d.name.clone(),
+                        d.user_id.as_ref().map_or_else(
+                            || "-".into(),
+                            |id| users.get(id).cloned().unwrap_or_else(|| id.clone()),
+                        ),
                         if d.company_issued { "yes" } else { "no" }.into(),
                         time(d.enrolled_at),
                         time(d.not_after),
@@ -85,6 +106,7 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
                 &[
                     "device",
                     "name",
+                    "user",
                     "company-issued",
                     "enrolled",
                     "certificate expires",

@@ -223,6 +223,7 @@ fn devices(body: &SnapshotBody) -> Vec<tsuzuku_store::Device> {
             enrolled_at: d.enrolled_at,
             not_after: d.not_after,
             revoked_at: d.revoked_at,
+            user_id: d.user_id.clone(),
         })
         .collect()
 }

@@ -425,6 +425,7 @@ async fn serve(
         node_id: node.clone(),
         sso_label: c.oidc.as_ref().map(|o| o.display_name.clone()),
         posture_max_age_secs: i64::try_from(c.gateway.posture_max_age_secs).unwrap_or(300),
+        device_sign_in: c.gateway.device_sign_in,
     };
     // One attempt before serving; if the provider is down, keep trying in the background.
     let mut oidc = None;
