@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use tsuzuku_dr::allowlist::check_dns_name;
 
 #[cfg(test)]
 mod tests;
@@ -30,35 +31,6 @@ pub enum Internet {
 pub struct InvalidDomain {
     pub domain: String,
     pub problem: &'static str,
-}
-
-/// Checks that `name` is a DNS host name: dot-separated labels of ASCII letters, digits and
-/// inner hyphens, each 1 to 63 long, 253 in all. Returns what is wrong otherwise.
-pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > 253 {
-        return Err("it is longer than 253 characters");
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err("it has an empty label");
-        }
-        if label.len() > 63 {
-            return Err("a label is longer than 63 characters");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err("only letters, digits, hyphens and dots are allowed");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("a label starts or ends with a hyphen");
-        }
-    }
-    Ok(())
 }
 
 /// The organisation's app domains, lower-case, each covering itself and its subdomains.

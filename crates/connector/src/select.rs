@@ -34,7 +34,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::pac::check_dns_name;
+use tsuzuku_dr::allowlist::check_dns_name;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! it (docs/CONTINUITY.md, "The DR trigger record").
 //!
 //! The core — [`record`] (format, canonical content, signing, splitting into TXT strings),
+//! [`allowlist`] (the signed internet allowlist of the `controlled` mode and host patterns),
 //! [`keys`] (key ids, trusted keys), [`check`] (verification and the conclusion) and [`memory`]
 //! (what to remember between lookups) — is a pure function of its inputs: it does no network IO,
 //! reads no files and no clock; the time comes in as an argument. That is what the fuzz target
@@ -16,6 +17,7 @@
 //! turns TXT strings, trusted keys, a time and the device's identity into a conclusion.
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
 pub mod check;
 pub mod keys;
 #[cfg(feature = "io")]
