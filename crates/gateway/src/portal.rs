@@ -452,13 +452,28 @@ async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
                     ok = false;
                     reason = "one-time code already used";
                 }
-                // Read-only failover: the step is remembered on this node instead.
+                // Read-only failover: the step is remembered on this node, and claimed on the
+                // standby so that no other node takes it either (`Store::claim_while_read_only`).
                 Err(e) if standby::is_read_only(&e) => {
-                    if gw.standby.consume_totp(&user.id, user.totp_last_step, step) {
-                        mfa = true;
-                    } else {
+                    if !gw.standby.consume_totp(&user.id, user.totp_last_step, step) {
                         ok = false;
                         reason = "one-time code already used";
+                    } else {
+                        match gw
+                            .store
+                            .claim_while_read_only(
+                                &format!("totp:{}:{step}", user.id),
+                                standby::TOTP_CLAIM_HOLD,
+                            )
+                            .await
+                        {
+                            Ok(true) => mfa = true,
+                            Ok(false) => {
+                                ok = false;
+                                reason = "one-time code already used";
+                            }
+                            Err(e) => return store_down(ctx, &e.to_string()),
+                        }
                     }
                 }
                 Err(e) => return store_down(ctx, &e.to_string()),

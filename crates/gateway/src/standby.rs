@@ -12,7 +12,9 @@
 //!   sign-in's absolute limit), since it cannot be listed or revoked in the store;
 //! - seals the handoff code the same way (30 s, and single-use on the node that redeems it);
 //! - keeps TOTP replay protection in memory: a step is accepted only if it is newer than the one
-//!   the store last recorded *and* than any this node accepted since;
+//!   the store last recorded *and* than any this node accepted since — and claims it on the
+//!   standby (a PostgreSQL advisory lock, `Store::claim_while_read_only`), so that no other node
+//!   of the tenant accepts it either;
 //! - for an OpenID Connect sign-in, seals the pending login (state, nonce, PKCE verifier,
 //!   return target, expiry: what the store would have kept for the provider's round trip) the
 //!   same way and hands it to the browser in a cookie ([`OIDC_COOKIE`]) that is sent only to
@@ -52,6 +54,9 @@ use crate::assertion::Signer;
 pub(crate) const PREFIX: &str = "ro1.";
 /// Longest life of a session issued during read-only failover.
 pub(crate) const MAX_SECS: i64 = 8 * 3600;
+/// How long a TOTP step claimed on the standby stays claimed: longer than any code is accepted
+/// (its own 30 s step and one step of clock skew either side).
+pub(crate) const TOTP_CLAIM_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Whether a store error means "this is a read-only standby".
 pub(crate) fn is_read_only(e: &StoreError) -> bool {

@@ -40,6 +40,7 @@ mod keys;
 mod migrate;
 mod mirror;
 mod nodes;
+mod once;
 mod policy;
 mod sessions;
 mod sites;

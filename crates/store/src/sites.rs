@@ -396,6 +396,8 @@ pub(crate) struct Sites {
     monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// An automatic promotion is under way.
     promoting: std::sync::atomic::AtomicBool,
+    /// Claims while read-only (`once.rs`).
+    claims: crate::once::Claims,
 }
 
 impl fmt::Debug for Sites {
@@ -439,6 +441,7 @@ impl Sites {
             wake: Arc::new(Notify::new()),
             monitor: Mutex::new(None),
             promoting: std::sync::atomic::AtomicBool::new(false),
+            claims: crate::once::Claims::default(),
         }
     }
 
@@ -470,7 +473,13 @@ impl Sites {
             wake: Arc::new(Notify::new()),
             monitor: Mutex::new(None),
             promoting: std::sync::atomic::AtomicBool::new(false),
+            claims: crate::once::Claims::default(),
         }
+    }
+
+    /// The connection holding this process's read-only claims.
+    pub(crate) fn claims(&self) -> &crate::once::Claims {
+        &self.claims
     }
 
     pub(crate) fn role(&self) -> StoreRole {

@@ -241,9 +241,60 @@ async fn reads_survive_a_lost_primary_writes_return_after_promotion_and_no_ackno
     // Reads of every kind keep working.
     assert!(s.list_users().await.unwrap().len() > KILL_AFTER);
 
+    // --- Single use across nodes while read-only: advisory locks on the standby. ---
+    let other_root = StoreRoot::open_sites(&[standby.url()]).await.unwrap();
+    let other_node = other_root.tenant(&tenant);
+    let minute = Duration::from_secs(60);
+    assert!(
+        s.claim_while_read_only("totp:u1:100", minute)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other_node
+            .claim_while_read_only("totp:u1:100", minute)
+            .await
+            .unwrap(),
+        "another node holds the claim"
+    );
+    assert!(
+        other_node
+            .claim_while_read_only("totp:u1:101", minute)
+            .await
+            .unwrap()
+    );
+    assert!(
+        other_root
+            .tenant("another-tenant")
+            .claim_while_read_only("totp:u1:100", minute)
+            .await
+            .unwrap(),
+        "claims are per tenant"
+    );
+    // A claim is let go once its time has passed (at the holder's next claim).
+    assert!(
+        s.claim_while_read_only("totp:u1:102", Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    assert!(s.claim_while_read_only("unrelated", minute).await.unwrap());
+    assert!(
+        other_node
+            .claim_while_read_only("totp:u1:102", minute)
+            .await
+            .unwrap()
+    );
+    other_root.close().await;
+
     // --- Promotion: writes go to the promoted standby without a restart. ---
     let promoting = Instant::now();
     let role = root.promote().await.unwrap();
+    // Writable again: the store records single use itself, there is nothing to claim.
+    assert!(
+        s.claim_while_read_only("totp:u1:101", minute)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         role,
         StoreRole::Primary {

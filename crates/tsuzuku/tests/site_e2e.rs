@@ -203,6 +203,22 @@ async fn sign_ins_work_on_every_node_during_read_only_failover() {
         .unwrap();
     assert_eq!(again.status, 401);
     assert!(again.body.contains("already used"), "{}", again.body);
+    // Nor on the other node: the step is claimed on the standby (an advisory lock).
+    let elsewhere = client(node2.addr, Arc::new(reqwest::cookie::Jar::default()));
+    let again = sign_in(
+        &elsewhere,
+        &gw.url("app", "/"),
+        "carol",
+        &password,
+        Some(&code),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again.status, 401,
+        "a code used on node 1 replayed on node 2"
+    );
+    assert!(again.body.contains("already used"), "{}", again.body);
 
     // The session works on the other node of the site too (it carries itself).
     let on_node2 = client(node2.addr, jar.clone());
