@@ -603,6 +603,33 @@ fn policy_validate_reports_the_cedar_validator_message_for_the_document() {
 }
 
 #[test]
+fn audit_tail_shows_the_newest_events_of_the_kind_asked_for() {
+    let gw = TestGateway::init(BIN).unwrap();
+    run(&gw, &["user", "add", "erin"]).ok();
+    let policy = write_file(&gw.data_dir().join("p"), "allow.cedar", ALLOW_V1);
+    // Newer events of another kind than the admin event asked for.
+    for i in 0..3 {
+        run(
+            &gw,
+            &["policy", "apply", &policy, "-m", &format!("round {i}")],
+        );
+    }
+    let out = run(
+        &gw,
+        &["--json", "audit", "tail", "-n", "1", "--kind", "admin"],
+    );
+    let lines: Vec<Value> = out.ok().lines().map(json).collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert_eq!(lines[0]["kind"], "admin");
+    assert_eq!(lines[0]["detail"]["user"], "erin", "{out:?}");
+    // Without a kind: the newest events of any kind.
+    let out = run(&gw, &["--json", "audit", "tail", "-n", "1"]);
+    let lines: Vec<Value> = out.ok().lines().map(json).collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert_eq!(lines[0]["kind"], "policy", "{out:?}");
+}
+
+#[test]
 fn policy_apply_versions_history_diff_and_audit() {
     let gw = TestGateway::init(BIN).unwrap();
     let d1 = gw.data_dir().join("v1");

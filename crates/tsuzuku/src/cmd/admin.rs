@@ -405,11 +405,23 @@ pub async fn audit(env: &Env, c: AuditCmd) -> Result<ExitCode> {
                 Some(k) => Some(k.parse::<EventKind>().map_err(|e| anyhow::anyhow!("{e}"))?),
                 None => None,
             };
-            let events = store.audit_tail(lines.clamp(1, 100_000)).await?;
-            let events: Vec<_> = events
-                .into_iter()
-                .filter(|e| kind.map(|k| e.event.kind == k).unwrap_or(true))
-                .collect();
+            // The newest `lines` events of the kind asked for: read further back until there
+            // are that many of it, or the whole log was read.
+            let want = usize::try_from(lines.clamp(1, 100_000)).unwrap_or(20);
+            let mut window = lines.clamp(1, 100_000);
+            let events = loop {
+                let read = store.audit_tail(window).await?;
+                let whole_log = i64::try_from(read.len()).unwrap_or(i64::MAX) < window;
+                let mut of_kind: Vec<_> = read
+                    .into_iter()
+                    .filter(|e| kind.map(|k| e.event.kind == k).unwrap_or(true))
+                    .collect();
+                if of_kind.len() >= want || whole_log {
+                    let skip = of_kind.len().saturating_sub(want);
+                    break of_kind.split_off(skip);
+                }
+                window = window.saturating_mul(8);
+            };
             if env.json {
                 for e in &events {
                     println!(
