@@ -3,7 +3,8 @@
 #   (a) nginx as a plain TLS reverse proxy, and
 #   (b) the Tsuzuku gateway with a valid session and a 20-policy set,
 # both in front of the same small upstream (an nginx that answers `200 ok`), for several rounds.
-# Prints per-round and median throughput and p99 latency of both, a markdown snippet for
+# Prints per-round and median throughput, p99 latency and CPU time per request (user + system of
+# the gateway process; of nginx's proxy master and workers) of both, a markdown snippet for
 # docs/BENCHMARKS.md, and, as its last line, `gateway/nginx throughput ratio: X`.
 # Targets (issue): X >= 0.9, and p99 latency added by the gateway over nginx <= 1 ms.
 #
@@ -328,8 +329,9 @@ pids+=("$!")
 wait_port "$up_port" "$!" "upstream nginx"
 "$nginx_bin" -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" -e "$tmp/proxy/error.log" \
   >"$tmp/proxy/stdout.log" 2>&1 &
-pids+=("$!")
-wait_port "$ngx_port" "$!" "proxy nginx"
+ngx_pid=$!
+pids+=("$ngx_pid")
+wait_port "$ngx_port" "$ngx_pid" "proxy nginx"
 
 # ---------------------------------------------------------------- gateway
 log "starting the gateway on 127.0.0.1:$gw_port"
@@ -439,6 +441,28 @@ to_ms() {
   }'
 }
 
+# CPU time (user + system, in clock ticks) used so far by the processes given, children excluded.
+clk_tck="$(getconf CLK_TCK)"
+cpu_ticks() {
+  local total=0 pid t
+  for pid in "$@"; do
+    # Fields 14 and 15 of /proc/PID/stat (after the command name, which may contain spaces).
+    t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')" || t=0
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+# The processes of each side whose CPU time is counted: the gateway process; nginx's proxy
+# master and its workers (not the upstream, which both sides share).
+side_pids() {
+  case "$1" in
+    gateway) echo "$gw_pid" ;;
+    nginx) echo "$ngx_pid $(pgrep -P "$ngx_pid" | tr '\n' ' ')" ;;
+  esac
+}
+# Requests wrk completed, from its report ("123456 requests in 10.00s, ...").
+wrk_requests() { awk '$2 == "requests" && $3 == "in" {print $1}' "$1"; }
+
 # run_wrk SIDE SECONDS OUTFILE: one wrk run against nginx or the gateway.
 run_wrk() {
   local side="$1" secs="$2" out="$3"
@@ -492,23 +516,30 @@ parse_wrk gateway "$tmp/warm-gateway.txt" >/dev/null
 check_session
 
 echo "Proxy benchmark: $ROUNDS round(s) x ${DURATION} s per side, wrk -t $THREADS -c $CONNS, HTTPS, keep-alive"
-printf '%-6s %-8s %14s %10s\n' round side requests/s p99_ms
-nginx_rps=() nginx_p99=() gw_rps=() gw_p99=()
+printf '%-6s %-8s %14s %10s %12s\n' round side requests/s p99_ms cpu_us/req
+nginx_rps=() nginx_p99=() gw_rps=() gw_p99=() nginx_cpu=() gw_cpu=()
 for r in $(seq "$ROUNDS"); do
   # Alternate which side goes first, so neither always runs on a warmer (or hotter) machine.
   if [ $((r % 2)) = 1 ]; then order=(nginx gateway); else order=(gateway nginx); fi
   for side in "${order[@]}"; do
     out="$tmp/round$r-$side.txt"
+    # shellcheck disable=SC2046 # one word per pid
+    t0="$(cpu_ticks $(side_pids "$side"))"
     run_wrk "$side" "$DURATION" "$out"
+    # shellcheck disable=SC2046
+    t1="$(cpu_ticks $(side_pids "$side"))"
     res="$(parse_wrk "$side" "$out")"
     read -r rps p99 <<<"$res"
+    # CPU time of the side's processes during the run per completed request, in microseconds.
+    cpu="$(awk -v d="$((t1 - t0))" -v hz="$clk_tck" -v n="$(wrk_requests "$out")" \
+      'BEGIN { printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0) }')"
     if [ "$side" = nginx ]; then
-      nginx_rps+=("$rps") nginx_p99+=("$p99")
+      nginx_rps+=("$rps") nginx_p99+=("$p99") nginx_cpu+=("$cpu")
     else
-      gw_rps+=("$rps") gw_p99+=("$p99")
+      gw_rps+=("$rps") gw_p99+=("$p99") gw_cpu+=("$cpu")
       check_session
     fi
-    printf '%-6s %-8s %14.0f %10.3f\n' "$r" "$side" "$rps" "$p99"
+    printf '%-6s %-8s %14.0f %10.3f %12.1f\n' "$r" "$side" "$rps" "$p99" "$cpu"
   done
 done
 
@@ -516,6 +547,8 @@ m_nginx_rps="$(echo "${nginx_rps[*]}" | median)"
 m_nginx_p99="$(echo "${nginx_p99[*]}" | median)"
 m_gw_rps="$(echo "${gw_rps[*]}" | median)"
 m_gw_p99="$(echo "${gw_p99[*]}" | median)"
+m_nginx_cpu="$(echo "${nginx_cpu[*]}" | median)"
+m_gw_cpu="$(echo "${gw_cpu[*]}" | median)"
 ratio="$(awk -v g="$m_gw_rps" -v n="$m_nginx_rps" 'BEGIN { printf "%.2f", (n > 0 ? g / n : 0) }')"
 added="$(awk -v g="$m_gw_p99" -v n="$m_nginx_p99" 'BEGIN { printf "%.3f", g - n }')"
 ratio_ok="$(awk -v r="$ratio" 'BEGIN { print (r >= 0.9 ? "met" : "NOT met") }')"
@@ -523,8 +556,8 @@ added_ok="$(awk -v a="$added" 'BEGIN { print (a <= 1.0 ? "met" : "NOT met") }')"
 
 echo
 echo "Medians over $ROUNDS round(s):"
-printf '  nginx:   %10.0f requests/s   p99 %8.3f ms\n' "$m_nginx_rps" "$m_nginx_p99"
-printf '  gateway: %10.0f requests/s   p99 %8.3f ms\n' "$m_gw_rps" "$m_gw_p99"
+printf '  nginx:   %10.0f requests/s   p99 %8.3f ms   CPU %7.1f us/request\n' "$m_nginx_rps" "$m_nginx_p99" "$m_nginx_cpu"
+printf '  gateway: %10.0f requests/s   p99 %8.3f ms   CPU %7.1f us/request\n' "$m_gw_rps" "$m_gw_p99" "$m_gw_cpu"
 echo "p99 latency added by the gateway: $added ms (target <= 1 ms: $added_ok)"
 echo "throughput ratio target >= 0.9: $ratio_ok"
 

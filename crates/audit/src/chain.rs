@@ -79,13 +79,13 @@ fn canonical_bytes_with(seq: i64, prev_hash: &str, ev: &AuditEvent, detail: &[u8
     out.extend_from_slice(b",\"prev_hash\":");
     write_json_string(&mut out, prev_hash);
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    write_display(&mut out, seq);
     out.extend_from_slice(b",\"tenant\":");
     write_json_string(&mut out, &ev.tenant);
     out.extend_from_slice(b",\"time_ms\":");
-    out.extend_from_slice(ev.time_ms.to_string().as_bytes());
+    write_display(&mut out, ev.time_ms);
     out.extend_from_slice(b",\"v\":");
-    out.extend_from_slice(FORMAT_VERSION.to_string().as_bytes());
+    write_display(&mut out, FORMAT_VERSION);
     out.push(b'}');
     out
 }
@@ -122,7 +122,7 @@ fn write_canonical(out: &mut Vec<u8>, v: &Value) {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         // serde_json's Display for Number is its JSON form (itoa / ryu shortest round-trip).
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => write_display(out, n),
         Value::String(s) => write_json_string(out, s),
         Value::Array(items) => {
             out.push(b'[');
@@ -135,27 +135,54 @@ fn write_canonical(out: &mut Vec<u8>, v: &Value) {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_string(out, k);
-                out.push(b':');
-                write_canonical(out, item);
+            // Maps built in key order (or serde_json's sorted map) need no sorted copy.
+            if map.keys().is_sorted() {
+                write_object(out, map.iter());
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_object(out, entries.into_iter());
             }
-            out.push(b'}');
         }
     }
+}
+
+/// `{"k":v,…}` from entries already in key order.
+fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    out.push(b'{');
+    for (i, (k, item)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, k);
+        out.push(b':');
+        write_canonical(out, item);
+    }
+    out.push(b'}');
+}
+
+/// A value's `Display` text (numbers: serde_json's JSON form, itoa / ryu shortest round-trip),
+/// written in place instead of through a `String`.
+fn write_display(out: &mut Vec<u8>, v: impl fmt::Display) {
+    use std::io::Write as _;
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "{v}");
 }
 
 /// JSON string with the minimal escapes (RFC 8259): `"`, `\` and control characters.
 fn write_json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len().saturating_add(2));
     out.push(b'"');
-    for &b in s.as_bytes() {
+    let bytes = s.as_bytes();
+    // Runs of bytes that need no escape are copied at once.
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
+        }
+        out.extend_from_slice(bytes.get(run..i).unwrap_or_default());
+        run = i.saturating_add(1);
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -170,6 +197,7 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
             _ => out.push(b),
         }
     }
+    out.extend_from_slice(bytes.get(run..).unwrap_or_default());
     out.push(b'"');
 }
 

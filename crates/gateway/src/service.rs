@@ -428,31 +428,34 @@ fn decision_detail(
     decision: &mut tsuzuku_policy::Decision,
 ) -> serde_json::Value {
     use serde_json::Value;
+    // In key order: the audit log's canonical encoding then writes the map as it is, without
+    // sorting a copy of it.
     let fields: [(&str, Value); 20] = [
-        ("request_id", Value::from(ctx.id.as_str())),
-        ("node", Value::from(gw.settings.node_id.as_str())),
         ("allowed", Value::Bool(decision.allowed)),
-        ("user", Value::from(user.username.as_str())),
-        ("user_id", Value::from(user.id.as_str())),
-        ("groups", Value::from(user.groups.clone())),
-        ("auth_method", Value::from(session.auth_method.as_str())),
-        ("mfa", Value::Bool(session.mfa)),
         ("app", Value::from(app.name.as_str())),
+        ("auth_method", Value::from(session.auth_method.as_str())),
+        ("context", decision.context_summary.take()),
+        ("device", Value::from(ctx.device.id())),
+        ("errors", Value::from(std::mem::take(&mut decision.errors))),
+        ("groups", Value::from(user.groups.clone())),
         ("host", Value::from(ctx.host.as_str())),
         ("method", Value::from(req.method.as_str())),
+        ("mfa", Value::Bool(session.mfa)),
+        ("node", Value::from(gw.settings.node_id.as_str())),
         ("path", Value::from(req.path.as_str())),
-        ("source_ip", Value::String(ctx.client_ip.to_string())),
         ("peer_ip", Value::String(ctx.peer.ip().to_string())),
-        ("device", Value::from(ctx.device.id())),
         (
             "policies",
             Value::from(std::mem::take(&mut decision.determining)),
         ),
-        ("errors", Value::from(std::mem::take(&mut decision.errors))),
-        ("reason", Value::from(decision.reason.as_str())),
-        ("context", decision.context_summary.take()),
         ("policy_version", Value::from(gw.policy_version())),
+        ("reason", Value::from(decision.reason.as_str())),
+        ("request_id", Value::from(ctx.id.as_str())),
+        ("source_ip", Value::String(ctx.client_ip.to_string())),
+        ("user", Value::from(user.username.as_str())),
+        ("user_id", Value::from(user.id.as_str())),
     ];
+    debug_assert!(fields.is_sorted_by_key(|(k, _)| *k));
     let mut map = serde_json::Map::with_capacity(fields.len());
     for (k, v) in fields {
         map.insert(k.to_owned(), v);

@@ -10,15 +10,20 @@
 //! no read-then-upgrade `SQLITE_BUSY`) and on PostgreSQL row-locks the head until commit, as
 //! `SELECT … FOR UPDATE` would, returning the newest committed head.
 //!
+//! A single tenant's append on SQLite (the gateway's audit writer) takes two round trips to
+//! the connection's thread instead of five: `BEGIN IMMEDIATE` with that upsert, then the rows,
+//! the head's update and `COMMIT` in one query, with positional `?` placeholders (see
+//! `append_sqlite`).
+//!
 //! The stored `detail` is the detail's canonical JSON (`tsuzuku_audit::canonical_detail`), the
 //! same text the chain hash covers, so each event is encoded once. Verification re-encodes the
 //! stored JSON whatever its layout, so rows stored before (serde_json's own layout) verify too.
 
 use std::collections::BTreeMap;
 
-use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use sqlx::{Acquire, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Any, AnyConnection, Row};
 use tsuzuku_audit::{
     AuditBackend, AuditError, AuditEvent, ChainedEvent, GENESIS_HASH, Verifier, VerifyReport,
     canonical_detail, chain_hash_canonical,
@@ -83,51 +88,54 @@ impl AuditRow {
     }
 }
 
-/// Links and inserts `events` after `tenant`'s chain head, inside the caller's transaction.
 /// Events per multi-row INSERT (8 parameters each; well under SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 100;
 
-pub(crate) async fn append_in_tx(
-    sites: &Sites,
-    conn: &mut AnyConnection,
-    tenant: &str,
-    events: &[&AuditEvent],
-) -> Result<Vec<i64>, StoreError> {
-    let what = format!(
+/// Creates the head row if needed and locks it, returning `(seq, hash)`: the upsert is a
+/// write, so on SQLite it takes the database write lock at once, and on PostgreSQL it
+/// row-locks the head until commit (what `SELECT … FOR UPDATE` would do).
+const HEAD_SQL: &str = "INSERT INTO audit_head (tenant_id, seq, hash) VALUES ($1, 0, $2)
+     ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_head.seq
+     RETURNING seq, hash";
+
+/// SQLite: the transaction's start and [`HEAD_SQL`] in one round trip to the driver's thread.
+/// `BEGIN IMMEDIATE` takes the write lock at once, as the upsert alone would.
+const SQLITE_BEGIN_HEAD_SQL: &str = "BEGIN IMMEDIATE;
+     INSERT INTO audit_head (tenant_id, seq, hash) VALUES (?, 0, ?)
+     ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_head.seq
+     RETURNING seq, hash";
+
+fn what(tenant: &str, events: &[&AuditEvent]) -> String {
+    format!(
         "appending {} audit events for tenant {tenant:?}",
         events.len()
-    );
-    // One statement creates the head row if needed and locks it: the upsert is a write, so on
-    // SQLite it takes the database write lock at once, and on PostgreSQL it row-locks the head
-    // until commit (what `SELECT … FOR UPDATE` would do).
-    let head = sqlx::query(
-        "INSERT INTO audit_head (tenant_id, seq, hash) VALUES ($1, 0, $2)
-         ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_head.seq
-         RETURNING seq, hash",
     )
-    .bind(tenant)
-    .bind(GENESIS_HASH)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| sites.classify(&what, e))?;
-    let mut seq: i64 = head
-        .try_get("seq")
-        .map_err(|e| corrupt("the audit_head row", e))?;
-    let mut hash: String = head
-        .try_get("hash")
-        .map_err(|e| corrupt("the audit_head row", e))?;
-    // Each event's detail is encoded once, canonically: that text is both what the chain hash
-    // covers and what is stored (any JSON layout of the detail verifies the same way, so rows
-    // written before this encoding was stored stay verifiable).
-    let mut seqs = Vec::with_capacity(events.len());
-    let mut linked_all: Vec<Linked<'_>> = Vec::with_capacity(events.len());
+}
+
+fn head_of(row: &AnyRow) -> Result<(i64, String), StoreError> {
+    let bad = |e: sqlx::Error| corrupt("the audit_head row", e);
+    Ok((
+        row.try_get("seq").map_err(bad)?,
+        row.try_get("hash").map_err(bad)?,
+    ))
+}
+
+/// Links `events` after the head `(seq, hash)`. Each event's detail is encoded once,
+/// canonically: that text is both what the chain hash covers and what is stored (any JSON
+/// layout of the detail verifies the same way, so rows written before this encoding was
+/// stored stay verifiable). Returns the linked events and the new head.
+fn link_all<'a>(
+    mut seq: i64,
+    mut hash: String,
+    events: &[&'a AuditEvent],
+) -> (Vec<Linked<'a>>, i64, String) {
+    let mut linked = Vec::with_capacity(events.len());
     for &ev in events {
         let detail = canonical_detail(&ev.detail);
         seq = seq.saturating_add(1);
         let next = chain_hash_canonical(seq, &hash, ev, &detail);
         let prev_hash = std::mem::replace(&mut hash, next);
-        seqs.push(seq);
-        linked_all.push(Linked {
+        linked.push(Linked {
             seq,
             prev_hash,
             hash: hash.clone(),
@@ -135,10 +143,42 @@ pub(crate) async fn append_in_tx(
             detail,
         });
     }
-    // Multi-row inserts: one round trip per chunk instead of one per event (group commit
-    // batches are up to hundreds of events under load).
-    for chunk in linked_all.chunks(INSERT_CHUNK) {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
+    (linked, seq, hash)
+}
+
+/// What the last multi-row INSERT of a batch also does, in the same round trip (SQLite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Nothing: the head row is updated by a statement of its own (PostgreSQL).
+    None,
+    /// Update the head row.
+    Head,
+    /// Update the head row and commit the transaction.
+    HeadAndCommit,
+}
+
+/// Inserts the linked events in multi-row INSERTs: one round trip per chunk instead of one per
+/// event (group commit batches are up to hundreds of events under load). On SQLite the head
+/// row's update (and with [`Tail::HeadAndCommit`] the commit) rides in the last chunk's round
+/// trip — sqlx runs the statements of one query in order on one connection — and the
+/// placeholders are positional `?`: SQLite looks numbered `$N` parameters up by name, which
+/// costs time quadratic in their number both when a statement is prepared and every time it
+/// is bound.
+async fn insert_linked(
+    sites: &Sites,
+    conn: &mut AnyConnection,
+    tenant: &str,
+    linked: &[Linked<'_>],
+    head: (i64, &str),
+    sqlite_tail: Tail,
+    what: &str,
+) -> Result<(), StoreError> {
+    let sqlite = sqlite_tail != Tail::None;
+    let chunks = linked.chunks(INSERT_CHUNK);
+    let last = chunks.len().saturating_sub(1);
+    for (n, chunk) in chunks.enumerate() {
+        let tail = if n == last { sqlite_tail } else { Tail::None };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len(), sqlite, tail)));
         for l in chunk {
             q = q
                 .bind(tenant)
@@ -150,26 +190,129 @@ pub(crate) async fn append_in_tx(
                 .bind(l.event.actor.as_deref())
                 .bind(l.detail.as_str());
         }
+        if tail != Tail::None {
+            q = q.bind(head.0).bind(head.1).bind(tenant);
+        }
         q.execute(&mut *conn).await.map_err(|e| {
             if is_unique_violation(&e) {
                 StoreError::Corrupt(format!(
                     "an audit event of tenant {tenant:?} after #{} already exists although that is the chain head; \
                      the audit tables were changed outside tsuzuku: run an audit verification",
-                    seqs.first().map_or(0, |s| s - 1)
+                    linked.first().map_or(0, |l| l.seq - 1)
                 ))
             } else {
-                sites.classify(&what, e)
+                sites.classify(what, e)
             }
         })?;
     }
-    sqlx::query("UPDATE audit_head SET seq = $2, hash = $3 WHERE tenant_id = $1")
+    if !sqlite {
+        sqlx::query("UPDATE audit_head SET seq = $2, hash = $3 WHERE tenant_id = $1")
+            .bind(tenant)
+            .bind(head.0)
+            .bind(head.1)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| sites.classify(what, e))?;
+    }
+    Ok(())
+}
+
+/// Links and inserts `events` after `tenant`'s chain head, inside the caller's transaction.
+pub(crate) async fn append_in_tx(
+    sites: &Sites,
+    conn: &mut AnyConnection,
+    tenant: &str,
+    events: &[&AuditEvent],
+) -> Result<Vec<i64>, StoreError> {
+    let what = what(tenant, events);
+    let head = sqlx::query(HEAD_SQL)
         .bind(tenant)
-        .bind(seq)
-        .bind(&hash)
-        .execute(&mut *conn)
+        .bind(GENESIS_HASH)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|e| sites.classify(&what, e))?;
-    Ok(seqs)
+    let (seq, hash) = head_of(&head)?;
+    let (linked, seq, hash) = link_all(seq, hash, events);
+    let tail = if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Tail::Head
+    } else {
+        Tail::None
+    };
+    insert_linked(sites, conn, tenant, &linked, (seq, &hash), tail, &what).await?;
+    Ok(linked.iter().map(|l| l.seq).collect())
+}
+
+/// SQLite: one tenant's append as one transaction in two round trips to the driver's thread
+/// (for batches up to [`INSERT_CHUNK`] events) instead of five: `BEGIN IMMEDIATE` with the
+/// head's upsert, then the inserts with the head's update and `COMMIT`. sqlx's transaction
+/// type is not used, so this function undoes what it started itself: after a failure it rolls
+/// back, and if that fails too, or if the future is dropped half-way, the connection is closed
+/// instead of returned to the pool (closing it ends its open transaction).
+async fn append_sqlite(
+    sites: &Sites,
+    conn: &mut PoolConnection<Any>,
+    tenant: &str,
+    events: &[&AuditEvent],
+) -> Result<Vec<i64>, StoreError> {
+    let what = what(tenant, events);
+    let mut open = OpenTx(conn, true);
+    let result = async {
+        let rows = sqlx::query(SQLITE_BEGIN_HEAD_SQL)
+            .bind(tenant)
+            .bind(GENESIS_HASH)
+            .fetch_all(&mut **open.0)
+            .await
+            .map_err(|e| sites.classify(&what, e))?;
+        let head = rows.first().ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{what}: the upsert of the audit_head row returned no row"
+            ))
+        })?;
+        let (seq, hash) = head_of(head)?;
+        let (linked, seq, hash) = link_all(seq, hash, events);
+        insert_linked(
+            sites,
+            open.0,
+            tenant,
+            &linked,
+            (seq, &hash),
+            Tail::HeadAndCommit,
+            &what,
+        )
+        .await?;
+        Ok(linked.iter().map(|l| l.seq).collect())
+    }
+    .await;
+    match result {
+        Ok(seqs) => {
+            open.1 = false;
+            Ok(seqs)
+        }
+        Err(e) => {
+            // "no transaction is active" (BEGIN failed, or SQLite already rolled back) is as
+            // good as a rollback; any other failure leaves the connection to be closed.
+            match sqlx::query("ROLLBACK").execute(&mut **open.0).await {
+                Ok(_) => open.1 = false,
+                Err(r) if r.to_string().contains("no transaction is active") => open.1 = false,
+                Err(r) => {
+                    tracing::warn!(error = %r, "could not roll back an audit append; closing its connection")
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A pooled connection that may hold a transaction this module opened: unless `.1` was cleared,
+/// the connection is closed when it leaves the caller, never returned to the pool.
+struct OpenTx<'a>(&'a mut PoolConnection<Any>, bool);
+
+impl Drop for OpenTx<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.close_on_drop();
+        }
+    }
 }
 
 /// An event with its place in the chain and its canonical detail, ready to insert.
@@ -181,19 +324,25 @@ struct Linked<'a> {
     detail: String,
 }
 
-/// `INSERT … VALUES ($1, …, $8), ($9, …)` for `rows` events. Only numbered placeholders are
-/// formatted into the text; every value is bound.
-fn insert_sql(rows: usize) -> String {
+/// `INSERT … VALUES ($1, …, $8), ($9, …)` for `rows` events; with `positional` (SQLite) every
+/// placeholder is `?` instead, bound in order, and `tail` appends the head row's `UPDATE`
+/// (`seq`, `hash`, `tenant_id`, bound after the rows) and `COMMIT` to the same query text. Only
+/// placeholders are formatted into the text; every value is bound.
+fn insert_sql(rows: usize, positional: bool, tail: Tail) -> String {
     use std::fmt::Write as _;
-    let mut sql = String::with_capacity(120 + rows * 48);
+    let mut sql = String::with_capacity(200 + rows * 48);
     sql.push_str(
         "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail) VALUES ",
     );
     for i in 0..rows {
-        let b = i * 8;
         if i > 0 {
             sql.push_str(", ");
         }
+        if positional {
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+            continue;
+        }
+        let b = i * 8;
         let _ = write!(
             sql,
             "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
@@ -206,6 +355,13 @@ fn insert_sql(rows: usize) -> String {
             b + 7,
             b + 8
         );
+    }
+    match tail {
+        Tail::None => {}
+        Tail::Head => sql.push_str("; UPDATE audit_head SET seq = ?, hash = ? WHERE tenant_id = ?"),
+        Tail::HeadAndCommit => {
+            sql.push_str("; UPDATE audit_head SET seq = ?, hash = ? WHERE tenant_id = ?; COMMIT")
+        }
     }
     sql
 }
@@ -239,8 +395,25 @@ impl Store {
             return Ok(Vec::new());
         }
         let what = "appending audit events";
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
         let events: Vec<&AuditEvent> = events.iter().collect();
+        let sqlite = self
+            .pool
+            .connect_options()
+            .database_url
+            .scheme()
+            .eq_ignore_ascii_case("sqlite");
+        if sqlite {
+            // An idle connection is taken without the pool's liveness check: for a local file
+            // that check is only a round trip to the connection's thread, once per batch. A
+            // connection that fails anyway fails this append (the writer retries it) and is
+            // closed, not reused (see `append_sqlite`).
+            let mut conn = match self.pool.try_acquire() {
+                Some(conn) => conn,
+                None => self.pool.acquire().await.map_err(|e| self.db(what, e))?,
+            };
+            return append_sqlite(&self.sites, &mut conn, &self.tenant, &events).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
         let seqs = append_in_tx(
             &self.sites,
             tx.acquire().await.map_err(|e| self.db(what, e))?,
@@ -407,3 +580,6 @@ impl AuditBackend for StoreRoot {
         self.append_audit_slice(batch).await.map_err(to_audit_error)
     }
 }
+
+#[cfg(test)]
+mod tests;

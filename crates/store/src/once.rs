@@ -14,7 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest as _, Sha256};
 use sqlx::{AnyConnection, Connection as _};
 
 use crate::Store;
@@ -35,19 +34,20 @@ struct ClaimConn {
     release: Vec<(i64, Instant)>,
 }
 
-/// The advisory lock key of a claim in a tenant: the first 8 bytes of a SHA-256.
+/// The advisory lock key of a claim in a tenant: a 64-bit FNV-1a hash of both (stable across
+/// builds and processes, which is all a lock name needs; the store knows no cryptography).
 pub(crate) fn claim_key(tenant: &str, what: &str) -> i64 {
-    let digest = Sha256::new()
-        .chain_update(b"tsuzuku-claim\0")
-        .chain_update(tenant.as_bytes())
-        .chain_update([0])
-        .chain_update(what.as_bytes())
-        .finalize();
-    let mut first = [0u8; 8];
-    for (dst, src) in first.iter_mut().zip(digest.iter()) {
-        *dst = *src;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"tsuzuku-claim\0"
+        .iter()
+        .chain(tenant.as_bytes())
+        .chain(&[0u8])
+        .chain(what.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    i64::from_be_bytes(first)
+    i64::from_be_bytes(h.to_be_bytes())
 }
 
 impl Store {

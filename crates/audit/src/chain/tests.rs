@@ -446,3 +446,59 @@ fn canonical_detail_sorts_keys_and_escapes_minimally() {
         r#"{"a":[true,{"c":2,"d":1}],"b":"x\"y\\z\n"}"#
     );
 }
+
+/// The escaping that copies unescaped runs at once gives, for every ASCII byte in every
+/// position and for multi-byte characters, what escaping byte by byte gives.
+#[test]
+fn string_escapes_match_the_byte_by_byte_rule() {
+    fn reference(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+    let mut cases: Vec<String> = vec![String::new(), "é\"ü\\日本\u{1f}語".into()];
+    for b in 0u8..128 {
+        let c = char::from(b);
+        cases.push(c.to_string());
+        cases.push(format!("ab{c}"));
+        cases.push(format!("{c}cd"));
+        cases.push(format!("x{c}{c}y é"));
+    }
+    for s in cases {
+        let mut out = Vec::new();
+        write_json_string(&mut out, &s);
+        assert_eq!(String::from_utf8(out).unwrap(), reference(&s), "{s:?}");
+    }
+}
+
+/// A detail whose maps are already in key order and one built in another order encode alike.
+#[test]
+fn sorted_and_unsorted_maps_encode_alike() {
+    let mut sorted = serde_json::Map::new();
+    let mut unsorted = serde_json::Map::new();
+    for k in ["a", "b", "c", "d"] {
+        sorted.insert(k.to_owned(), json!({"x": 1, "y": [k]}));
+    }
+    for k in ["c", "a", "d", "b"] {
+        unsorted.insert(k.to_owned(), json!({"y": [k], "x": 1}));
+    }
+    assert_eq!(
+        canonical_detail(&Value::Object(sorted)),
+        canonical_detail(&Value::Object(unsorted))
+    );
+    assert_eq!(
+        canonical_detail(&json!({"b": -7, "a": 1.25, "c": 18446744073709551615u64})),
+        r#"{"a":1.25,"b":-7,"c":18446744073709551615}"#
+    );
+}

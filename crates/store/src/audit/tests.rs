@@ -1,0 +1,141 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+//! The append path's SQL shapes, and batches larger than one multi-row INSERT on SQLite (the
+//! head row's update rides in the last chunk's query there).
+
+use serde_json::json;
+use tsuzuku_audit::{AuditEvent, EventKind};
+
+use super::*;
+
+#[test]
+fn insert_sql_numbers_or_positions_every_placeholder() {
+    assert_eq!(
+        insert_sql(2, false, Tail::None),
+        "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)"
+    );
+    let sqlite = insert_sql(3, true, Tail::Head);
+    assert!(!sqlite.contains('$'), "{sqlite}");
+    // 3 rows of 8 values, then seq, hash and tenant of the head row.
+    assert_eq!(sqlite.matches('?').count(), 3 * 8 + 3, "{sqlite}");
+    assert!(
+        sqlite.ends_with("; UPDATE audit_head SET seq = ?, hash = ? WHERE tenant_id = ?"),
+        "{sqlite}"
+    );
+    assert!(!insert_sql(3, true, Tail::None).contains("UPDATE"));
+}
+
+fn event(tenant: &str, i: usize) -> AuditEvent {
+    AuditEvent {
+        time_ms: 1_700_000_000_000 + i as i64,
+        kind: EventKind::Decision,
+        actor: i.is_multiple_of(2).then(|| format!("user-{i}")),
+        tenant: tenant.to_owned(),
+        detail: json!({"i": i, "path": format!("/p/{i}?\"q\""), "ok": i.is_multiple_of(3)}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_several_chunks_link_and_move_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
+        .await
+        .unwrap();
+    let s = root.tenant("chunks");
+    let n = INSERT_CHUNK * 2 + 37;
+    let seqs = s
+        .append_audit((1..=n).map(|i| event("chunks", i)).collect())
+        .await
+        .unwrap();
+    assert_eq!(seqs, (1..=n as i64).collect::<Vec<_>>());
+    let (head_seq, head_hash) = s.audit_head().await.unwrap().unwrap();
+    assert_eq!(head_seq, n as i64);
+    let tail = s.audit_tail(1).await.unwrap();
+    assert_eq!(tail[0].seq, n as i64);
+    assert_eq!(tail[0].hash, head_hash);
+    assert_eq!(tail[0].event, event("chunks", n));
+    // The next batch links to that head, and the whole chain verifies against it.
+    assert_eq!(
+        s.append_audit(vec![event("chunks", n + 1)]).await.unwrap(),
+        [n as i64 + 1]
+    );
+    let next = s.audit_events(n as i64 + 1, 1).await.unwrap();
+    assert_eq!(next[0].prev_hash, head_hash);
+    let report = s.verify_audit().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(s.audit_head().await.unwrap().unwrap().0, n as i64 + 1);
+}
+
+/// A failed append is rolled back on its connection, and that connection goes on working: an
+/// in-memory store has exactly one connection, so the next append runs on the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_rolls_back_and_leaves_the_connection_usable() {
+    let root = StoreRoot::open("sqlite::memory:").await.unwrap();
+    let s = root.tenant("rollback");
+    let first: Vec<AuditEvent> = (1..=3).map(|i| event("rollback", i)).collect();
+    s.append_audit(first).await.unwrap();
+    // A head behind the chain: the insert of #2 hits the existing row.
+    sqlx::query("UPDATE audit_head SET seq = 1 WHERE tenant_id = 'rollback'")
+        .execute(root.raw_pool())
+        .await
+        .unwrap();
+    let refused = s
+        .append_audit(vec![event("rollback", 4), event("rollback", 5)])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
+    // Nothing of the refused batch stayed, and no transaction is left open.
+    assert_eq!(s.audit_tail(10).await.unwrap().len(), 3);
+    sqlx::query("UPDATE audit_head SET seq = 3 WHERE tenant_id = 'rollback'")
+        .execute(root.raw_pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.append_audit(vec![event("rollback", 4)]).await.unwrap(),
+        [4]
+    );
+    assert!(s.verify_audit().await.unwrap().is_intact());
+}
+
+/// An append abandoned half-way (its future dropped, e.g. the writer task aborted) does not
+/// leave a transaction holding the write lock on a pooled connection: the next append goes
+/// through at once and the chain stays whole. (An abandoned append whose last statements had
+/// already reached SQLite may still commit, as with any dropped transaction whose `COMMIT` was
+/// sent; then it commits whole, before the next append.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_append_leaves_no_open_transaction_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
+        .await
+        .unwrap();
+    let s = root.tenant("abandoned");
+    for (next, micros) in (1..).zip((0..40).map(|i| i * 50)) {
+        let batch: Vec<AuditEvent> = (0..150).map(|i| event("abandoned", i)).collect();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_micros(micros),
+            s.append_audit(batch),
+        )
+        .await;
+        let head = s.audit_head().await.unwrap().map_or(0, |(seq, _)| seq);
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            s.append_audit(vec![event("abandoned", next)]),
+        )
+        .await
+        .expect("an append after an abandoned one did not finish within 2 s")
+        .unwrap();
+        assert!(
+            got == [head + 1] || got == [head + 151],
+            "head {head} before, appended as {got:?}"
+        );
+    }
+    assert!(s.verify_audit().await.unwrap().is_intact());
+}
