@@ -116,6 +116,11 @@ async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response
         "/readyz" if app.is_none() => return health(gw, true).await,
         _ => {}
     }
+    // The posture endpoint is an API for connectors: it refuses a revoked device itself, in
+    // JSON.
+    if path == device::POSTURE_PATH {
+        return device::posture_endpoint(gw, ctx, req).await;
+    }
     if let ConnDevice::Revoked(d) = &ctx.device {
         tracing::warn!(request_id = %ctx.id, device = %d.id, "request from a revoked device refused");
         return respond::error(
@@ -127,9 +132,6 @@ async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response
             ),
             &ctx.id,
         );
-    }
-    if path == device::POSTURE_PATH {
-        return device::posture_endpoint(gw, ctx, req).await;
     }
     if is_portal {
         return portal::handle(gw, ctx, req).await;
