@@ -27,5 +27,5 @@ pub use feed::{FeedSettings, SnapshotFollower};
 pub use server::{serve, tls_config};
 pub use state::{
     ASSERTION_KEY_PURPOSE, Body, BoxError, Gateway, GatewayError, GatewaySettings,
-    ensure_assertion_key, now_ms, now_unix,
+    app_from_snapshot, device_from_snapshot, ensure_assertion_key, now_ms, now_unix,
 };

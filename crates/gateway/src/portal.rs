@@ -189,49 +189,9 @@ enum DeviceSignIn {
 /// `POST /.tsuzuku/login/device`: signs in the user the connection's device belongs to
 /// (auth method `device`, no second factor), where `[gateway] device_sign_in` is on.
 async fn device_login(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
-    if !gw
-        .ip_limiter
-        .check(ctx.client_ip, std::time::Instant::now())
-    {
-        audit_login(gw, ctx, None, false, "rate limited", "device").await;
-        return respond::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            "Too many sign-in attempts from your address. Wait a minute and try again.",
-            &ctx.id,
-        );
-    }
-    let (hdrs, form) = match read_form(req).await {
+    let PostedForm { hdrs, target, .. } = match posted_sign_in(gw, ctx, req, "device").await {
         Ok(f) => f,
-        Err(e) => {
-            return respond::error(
-                StatusCode::BAD_REQUEST,
-                "Bad sign-in form",
-                &format!("The sign-in was refused: {e}."),
-                &ctx.id,
-            );
-        }
-    };
-    let rd = field(&form, "rd");
-    if !csrf_ok(&hdrs, form.get("csrf")) {
-        return render_login(
-            gw,
-            StatusCode::BAD_REQUEST,
-            Some("The sign-in form expired. Please sign in again."),
-            rd,
-            "",
-        );
-    }
-    let target = match return_to(gw, rd) {
-        Ok(t) => t,
-        Err(e) => {
-            return respond::error(
-                StatusCode::BAD_REQUEST,
-                "Bad sign-in link",
-                &format!("This sign-in link cannot be used: {e}."),
-                &ctx.id,
-            );
-        }
+        Err(resp) => return resp,
     };
     let (user, device) = match device_owner(gw, ctx).await {
         Ok(o) => o,
@@ -272,12 +232,7 @@ async fn device_login(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
             "Account locked",
             &format!(
                 "Too many failed sign-ins: this account is locked until {}. Ask your IT team if you need access sooner.",
-                jiff::Timestamp::from_second(until)
-                    .map(|t| t
-                        .to_zoned(gw.settings.tz.clone())
-                        .strftime("%H:%M %Z")
-                        .to_string())
-                    .unwrap_or_default()
+                local_hhmm(gw, until)
             ),
             &ctx.id,
         );
@@ -291,14 +246,7 @@ async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
     let rd = q.get("rd").map(String::as_str).unwrap_or("");
     let target = match return_to(gw, rd) {
         Ok(t) => t,
-        Err(e) => {
-            return respond::error(
-                StatusCode::BAD_REQUEST,
-                "Bad sign-in link",
-                &format!("This sign-in link cannot be used: {e}."),
-                &ctx.id,
-            );
-        }
+        Err(e) => return bad_link(ctx, &e),
     };
     // Already signed in at the portal: go straight on.
     if let Authn::Ok(su) = authenticate(gw, ctx, req).await {
@@ -345,52 +293,85 @@ fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
     form.get(name).map(String::as_str).unwrap_or("")
 }
 
-async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+/// A posted sign-in form that passed the checks every sign-in makes first.
+struct PostedForm {
+    hdrs: http::HeaderMap,
+    form: HashMap<String, String>,
+    /// Where to go after signing in (`rd`), checked.
+    target: Option<ReturnTo>,
+}
+
+/// The checks before any sign-in (`method` names it in the audit): the per-address throttle,
+/// the form itself, its CSRF token (an expired form shows the sign-in page again) and its
+/// return address. `Err` is the answer to send.
+async fn posted_sign_in(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    method: &str,
+) -> Result<PostedForm, Response<Body>> {
     if !gw
         .ip_limiter
         .check(ctx.client_ip, std::time::Instant::now())
     {
-        audit_login(gw, ctx, None, false, "rate limited", "password").await;
-        return respond::error(
+        audit_login(gw, ctx, None, false, "rate limited", method).await;
+        return Err(respond::error(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many attempts",
             "Too many sign-in attempts from your address. Wait a minute and try again.",
             &ctx.id,
-        );
+        ));
     }
-    let (hdrs, form) = match read_form(req).await {
-        Ok(f) => f,
-        Err(e) => {
-            return respond::error(
-                StatusCode::BAD_REQUEST,
-                "Bad sign-in form",
-                &format!("The sign-in was refused: {e}."),
-                &ctx.id,
-            );
-        }
-    };
+    let (hdrs, form) = read_form(req).await.map_err(|e| {
+        respond::error(
+            StatusCode::BAD_REQUEST,
+            "Bad sign-in form",
+            &format!("The sign-in was refused: {e}."),
+            &ctx.id,
+        )
+    })?;
     let rd = field(&form, "rd");
-    let username = field(&form, "username").trim();
     if !csrf_ok(&hdrs, form.get("csrf")) {
-        return render_login(
+        return Err(render_login(
             gw,
             StatusCode::BAD_REQUEST,
             Some("The sign-in form expired. Please sign in again."),
             rd,
-            username,
-        );
+            field(&form, "username").trim(),
+        ));
     }
-    let target = match return_to(gw, rd) {
-        Ok(t) => t,
-        Err(e) => {
-            return respond::error(
-                StatusCode::BAD_REQUEST,
-                "Bad sign-in link",
-                &format!("This sign-in link cannot be used: {e}."),
-                &ctx.id,
-            );
-        }
+    let target = return_to(gw, rd).map_err(|e| bad_link(ctx, &e))?;
+    Ok(PostedForm { hdrs, form, target })
+}
+
+/// The page for a sign-in link whose return address cannot be used.
+fn bad_link(ctx: &Ctx, e: &str) -> Response<Body> {
+    respond::error(
+        StatusCode::BAD_REQUEST,
+        "Bad sign-in link",
+        &format!("This sign-in link cannot be used: {e}."),
+        &ctx.id,
+    )
+}
+
+/// A lockout's end as local time of day (`HH:MM zone`).
+fn local_hhmm(gw: &Gateway, unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .map(|t| {
+            t.to_zoned(gw.settings.tz.clone())
+                .strftime("%H:%M %Z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let PostedForm { hdrs, form, target } = match posted_sign_in(gw, ctx, req, "password").await {
+        Ok(f) => f,
+        Err(resp) => return resp,
     };
+    let rd = field(&form, "rd");
+    let username = field(&form, "username").trim();
     let pw = field(&form, "password");
     let code = field(&form, "totp").trim();
     let now = now_unix();
@@ -410,13 +391,7 @@ async fn login_submit(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> R
     if let Some(until) = user.locked_until.filter(|t| *t > now) {
         password::verify_dummy(pw);
         audit_login(gw, ctx, Some(&user), false, "account locked", "password").await;
-        let when = jiff::Timestamp::from_second(until)
-            .map(|t| {
-                t.to_zoned(gw.settings.tz.clone())
-                    .strftime("%H:%M %Z")
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let when = local_hhmm(gw, until);
         return render_login(
             gw,
             StatusCode::TOO_MANY_REQUESTS,

@@ -425,6 +425,35 @@ async fn signers_from_store(store: &Store) -> Result<Signers, GatewayError> {
     )
 }
 
+/// An app as a snapshot carries it, as the store keeps it.
+pub fn app_from_snapshot(a: &tsuzuku_snapshot::AppEntry) -> App {
+    App {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        host: a.host.clone(),
+        upstream: a.upstream.clone(),
+        data_class: a.data_class.clone(),
+        critical: a.critical,
+        isolated: a.isolated,
+        created_at: a.created_at,
+    }
+}
+
+/// An enrolled device as a snapshot carries it, as the store keeps it.
+pub fn device_from_snapshot(d: &tsuzuku_snapshot::DeviceEntry) -> Device {
+    Device {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        fingerprint: d.fingerprint.clone(),
+        public_key: d.public_key.clone(),
+        company_issued: d.company_issued,
+        enrolled_at: d.enrolled_at,
+        not_after: d.not_after,
+        revoked_at: d.revoked_at,
+        user_id: d.user_id.clone(),
+    }
+}
+
 /// The gateway's view of a control-plane snapshot.
 fn snapshot_from(
     body: &tsuzuku_snapshot::SnapshotBody,
@@ -442,21 +471,7 @@ fn snapshot_from(
     let apps = body
         .apps
         .iter()
-        .map(|a| {
-            (
-                a.host.clone(),
-                App {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                    host: a.host.clone(),
-                    upstream: a.upstream.clone(),
-                    data_class: a.data_class.clone(),
-                    critical: a.critical,
-                    isolated: a.isolated,
-                    created_at: a.created_at,
-                },
-            )
-        })
+        .map(|a| (a.host.clone(), app_from_snapshot(a)))
         .collect();
     let users = body
         .users
@@ -485,22 +500,7 @@ fn snapshot_from(
     let devices = body
         .devices
         .iter()
-        .map(|d| {
-            (
-                d.fingerprint.clone(),
-                Arc::new(Device {
-                    id: d.id.clone(),
-                    name: d.name.clone(),
-                    fingerprint: d.fingerprint.clone(),
-                    public_key: d.public_key.clone(),
-                    company_issued: d.company_issued,
-                    enrolled_at: d.enrolled_at,
-                    not_after: d.not_after,
-                    revoked_at: d.revoked_at,
-                    user_id: d.user_id.clone(),
-                }),
-            )
-        })
+        .map(|d| (d.fingerprint.clone(), Arc::new(device_from_snapshot(d))))
         .collect();
     Ok(Snapshot {
         policy_version: body.policy_version,

@@ -173,16 +173,7 @@ fn critical_apps(body: &SnapshotBody) -> Vec<App> {
     body.apps
         .iter()
         .filter(|a| a.critical)
-        .map(|a| App {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            host: a.host.clone(),
-            upstream: a.upstream.clone(),
-            data_class: a.data_class.clone(),
-            critical: a.critical,
-            isolated: a.isolated,
-            created_at: a.created_at,
-        })
+        .map(tsuzuku_gateway::app_from_snapshot)
         .collect()
 }
 
@@ -214,17 +205,7 @@ fn users(body: &SnapshotBody) -> Vec<User> {
 fn devices(body: &SnapshotBody) -> Vec<tsuzuku_store::Device> {
     body.devices
         .iter()
-        .map(|d| tsuzuku_store::Device {
-            id: d.id.clone(),
-            name: d.name.clone(),
-            fingerprint: d.fingerprint.clone(),
-            public_key: d.public_key.clone(),
-            company_issued: d.company_issued,
-            enrolled_at: d.enrolled_at,
-            not_after: d.not_after,
-            revoked_at: d.revoked_at,
-            user_id: d.user_id.clone(),
-        })
+        .map(tsuzuku_gateway::device_from_snapshot)
         .collect()
 }
 
