@@ -403,13 +403,15 @@ impl Store {
             .scheme()
             .eq_ignore_ascii_case("sqlite");
         if sqlite {
+            // The connection kept for appends (a file) or the pool's one (`:memory:`).
             // An idle connection is taken without the pool's liveness check: for a local file
             // that check is only a round trip to the connection's thread, once per batch. A
             // connection that fails anyway fails this append (the writer retries it) and is
             // closed, not reused (see `append_sqlite`).
-            let mut conn = match self.pool.try_acquire() {
+            let pool = self.appender.as_ref().unwrap_or(&self.pool);
+            let mut conn = match pool.try_acquire() {
                 Some(conn) => conn,
-                None => self.pool.acquire().await.map_err(|e| self.db(what, e))?,
+                None => pool.acquire().await.map_err(|e| self.db(what, e))?,
             };
             return append_sqlite(&self.sites, &mut conn, &self.tenant, &events).await;
         }

@@ -81,6 +81,8 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct StoreRoot {
     pool: AnyPool,
+    /// SQLite files only: one connection kept for audit appends (see [`appender_pool`]).
+    appender: Option<AnyPool>,
     sites: Arc<sites::Sites>,
     crypt: Arc<crypt::Crypt>,
 }
@@ -90,6 +92,7 @@ pub struct StoreRoot {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    appender: Option<AnyPool>,
     tenant: Arc<str>,
     sites: Arc<sites::Sites>,
     crypt: Arc<crypt::Crypt>,
@@ -103,6 +106,44 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// auto-checkpoint, the checkpoint (about a thousand page writes and an fsync) ran inside the
 /// commit that crossed the threshold, and every request waiting on that audit batch waited for
 /// it too.
+/// The settings of every SQLite connection: WAL, `synchronous=NORMAL` (a commit survives the
+/// process being killed; only a power loss can take the last ones), a 5 s busy timeout, foreign
+/// keys, and no checkpoints inside commits.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        for pragma in [
+            "PRAGMA busy_timeout = 5000",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA foreign_keys = ON",
+            // Checkpoints run in the background (`spawn_checkpointer`), not inside whichever
+            // commit crosses the WAL's 1000-page mark.
+            "PRAGMA wal_autocheckpoint = 0",
+        ] {
+            sqlx::query(pragma).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A pool of one connection for a SQLite file's audit appends, the store's busiest writer
+/// (one batch per commit of the gateway's audit writer). Kept apart from the shared pool, the
+/// connection's page cache stays warm: the rows' right-most B-tree pages are not read back on
+/// every batch, as they were when each batch took whichever of the pool's connections was idle
+/// (another connection's commit empties a connection's cache). Opened lazily, never pinged
+/// (it is a local file), and never retired while the store is open.
+fn appender_pool(pool: &AnyPool) -> AnyPool {
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
+        .connect_lazy_with(AnyConnectOptions::clone(&pool.connect_options()))
+}
+
 fn spawn_checkpointer(pool: &AnyPool) {
     let pool = pool.clone();
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -155,24 +196,7 @@ impl StoreRoot {
         let mut options = AnyPoolOptions::new()
             .max_connections(if memory { 1 } else { MAX_CONNECTIONS })
             .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-                        for pragma in [
-                            "PRAGMA busy_timeout = 5000",
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = NORMAL",
-                            "PRAGMA foreign_keys = ON",
-                            // Checkpoints run in the background (`spawn_checkpointer`), not
-                            // inside whichever commit crosses the WAL's 1000-page mark.
-                            "PRAGMA wal_autocheckpoint = 0",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            });
+            .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)));
         if memory {
             // The database lives as long as its one connection: never let it be recycled.
             options = options
@@ -192,11 +216,15 @@ impl StoreRoot {
             },
         })?;
         migrate::run(&pool, false).await?;
-        if !memory {
+        let appender = if memory {
+            None
+        } else {
             spawn_checkpointer(&pool);
-        }
+            Some(appender_pool(&pool))
+        };
         Ok(StoreRoot {
             pool,
+            appender,
             sites: Arc::new(sites::Sites::embedded(shown)),
             crypt: Arc::default(),
         })
@@ -266,6 +294,7 @@ impl StoreRoot {
         sites.start_monitor(pool.clone(), probes);
         Ok(StoreRoot {
             pool,
+            appender: None,
             sites,
             crypt: Arc::default(),
         })
@@ -297,6 +326,7 @@ impl StoreRoot {
     pub fn tenant(&self, tenant_id: &str) -> Store {
         Store {
             pool: self.pool.clone(),
+            appender: self.appender.clone(),
             tenant: Arc::from(tenant_id),
             sites: Arc::clone(&self.sites),
             crypt: Arc::clone(&self.crypt),
@@ -315,6 +345,9 @@ impl StoreRoot {
     /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.sites.close();
+        if let Some(appender) = &self.appender {
+            appender.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -341,6 +374,7 @@ impl Store {
     pub fn root(&self) -> StoreRoot {
         StoreRoot {
             pool: self.pool.clone(),
+            appender: self.appender.clone(),
             sites: Arc::clone(&self.sites),
             crypt: Arc::clone(&self.crypt),
         }

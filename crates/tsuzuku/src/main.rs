@@ -12,6 +12,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the gateway allocates and frees small buffers on every
+/// request, often on different threads (hyper's and the audit writer's), where glibc's arenas
+/// spend a tenth of the request threads' time (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();

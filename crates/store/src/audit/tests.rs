@@ -139,3 +139,34 @@ async fn an_abandoned_append_leaves_no_open_transaction_behind() {
     }
     assert!(s.verify_audit().await.unwrap().is_intact());
 }
+
+/// On a SQLite file, audit appends have a connection of their own: with every connection of
+/// the shared pool taken (a burst of slow reads, say), the gateway's audit writer still
+/// commits, instead of waiting up to the pool's acquire timeout while requests queue behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_do_not_wait_for_the_shared_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
+        .await
+        .unwrap();
+    let s = root.tenant("busy");
+    s.append_audit(vec![event("busy", 1)]).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..crate::MAX_CONNECTIONS {
+        held.push(root.raw_pool().acquire().await.unwrap());
+    }
+    // The shared pool is exhausted: a read waits.
+    let read = tokio::time::timeout(std::time::Duration::from_millis(300), s.audit_head()).await;
+    assert!(read.is_err(), "a read got a connection: {read:?}");
+    let appended = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        s.append_audit(vec![event("busy", 2), event("busy", 3)]),
+    )
+    .await
+    .expect("the append waited for the shared pool")
+    .unwrap();
+    assert_eq!(appended, [2, 3]);
+    drop(held);
+    assert_eq!(s.audit_head().await.unwrap().unwrap().0, 3);
+    assert!(s.verify_audit().await.unwrap().is_intact());
+}
