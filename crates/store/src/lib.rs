@@ -101,11 +101,6 @@ pub struct Store {
 /// How often the SQLite write-ahead log is checkpointed in the background.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// Checkpoints a SQLite store's write-ahead log every [`CHECKPOINT_EVERY`] (passive: it never
-/// waits for readers or writers) for as long as the pool lives. With SQLite's own
-/// auto-checkpoint, the checkpoint (about a thousand page writes and an fsync) ran inside the
-/// commit that crossed the threshold, and every request waiting on that audit batch waited for
-/// it too.
 /// The settings of every SQLite connection: WAL, `synchronous=NORMAL` (a commit survives the
 /// process being killed; only a power loss can take the last ones), a 5 s busy timeout, foreign
 /// keys, and no checkpoints inside commits.
@@ -144,6 +139,11 @@ fn appender_pool(pool: &AnyPool) -> AnyPool {
         .connect_lazy_with(AnyConnectOptions::clone(&pool.connect_options()))
 }
 
+/// Checkpoints a SQLite store's write-ahead log every [`CHECKPOINT_EVERY`] (passive: it never
+/// waits for readers or writers) for as long as the pool lives. With SQLite's own
+/// auto-checkpoint, the checkpoint (about a thousand page writes and an fsync) ran inside the
+/// commit that crossed the threshold, and every request waiting on that audit batch waited for
+/// it too.
 fn spawn_checkpointer(pool: &AnyPool) {
     let pool = pool.clone();
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
