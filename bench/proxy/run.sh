@@ -100,12 +100,17 @@ trap 'echo "run.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A port nobody listens on now (checked by connecting).
+# A port nobody listens on now (checked by connecting), below the kernel's ephemeral range: a
+# port in that range can be the local end of one of the benchmark's own connections, and then
+# binding a listener to it fails.
+read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
+port_low=10000
+port_span=$((eph_low > port_low + 1000 ? eph_low - port_low : 20000))
 used_ports=" "
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((port_low + RANDOM % port_span))
     [[ "$used_ports" == *" $p "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       used_ports+="$p "
@@ -126,6 +131,7 @@ wait_port() {
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "run.sh: $what exited before listening on 127.0.0.1:$port" >&2
+      [ -n "${4:-}" ] && tail -n 5 "$4" >&2
       return 1
     fi
     sleep 0.1
@@ -326,12 +332,12 @@ done
 "$nginx_bin" -p "$tmp/upstream" -c "$tmp/upstream/nginx.conf" -e "$tmp/upstream/error.log" \
   >"$tmp/upstream/stdout.log" 2>&1 &
 pids+=("$!")
-wait_port "$up_port" "$!" "upstream nginx"
+wait_port "$up_port" "$!" "upstream nginx" "$tmp/upstream/error.log"
 "$nginx_bin" -p "$tmp/proxy" -c "$tmp/proxy/nginx.conf" -e "$tmp/proxy/error.log" \
   >"$tmp/proxy/stdout.log" 2>&1 &
 ngx_pid=$!
 pids+=("$ngx_pid")
-wait_port "$ngx_port" "$ngx_pid" "proxy nginx"
+wait_port "$ngx_port" "$ngx_pid" "proxy nginx" "$tmp/proxy/error.log"
 
 # ---------------------------------------------------------------- gateway
 log "starting the gateway on 127.0.0.1:$gw_port"

@@ -15,6 +15,9 @@ pub const ASSERTION_HEADER: &str = "x-tsuzuku-assertion";
 /// Plain user name and groups, for upstreams that do not verify the JWT (informational only).
 pub const USER_HEADER: &str = "x-tsuzuku-user";
 pub const GROUPS_HEADER: &str = "x-tsuzuku-groups";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Name of the session cookie (the `__Host-` prefix pins it to this host, `Secure`, `Path=/`).
 pub const SESSION_COOKIE: &str = "__Host-tsuzuku_session";
 /// Double-submit token of the login form.
@@ -22,33 +25,36 @@ pub const CSRF_COOKIE: &str = "__Host-tsuzuku_csrf";
 /// Binds an OIDC `state` to the browser that started the login.
 pub const OIDC_COOKIE: &str = "__Host-tsuzuku_oidc";
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the proxies' own), removed in both directions.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
 
-/// Removes hop-by-hop headers, including those named in `Connection`.
+/// Removes hop-by-hop headers, including those named in `Connection`. One pass over the
+/// names present: a request has a handful, and looking each of the nine up costs more.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove("proxy-authenticate");
 }
 
 /// Removes every `X-Tsuzuku-*` header a client sent.
@@ -140,13 +146,21 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[ipnet::Ip
     } else {
         None
     };
-    for n in [
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "forwarded",
-        "x-real-ip",
-    ] {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            matches!(
+                k.as_str(),
+                "x-forwarded-for"
+                    | "x-forwarded-host"
+                    | "x-forwarded-proto"
+                    | "forwarded"
+                    | "x-real-ip"
+            )
+        })
+        .cloned()
+        .collect();
+    for n in doomed {
         headers.remove(n);
     }
     let xff = match prior {
@@ -154,12 +168,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[ipnet::Ip
         None => peer.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
     if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket).

@@ -113,17 +113,50 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub(crate) struct Derived {
     /// The Cedar action: "read" or "write".
     pub action: &'static str,
-    /// The canonical client address.
+    /// The canonical client address, and its text.
+    pub addr: IpAddr,
     pub ip: String,
     /// The HTTP method in upper case.
     pub method: String,
 }
 
+/// A client address with its text and Cedar `ipaddr` value.
+struct Source {
+    addr: IpAddr,
+    text: String,
+    value: Option<Value>,
+}
+
+thread_local! {
+    /// The client address of the last request this thread built: the
+    /// requests of one connection all come from one address, and formatting
+    /// it and parsing it again into a Cedar value cost more than the rest of
+    /// the context.
+    static SOURCE: RefCell<Option<Source>> = const { RefCell::new(None) };
+}
+
 impl Derived {
     pub(crate) fn new(req: &RequestFacts) -> Self {
+        let addr = canonical_ip(req.source_ip);
+        let ip = SOURCE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            match cache.as_ref() {
+                Some(source) if source.addr == addr => source.text.clone(),
+                _ => {
+                    let text = addr.to_string();
+                    *cache = Some(Source {
+                        addr,
+                        text: text.clone(),
+                        value: None,
+                    });
+                    text
+                }
+            }
+        });
         Derived {
             action: action_for_method(&req.method),
-            ip: canonical_ip(req.source_ip).to_string(),
+            addr,
+            ip,
             method: req.method.to_ascii_uppercase(),
         }
     }
@@ -259,6 +292,25 @@ impl Builder {
         }
     }
 
+    /// The Cedar `ipaddr` of the request's client, from this thread's cache
+    /// when the last request came from the same address.
+    fn source_ip(&self, derived: &Derived) -> Result<Value, String> {
+        SOURCE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(source) = cache.as_mut()
+                && source.addr == derived.addr
+            {
+                if let Some(value) = &source.value {
+                    return Ok(value.clone());
+                }
+                let value = Self::extension(self.ip, &source.text)?;
+                source.value = Some(value.clone());
+                return Ok(value);
+            }
+            Self::extension(self.ip, &derived.ip)
+        })
+    }
+
     /// The time values of `clock`, from this thread's cache when the last
     /// request was in the same second and zone offset.
     pub(crate) fn moment(&self, clock: &Clock) -> Result<Rc<Moment>, String> {
@@ -343,10 +395,7 @@ impl Builder {
         );
 
         let mut context: BTreeMap<SmolStr, Value> = BTreeMap::new();
-        context.insert(
-            SmolStr::new_static("source_ip"),
-            Self::extension(self.ip, &derived.ip)?,
-        );
+        context.insert(SmolStr::new_static("source_ip"), self.source_ip(derived)?);
         context.insert(SmolStr::new_static("now"), moment.now.clone());
         context.insert(SmolStr::new_static("local_time"), moment.local_time.clone());
         context.insert(

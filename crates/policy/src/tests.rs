@@ -420,6 +420,40 @@ fn ip_ranges() {
     );
 }
 
+/// Each thread keeps the last client address's text and Cedar value; a
+/// request from another address, or back from an earlier one, must not see
+/// them — in the decision or in the audit summary.
+#[test]
+fn the_last_address_kept_per_thread_never_leaks_into_another_request() {
+    let engine = engine(&[(
+        "office-network",
+        r#"permit (principal, action, resource)
+           when { context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
+    )]);
+    let sequence = [
+        ("10.1.2.3", true),
+        ("10.1.2.3", true),
+        ("192.168.1.10", false),
+        ("192.168.1.10", false),
+        ("10.1.2.3", true),
+        ("::ffff:192.168.1.10", false),
+        ("192.168.1.10", false),
+        ("::ffff:10.9.9.9", true),
+        ("10.9.9.9", true),
+        ("2001:db8::5", false),
+    ];
+    for (ip, allowed) in sequence {
+        let decision = Case::new().ip(ip).decide(&engine);
+        assert_eq!(decision.allowed, allowed, "{ip}: {}", render(&decision));
+        let canonical = IpAddr::from_str(ip).unwrap().to_canonical().to_string();
+        assert_eq!(
+            decision.context_summary["context"]["source_ip"], canonical,
+            "{ip}: {}",
+            decision.context_summary
+        );
+    }
+}
+
 #[test]
 fn weekday_and_local_time() {
     let engine = engine(&[(

@@ -10,10 +10,11 @@
 //! no read-then-upgrade `SQLITE_BUSY`) and on PostgreSQL row-locks the head until commit, as
 //! `SELECT … FOR UPDATE` would, returning the newest committed head.
 //!
-//! A single tenant's append on SQLite (the gateway's audit writer) takes two round trips to
-//! the connection's thread instead of five: `BEGIN IMMEDIATE` with that upsert, then the rows,
-//! the head's update and `COMMIT` in one query, with positional `?` placeholders (see
-//! `append_sqlite`).
+//! A single tenant's append on a SQLite file (the gateway's audit writer) runs on the calling
+//! thread through a rusqlite connection of its own (`appender`), not through sqlx's driver
+//! thread. On an in-memory SQLite store it takes two round trips to sqlx's connection thread
+//! instead of five: `BEGIN IMMEDIATE` with that upsert, then the rows, the head's update and
+//! `COMMIT` in one query, with positional `?` placeholders (see `append_sqlite`).
 //!
 //! The stored `detail` is the detail's canonical JSON (`tsuzuku_audit::canonical_detail`), the
 //! same text the chain hash covers, so each event is encoded once. Verification re-encodes the
@@ -32,6 +33,9 @@ use tsuzuku_audit::{
 use crate::error::{StoreError, corrupt, is_unique_violation};
 use crate::sites::Sites;
 use crate::{Store, StoreRoot};
+
+mod appender;
+pub(crate) use appender::SqliteAppender;
 
 /// Rows read per query when verifying a whole chain.
 const VERIFY_PAGE: i64 = 1000;
@@ -366,6 +370,16 @@ fn insert_sql(rows: usize, positional: bool, tail: Tail) -> String {
     sql
 }
 
+/// Runs `f`, which blocks on SQLite: on a multi-threaded Tokio runtime the worker's other
+/// tasks move to another worker meanwhile (`block_in_place`); elsewhere — the audit writer's
+/// own thread, a current-thread runtime — `f` simply runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn to_audit_error(e: StoreError) -> AuditError {
     match e {
         // Busy, unreachable, or a standby not yet promoted: may work on retry.
@@ -396,6 +410,9 @@ impl Store {
         }
         let what = "appending audit events";
         let events: Vec<&AuditEvent> = events.iter().collect();
+        if let Some(appender) = &self.appender {
+            return blocking(|| appender.append(&self.tenant, &events));
+        }
         let sqlite = self
             .pool
             .connect_options()
@@ -403,16 +420,8 @@ impl Store {
             .scheme()
             .eq_ignore_ascii_case("sqlite");
         if sqlite {
-            // The connection kept for appends (a file) or the pool's one (`:memory:`).
-            // An idle connection is taken without the pool's liveness check: for a local file
-            // that check is only a round trip to the connection's thread, once per batch. A
-            // connection that fails anyway fails this append (the writer retries it) and is
-            // closed, not reused (see `append_sqlite`).
-            let pool = self.appender.as_ref().unwrap_or(&self.pool);
-            let mut conn = match pool.try_acquire() {
-                Some(conn) => conn,
-                None => pool.acquire().await.map_err(|e| self.db(what, e))?,
-            };
+            // `:memory:`: the pool's one connection (the database lives in it).
+            let mut conn = self.pool.acquire().await.map_err(|e| self.db(what, e))?;
             return append_sqlite(&self.sites, &mut conn, &self.tenant, &events).await;
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;

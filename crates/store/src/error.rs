@@ -40,6 +40,10 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// Any other error of the SQLite connection that appends audit events (a driver of its
+    /// own, see docs/STORAGE.md); the message says what was being done.
+    #[error("database error: {0}")]
+    Sqlite(String),
 }
 
 impl StoreError {

@@ -3,8 +3,9 @@
 //! default) and on PostgreSQL (the distributed backend: one server per site, streaming
 //! replication, failover between the sites done by the store itself, see
 //! [`StoreRoot::open_sites`]). Every query is a single SQL text with `$n` placeholders run
-//! through sqlx's `AnyPool`; times are BIGINT Unix seconds, audit times milliseconds, booleans
-//! BIGINT 0/1, JSON TEXT.
+//! through sqlx's `AnyPool`, with one exception: audit appends on a SQLite file go through a
+//! rusqlite connection of their own, on the calling thread (module `audit`). Times are BIGINT
+//! Unix seconds, audit times milliseconds, booleans BIGINT 0/1, JSON TEXT.
 //!
 //! Every table has a `tenant_id` column and every query is scoped by it (DP-9): a [`Store`] is
 //! a [`StoreRoot`] bound to one tenant, and nothing it does can see or change another tenant's
@@ -81,8 +82,8 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct StoreRoot {
     pool: AnyPool,
-    /// SQLite files only: one connection kept for audit appends (see [`appender_pool`]).
-    appender: Option<AnyPool>,
+    /// SQLite files only: the connection for audit appends (see [`audit::SqliteAppender`]).
+    appender: Option<Arc<audit::SqliteAppender>>,
     sites: Arc<sites::Sites>,
     crypt: Arc<crypt::Crypt>,
 }
@@ -92,7 +93,7 @@ pub struct StoreRoot {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    appender: Option<AnyPool>,
+    appender: Option<Arc<audit::SqliteAppender>>,
     tenant: Arc<str>,
     sites: Arc<sites::Sites>,
     crypt: Arc<crypt::Crypt>,
@@ -119,24 +120,6 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
         }
     }
     Ok(())
-}
-
-/// A pool of one connection for a SQLite file's audit appends, the store's busiest writer
-/// (one batch per commit of the gateway's audit writer). Kept apart from the shared pool, the
-/// connection's page cache stays warm: the rows' right-most B-tree pages are not read back on
-/// every batch, as they were when each batch took whichever of the pool's connections was idle
-/// (another connection's commit empties a connection's cache). Opened lazily, never pinged
-/// (it is a local file), and never retired while the store is open.
-fn appender_pool(pool: &AnyPool) -> AnyPool {
-    AnyPoolOptions::new()
-        .max_connections(1)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
-        .connect_lazy_with(AnyConnectOptions::clone(&pool.connect_options()))
 }
 
 /// Checkpoints a SQLite store's write-ahead log every [`CHECKPOINT_EVERY`] (passive: it never
@@ -220,7 +203,10 @@ impl StoreRoot {
             None
         } else {
             spawn_checkpointer(&pool);
-            Some(appender_pool(&pool))
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url).map_err(|e| {
+                StoreError::Invalid(format!("store URL {shown} is not usable: {e}"))
+            })?;
+            Some(Arc::new(audit::SqliteAppender::new(file.get_filename())))
         };
         Ok(StoreRoot {
             pool,
@@ -346,7 +332,7 @@ impl StoreRoot {
     pub async fn close(&self) {
         self.sites.close();
         if let Some(appender) = &self.appender {
-            appender.close().await;
+            appender.close();
         }
         self.pool.close().await;
     }

@@ -31,6 +31,23 @@ fn hop_by_hop_and_connection_named_headers_go() {
     strip_hop_by_hop(&mut h);
     assert_eq!(h.len(), 1);
     assert!(h.contains_key("accept"));
+
+    // Every hop-by-hop name, some of them twice, goes; what is left stays whole.
+    let mut h = map(&[
+        ("Proxy-Connection", "keep-alive"),
+        ("trailer", "x-checksum"),
+        ("upgrade", "websocket"),
+        ("upgrade", "h2c"),
+        ("proxy-authorization", "Basic c2VjcmV0"),
+        ("proxy-authenticate", "Basic"),
+        ("te", "trailers"),
+        ("te", "gzip"),
+        ("x-kept", "1"),
+        ("x-kept", "2"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    assert_eq!(h.get_all("x-kept").iter().count(), 2);
 }
 
 #[test]
@@ -97,15 +114,26 @@ fn forwarded_for_is_used_from_trusted_proxies() {
 
 #[test]
 fn upstream_forwarding_headers_are_rebuilt() {
-    let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
+    let mut h = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-for", "7.7.7.7"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "http"),
+    ]);
     set_forwarded(
         &mut h,
         "203.0.113.9".parse().unwrap(),
         &[],
         "app.example.com",
     );
+    assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9");
     assert!(!h.contains_key("forwarded"));
+    assert!(!h.contains_key("x-real-ip"));
+    assert_eq!(h.get_all("x-forwarded-host").iter().count(), 1);
+    assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1);
     assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
     assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
 }

@@ -44,9 +44,7 @@ fn event(tenant: &str, i: usize) -> AuditEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_of_several_chunks_link_and_move_the_head() {
     let dir = tempfile::tempdir().unwrap();
-    let root = StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
-        .await
-        .unwrap();
+    let root = open_file(&dir).await;
     let s = root.tenant("chunks");
     let n = INSERT_CHUNK * 2 + 37;
     let seqs = s
@@ -77,10 +75,16 @@ async fn batches_of_several_chunks_link_and_move_the_head() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_append_rolls_back_and_leaves_the_connection_usable() {
     let root = StoreRoot::open("sqlite::memory:").await.unwrap();
+    refused_then_resumed(&root).await;
+}
+
+/// Three events, then a head set back behind the chain: the next batch hits an existing row
+/// and is refused as corrupt, nothing of it stays, no transaction is left open (the pool can
+/// write at once), and once the head is right again the same store appends.
+async fn refused_then_resumed(root: &StoreRoot) {
     let s = root.tenant("rollback");
     let first: Vec<AuditEvent> = (1..=3).map(|i| event("rollback", i)).collect();
     s.append_audit(first).await.unwrap();
-    // A head behind the chain: the insert of #2 hits the existing row.
     sqlx::query("UPDATE audit_head SET seq = 1 WHERE tenant_id = 'rollback'")
         .execute(root.raw_pool())
         .await
@@ -88,11 +92,13 @@ async fn a_failed_append_rolls_back_and_leaves_the_connection_usable() {
     let refused = s
         .append_audit(vec![event("rollback", 4), event("rollback", 5)])
         .await;
-    assert!(
-        matches!(refused, Err(StoreError::Corrupt(_))),
-        "{refused:?}"
-    );
-    // Nothing of the refused batch stayed, and no transaction is left open.
+    match refused {
+        Err(StoreError::Corrupt(m)) => assert!(
+            m.contains("already exists") && m.contains("audit verification"),
+            "{m}"
+        ),
+        other => panic!("expected a corrupt-chain refusal, got {other:?}"),
+    }
     assert_eq!(s.audit_tail(10).await.unwrap().len(), 3);
     sqlx::query("UPDATE audit_head SET seq = 3 WHERE tenant_id = 'rollback'")
         .execute(root.raw_pool())
@@ -113,9 +119,7 @@ async fn a_failed_append_rolls_back_and_leaves_the_connection_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_append_leaves_no_open_transaction_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let root = StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
-        .await
-        .unwrap();
+    let root = open_file(&dir).await;
     let s = root.tenant("abandoned");
     for (next, micros) in (1..).zip((0..40).map(|i| i * 50)) {
         let batch: Vec<AuditEvent> = (0..150).map(|i| event("abandoned", i)).collect();
@@ -146,9 +150,7 @@ async fn an_abandoned_append_leaves_no_open_transaction_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_do_not_wait_for_the_shared_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let root = StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
-        .await
-        .unwrap();
+    let root = open_file(&dir).await;
     let s = root.tenant("busy");
     s.append_audit(vec![event("busy", 1)]).await.unwrap();
     let mut held = Vec::new();
@@ -169,4 +171,114 @@ async fn appends_do_not_wait_for_the_shared_pool() {
     drop(held);
     assert_eq!(s.audit_head().await.unwrap().unwrap().0, 3);
     assert!(s.verify_audit().await.unwrap().is_intact());
+}
+
+/// A store in a new file under `dir`.
+async fn open_file(dir: &tempfile::TempDir) -> StoreRoot {
+    StoreRoot::open(&format!("sqlite://{}/store.db", dir.path().display()))
+        .await
+        .unwrap()
+}
+
+/// A store in a new file under `dir`, with `tenant`'s chain started by one event.
+async fn started(dir: &tempfile::TempDir, tenant: &str) -> (StoreRoot, Store) {
+    let root = open_file(dir).await;
+    let s = root.tenant(tenant);
+    assert_eq!(s.append_audit(vec![event(tenant, 1)]).await.unwrap(), [1]);
+    (root, s)
+}
+
+/// The same on a SQLite file, where the append runs on the appender's own connection
+/// (rusqlite) and the pool's connections are others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_on_a_file_rolls_back_and_the_appender_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_file(&dir).await;
+    refused_then_resumed(&root).await;
+}
+
+/// The gateway's audit writer runs on a current-thread runtime of its own; appends work there
+/// as on a multi-threaded runtime, and what one wrote the other continues.
+#[test]
+fn appends_work_on_current_thread_and_multi_thread_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        let root = StoreRoot::open(&url).await.unwrap();
+        let s = root.tenant("flavours");
+        assert_eq!(
+            s.append_audit(vec![event("flavours", 1)]).await.unwrap(),
+            [1]
+        );
+        root.close().await;
+    });
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    multi.block_on(async {
+        let root = StoreRoot::open(&url).await.unwrap();
+        let s = root.tenant("flavours");
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        s.append_audit(vec![event("flavours", t * 100 + i)])
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(s.audit_head().await.unwrap().unwrap().0, 41);
+        assert!(s.verify_audit().await.unwrap().is_intact());
+    });
+}
+
+/// Another connection holding the write lock beyond the busy timeout makes an append fail as
+/// unavailable (the audit writer retries those), not as corrupt; once the lock is released
+/// the append goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_elsewhere_is_a_transient_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, s) = started(&dir, "locked").await;
+    let mut other = root.raw_pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let refused = s.append_audit(vec![event("locked", 2)]).await;
+    match &refused {
+        Err(e @ StoreError::Unavailable(m)) => {
+            assert!(e.is_transient());
+            assert!(m.contains("locked by another writer"), "{m}");
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+    drop(other);
+    assert_eq!(s.append_audit(vec![event("locked", 2)]).await.unwrap(), [2]);
+    assert!(s.verify_audit().await.unwrap().is_intact());
+}
+
+/// After the store is closed, appends fail as unavailable instead of reopening the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_after_close_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, s) = started(&dir, "closed").await;
+    root.close().await;
+    let refused = s.append_audit(vec![event("closed", 2)]).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("closed")),
+        "{refused:?}"
+    );
 }

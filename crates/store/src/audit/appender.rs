@@ -1,0 +1,185 @@
+//! SQLite files: audit appends on a connection of their own, driven directly (rusqlite) on the
+//! calling thread instead of through sqlx's driver.
+//!
+//! Why a second driver: sqlx runs every SQLite connection on a worker thread of its own and
+//! hands each statement to it through a channel, so every audit batch cost two round trips
+//! between threads — the audit writer's thread waking the driver's thread and being woken
+//! back, twice — on top of the SQLite work itself. The gateway's audit writer already has a
+//! thread of its own (`tsuzuku-audit`), where waiting for SQLite blocks nothing else; here
+//! that thread runs the transaction itself. On this project's 2-core benchmark machine the
+//! hand-offs cost about as much CPU as the inserts (docs/BENCHMARKS.md).
+//!
+//! Both drivers link the same SQLite library (rusqlite 0.39 and sqlx 0.9 both use
+//! `libsqlite3-sys` 0.37) and open the same file in WAL mode; SQLite's own locking orders this
+//! connection's transactions with the pool's, as it orders any two connections'.
+//!
+//! The transaction is the same as the sqlx path's (`append_sqlite`): `BEGIN IMMEDIATE`, the
+//! head row's upsert, the linked rows, the head's update, `COMMIT`. Statements are prepared
+//! once and cached on the connection. After a failure the transaction is rolled back; if that
+//! fails too, the connection is closed and the next append opens a new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tsuzuku_audit::{AuditEvent, GENESIS_HASH};
+
+use super::{HEAD_SQL, link_all, what};
+use crate::error::StoreError;
+
+/// How long a transaction waits for another connection's write lock (as the pool's
+/// connections do: `PRAGMA busy_timeout = 5000`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const INSERT_SQL: &str =
+    "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const UPDATE_HEAD_SQL: &str = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE tenant_id = ?3";
+
+/// The connection for one SQLite file's audit appends, opened on first use.
+#[derive(Debug)]
+pub(crate) struct SqliteAppender {
+    path: PathBuf,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Not open yet, or closed after a failed rollback: the next append opens it.
+    Idle,
+    Open(Connection),
+    /// The store was closed: appends fail.
+    Closed,
+}
+
+impl SqliteAppender {
+    /// An appender for the database file at `path` (which the pool has already created and
+    /// migrated).
+    pub(crate) fn new(path: &Path) -> SqliteAppender {
+        SqliteAppender {
+            path: path.to_owned(),
+            slot: Mutex::new(Slot::Idle),
+        }
+    }
+
+    /// Closes the connection for good: later appends fail with [`StoreError::Unavailable`].
+    pub(crate) fn close(&self) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Slot::Closed;
+    }
+
+    /// Appends `events` to `tenant`'s chain in one transaction on this thread, and returns
+    /// their sequence numbers. Blocks while SQLite works (and while another connection holds
+    /// the write lock, up to the busy timeout): call it where blocking is allowed.
+    pub(crate) fn append(
+        &self,
+        tenant: &str,
+        events: &[&AuditEvent],
+    ) -> Result<Vec<i64>, StoreError> {
+        let what = what(tenant, events);
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match std::mem::replace(&mut *slot, Slot::Idle) {
+            Slot::Open(conn) => conn,
+            Slot::Idle => open(&self.path).map_err(|e| classify(&what, &e))?,
+            Slot::Closed => {
+                *slot = Slot::Closed;
+                return Err(StoreError::Unavailable(format!(
+                    "{what}: the store was closed"
+                )));
+            }
+        };
+        match transaction(&conn, tenant, events) {
+            Ok(seqs) => {
+                *slot = Slot::Open(conn);
+                Ok(seqs)
+            }
+            Err(e) => {
+                let err = if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+                    StoreError::Corrupt(format!(
+                        "{what}: an audit event after the chain head already exists ({e}); \
+                         the audit tables were changed outside tsuzuku: run an audit verification"
+                    ))
+                } else {
+                    classify(&what, &e)
+                };
+                // In autocommit mode nothing is open (BEGIN failed, or SQLite rolled back
+                // already); otherwise roll back, and close the connection if even that fails.
+                if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+                    *slot = Slot::Open(conn);
+                } else {
+                    tracing::warn!(path = %self.path.display(), "could not roll back an audit append; closing its connection");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Opens the file read-write (not creating it) with the settings every pooled connection has.
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoints are the pool's background task's (see `spawn_checkpointer`).
+    conn.pragma_update_and_check(None, "wal_autocheckpoint", 0, |_| Ok(()))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    Ok(conn)
+}
+
+fn transaction(
+    conn: &Connection,
+    tenant: &str,
+    events: &[&AuditEvent],
+) -> Result<Vec<i64>, rusqlite::Error> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let (seq, hash) = conn
+        .prepare_cached(HEAD_SQL)?
+        .query_row((tenant, GENESIS_HASH), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+    let (linked, seq, hash) = link_all(seq, hash, events);
+    {
+        let mut insert = conn.prepare_cached(INSERT_SQL)?;
+        for l in &linked {
+            insert.execute((
+                tenant,
+                l.seq,
+                l.prev_hash.as_str(),
+                l.hash.as_str(),
+                l.event.time_ms,
+                l.event.kind.as_str(),
+                l.event.actor.as_deref(),
+                l.detail.as_str(),
+            ))?;
+        }
+    }
+    conn.prepare_cached(UPDATE_HEAD_SQL)?
+        .execute((seq, hash.as_str(), tenant))?;
+    conn.execute_batch("COMMIT")?;
+    Ok(linked.iter().map(|l| l.seq).collect())
+}
+
+/// The store's classification of a SQLite error: locked beyond the busy timeout, or out of
+/// disk or failing I/O, may work on retry; a read-only file will not.
+fn classify(what: &str, e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!(
+                "{what}: the database stayed locked by another writer beyond the busy timeout: {e}"
+            ))
+        }
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(format!("{what}: {e}")),
+        Some(
+            ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(format!("{what}: {e}")),
+        _ => StoreError::Sqlite(format!("{what}: {e}")),
+    }
+}
