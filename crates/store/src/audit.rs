@@ -12,9 +12,9 @@
 //!
 //! A single tenant's append on a SQLite file (the gateway's audit writer) runs on the calling
 //! thread through a rusqlite connection of its own (`appender`), not through sqlx's driver
-//! thread. On an in-memory SQLite store it takes two round trips to sqlx's connection thread
-//! instead of five: `BEGIN IMMEDIATE` with that upsert, then the rows, the head's update and
-//! `COMMIT` in one query, with positional `?` placeholders (see `append_sqlite`).
+//! thread. Everything else (PostgreSQL, an in-memory SQLite store, several tenants at once)
+//! appends inside a sqlx transaction (`append_in_tx`), which sqlx rolls back if the append
+//! fails or is abandoned.
 //!
 //! The stored `detail` is the detail's canonical JSON (`tsuzuku_audit::canonical_detail`), the
 //! same text the chain hash covers, so each event is encoded once. Verification re-encodes the
@@ -23,8 +23,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::any::AnyRow;
-use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Any, AnyConnection, Row};
+use sqlx::{Acquire, AnyConnection, Row};
 use tsuzuku_audit::{
     AuditBackend, AuditError, AuditEvent, ChainedEvent, GENESIS_HASH, Verifier, VerifyReport,
     canonical_detail, chain_hash_canonical,
@@ -102,13 +101,6 @@ const HEAD_SQL: &str = "INSERT INTO audit_head (tenant_id, seq, hash) VALUES ($1
      ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_head.seq
      RETURNING seq, hash";
 
-/// SQLite: the transaction's start and [`HEAD_SQL`] in one round trip to the driver's thread.
-/// `BEGIN IMMEDIATE` takes the write lock at once, as the upsert alone would.
-const SQLITE_BEGIN_HEAD_SQL: &str = "BEGIN IMMEDIATE;
-     INSERT INTO audit_head (tenant_id, seq, hash) VALUES (?, 0, ?)
-     ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_head.seq
-     RETURNING seq, hash";
-
 fn what(tenant: &str, events: &[&AuditEvent]) -> String {
     format!(
         "appending {} audit events for tenant {tenant:?}",
@@ -157,13 +149,11 @@ enum Tail {
     None,
     /// Update the head row.
     Head,
-    /// Update the head row and commit the transaction.
-    HeadAndCommit,
 }
 
 /// Inserts the linked events in multi-row INSERTs: one round trip per chunk instead of one per
 /// event (group commit batches are up to hundreds of events under load). On SQLite the head
-/// row's update (and with [`Tail::HeadAndCommit`] the commit) rides in the last chunk's round
+/// row's update rides in the last chunk's round
 /// trip — sqlx runs the statements of one query in order on one connection — and the
 /// placeholders are positional `?`: SQLite looks numbered `$N` parameters up by name, which
 /// costs time quadratic in their number both when a statement is prepared and every time it
@@ -246,79 +236,6 @@ pub(crate) async fn append_in_tx(
     Ok(linked.iter().map(|l| l.seq).collect())
 }
 
-/// SQLite: one tenant's append as one transaction in two round trips to the driver's thread
-/// (for batches up to [`INSERT_CHUNK`] events) instead of five: `BEGIN IMMEDIATE` with the
-/// head's upsert, then the inserts with the head's update and `COMMIT`. sqlx's transaction
-/// type is not used, so this function undoes what it started itself: after a failure it rolls
-/// back, and if that fails too, or if the future is dropped half-way, the connection is closed
-/// instead of returned to the pool (closing it ends its open transaction).
-async fn append_sqlite(
-    sites: &Sites,
-    conn: &mut PoolConnection<Any>,
-    tenant: &str,
-    events: &[&AuditEvent],
-) -> Result<Vec<i64>, StoreError> {
-    let what = what(tenant, events);
-    let mut open = OpenTx(conn, true);
-    let result = async {
-        let rows = sqlx::query(SQLITE_BEGIN_HEAD_SQL)
-            .bind(tenant)
-            .bind(GENESIS_HASH)
-            .fetch_all(&mut **open.0)
-            .await
-            .map_err(|e| sites.classify(&what, e))?;
-        let head = rows.first().ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "{what}: the upsert of the audit_head row returned no row"
-            ))
-        })?;
-        let (seq, hash) = head_of(head)?;
-        let (linked, seq, hash) = link_all(seq, hash, events);
-        insert_linked(
-            sites,
-            open.0,
-            tenant,
-            &linked,
-            (seq, &hash),
-            Tail::HeadAndCommit,
-            &what,
-        )
-        .await?;
-        Ok(linked.iter().map(|l| l.seq).collect())
-    }
-    .await;
-    match result {
-        Ok(seqs) => {
-            open.1 = false;
-            Ok(seqs)
-        }
-        Err(e) => {
-            // "no transaction is active" (BEGIN failed, or SQLite already rolled back) is as
-            // good as a rollback; any other failure leaves the connection to be closed.
-            match sqlx::query("ROLLBACK").execute(&mut **open.0).await {
-                Ok(_) => open.1 = false,
-                Err(r) if r.to_string().contains("no transaction is active") => open.1 = false,
-                Err(r) => {
-                    tracing::warn!(error = %r, "could not roll back an audit append; closing its connection")
-                }
-            }
-            Err(e)
-        }
-    }
-}
-
-/// A pooled connection that may hold a transaction this module opened: unless `.1` was cleared,
-/// the connection is closed when it leaves the caller, never returned to the pool.
-struct OpenTx<'a>(&'a mut PoolConnection<Any>, bool);
-
-impl Drop for OpenTx<'_> {
-    fn drop(&mut self) {
-        if self.1 {
-            self.0.close_on_drop();
-        }
-    }
-}
-
 /// An event with its place in the chain and its canonical detail, ready to insert.
 struct Linked<'a> {
     seq: i64,
@@ -363,9 +280,6 @@ fn insert_sql(rows: usize, positional: bool, tail: Tail) -> String {
     match tail {
         Tail::None => {}
         Tail::Head => sql.push_str("; UPDATE audit_head SET seq = ?, hash = ? WHERE tenant_id = ?"),
-        Tail::HeadAndCommit => {
-            sql.push_str("; UPDATE audit_head SET seq = ?, hash = ? WHERE tenant_id = ?; COMMIT")
-        }
     }
     sql
 }
@@ -412,17 +326,6 @@ impl Store {
         let events: Vec<&AuditEvent> = events.iter().collect();
         if let Some(appender) = &self.appender {
             return blocking(|| appender.append(&self.tenant, &events));
-        }
-        let sqlite = self
-            .pool
-            .connect_options()
-            .database_url
-            .scheme()
-            .eq_ignore_ascii_case("sqlite");
-        if sqlite {
-            // `:memory:`: the pool's one connection (the database lives in it).
-            let mut conn = self.pool.acquire().await.map_err(|e| self.db(what, e))?;
-            return append_sqlite(&self.sites, &mut conn, &self.tenant, &events).await;
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
         let seqs = append_in_tx(

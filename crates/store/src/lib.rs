@@ -122,6 +122,35 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
     Ok(())
 }
 
+/// The audit appender of a SQLite file store (module `audit`): the same file, by its absolute
+/// path, through the same VFS as the pool's connections. None for an `immutable` file, which
+/// takes no writes (appends then fail through the pool with the driver's read-only error).
+fn sqlite_appender(
+    url: &str,
+    pool: &AnyPool,
+    shown: &str,
+) -> Result<Option<Arc<audit::SqliteAppender>>, StoreError> {
+    let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Invalid(format!("store URL {shown} is not usable: {e}")))?;
+    let options = pool.connect_options();
+    let param = |name: &str| {
+        options
+            .database_url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if param("immutable").is_some_and(|v| v == "true" || v == "1") {
+        return Ok(None);
+    }
+    let path = std::fs::canonicalize(file.get_filename())
+        .unwrap_or_else(|_| file.get_filename().to_owned());
+    Ok(Some(Arc::new(audit::SqliteAppender::new(
+        &path,
+        param("vfs"),
+    ))))
+}
+
 /// Checkpoints a SQLite store's write-ahead log every [`CHECKPOINT_EVERY`] (passive: it never
 /// waits for readers or writers) for as long as the pool lives. With SQLite's own
 /// auto-checkpoint, the checkpoint (about a thousand page writes and an fsync) ran inside the
@@ -203,10 +232,7 @@ impl StoreRoot {
             None
         } else {
             spawn_checkpointer(&pool);
-            let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url).map_err(|e| {
-                StoreError::Invalid(format!("store URL {shown} is not usable: {e}"))
-            })?;
-            Some(Arc::new(audit::SqliteAppender::new(file.get_filename())))
+            sqlite_appender(&url, &pool, &shown)?
         };
         Ok(StoreRoot {
             pool,

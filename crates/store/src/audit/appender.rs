@@ -13,10 +13,12 @@
 //! `libsqlite3-sys` 0.37) and open the same file in WAL mode; SQLite's own locking orders this
 //! connection's transactions with the pool's, as it orders any two connections'.
 //!
-//! The transaction is the same as the sqlx path's (`append_sqlite`): `BEGIN IMMEDIATE`, the
-//! head row's upsert, the linked rows, the head's update, `COMMIT`. Statements are prepared
-//! once and cached on the connection. After a failure the transaction is rolled back; if that
-//! fails too, the connection is closed and the next append opens a new one.
+//! The transaction: `BEGIN IMMEDIATE`, the head row's upsert, the linked rows, the head's
+//! update, `COMMIT`. Statements are prepared once and cached on the connection. After a
+//! failure the transaction is rolled back. The connection is kept only after a refusal it can
+//! recover from (another writer's lock, a row past the head); after any other error (I/O, a
+//! file replaced or damaged, a failed rollback) it is closed and the next append opens the file
+//! again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -42,6 +44,8 @@ const UPDATE_HEAD_SQL: &str = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE t
 #[derive(Debug)]
 pub(crate) struct SqliteAppender {
     path: PathBuf,
+    /// The store URL's `vfs` parameter, so both drivers lock the file the same way.
+    vfs: Option<String>,
     slot: Mutex<Slot>,
 }
 
@@ -56,10 +60,11 @@ enum Slot {
 
 impl SqliteAppender {
     /// An appender for the database file at `path` (which the pool has already created and
-    /// migrated).
-    pub(crate) fn new(path: &Path) -> SqliteAppender {
+    /// migrated), opened through the SQLite VFS `vfs` if the store URL named one.
+    pub(crate) fn new(path: &Path, vfs: Option<String>) -> SqliteAppender {
         SqliteAppender {
             path: path.to_owned(),
+            vfs,
             slot: Mutex::new(Slot::Idle),
         }
     }
@@ -81,7 +86,7 @@ impl SqliteAppender {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = match std::mem::replace(&mut *slot, Slot::Idle) {
             Slot::Open(conn) => conn,
-            Slot::Idle => open(&self.path).map_err(|e| classify(&what, &e))?,
+            Slot::Idle => open(&self.path, self.vfs.as_deref()).map_err(|e| classify(&what, &e))?,
             Slot::Closed => {
                 *slot = Slot::Closed;
                 return Err(StoreError::Unavailable(format!(
@@ -95,20 +100,27 @@ impl SqliteAppender {
                 Ok(seqs)
             }
             Err(e) => {
-                let err = if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
-                    StoreError::Corrupt(format!(
-                        "{what}: an audit event after the chain head already exists ({e}); \
-                         the audit tables were changed outside tsuzuku: run an audit verification"
-                    ))
-                } else {
-                    classify(&what, &e)
-                };
+                let err = classify(&what, &e);
+                // Another writer's lock and a row past the head leave the connection sound;
+                // anything else may not (a failing disk, the file replaced or damaged).
+                let keep = matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) || is_key_violation(&e);
                 // In autocommit mode nothing is open (BEGIN failed, or SQLite rolled back
-                // already); otherwise roll back, and close the connection if even that fails.
-                if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+                // already); otherwise roll back.
+                let rolled_back = conn.is_autocommit()
+                    || match conn.execute_batch("ROLLBACK") {
+                        Ok(()) => true,
+                        Err(r) => {
+                            tracing::warn!(path = %self.path.display(), error = %r, "could not roll back an audit append; closing its connection");
+                            false
+                        }
+                    };
+                if keep && rolled_back {
                     *slot = Slot::Open(conn);
-                } else {
-                    tracing::warn!(path = %self.path.display(), "could not roll back an audit append; closing its connection");
+                } else if rolled_back {
+                    tracing::warn!(path = %self.path.display(), error = %e, "audit append failed; the next one reopens the file");
                 }
                 Err(err)
             }
@@ -117,11 +129,12 @@ impl SqliteAppender {
 }
 
 /// Opens the file read-write (not creating it) with the settings every pooled connection has.
-fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+fn open(path: &Path, vfs: Option<&str>) -> Result<Connection, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs)?,
+        None => Connection::open_with_flags(path, flags)?,
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -136,7 +149,7 @@ fn transaction(
     tenant: &str,
     events: &[&AuditEvent],
 ) -> Result<Vec<i64>, rusqlite::Error> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let (seq, hash) = conn
         .prepare_cached(HEAD_SQL)?
         .query_row((tenant, GENESIS_HASH), |r| {
@@ -160,13 +173,31 @@ fn transaction(
     }
     conn.prepare_cached(UPDATE_HEAD_SQL)?
         .execute((seq, hash.as_str(), tenant))?;
-    conn.execute_batch("COMMIT")?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(linked.iter().map(|l| l.seq).collect())
 }
 
+/// A second row for a chain position: the primary key of `audit_events` (not NOT NULL or
+/// CHECK failures, which are constraint violations too).
+fn is_key_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
 /// The store's classification of a SQLite error: locked beyond the busy timeout, or out of
-/// disk or failing I/O, may work on retry; a read-only file will not.
+/// disk or failing I/O, may work on retry (the connection is reopened first); a read-only
+/// file will not; a row past the chain head or a damaged file is corruption.
 fn classify(what: &str, e: &rusqlite::Error) -> StoreError {
+    if is_key_violation(e) {
+        return StoreError::Corrupt(format!(
+            "{what}: an audit event after the chain head already exists ({e}); \
+             the audit tables were changed outside tsuzuku: run an audit verification"
+        ));
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(format!(
@@ -178,8 +209,12 @@ fn classify(what: &str, e: &rusqlite::Error) -> StoreError {
             ErrorCode::SystemIoFailure
             | ErrorCode::DiskFull
             | ErrorCode::CannotOpen
-            | ErrorCode::OutOfMemory,
+            | ErrorCode::OutOfMemory
+            | ErrorCode::FileLockingProtocolFailed,
         ) => StoreError::Unavailable(format!("{what}: {e}")),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(format!("{what}: {e}"))
+        }
         _ => StoreError::Sqlite(format!("{what}: {e}")),
     }
 }

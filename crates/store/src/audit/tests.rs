@@ -78,17 +78,21 @@ async fn a_failed_append_rolls_back_and_leaves_the_connection_usable() {
     refused_then_resumed(&root).await;
 }
 
-/// Three events, then a head set back behind the chain: the next batch hits an existing row
-/// and is refused as corrupt, nothing of it stays, no transaction is left open (the pool can
-/// write at once), and once the head is right again the same store appends.
+/// Three events, then a row written past the head from outside: the next batch of two inserts
+/// #4 and then hits that row at #5. It is refused as corrupt and rolled back whole (no #4, the
+/// head still at #3), no transaction is left open (the pool can write at once), and once the
+/// stray row is gone the same store appends.
 async fn refused_then_resumed(root: &StoreRoot) {
     let s = root.tenant("rollback");
     let first: Vec<AuditEvent> = (1..=3).map(|i| event("rollback", i)).collect();
     s.append_audit(first).await.unwrap();
-    sqlx::query("UPDATE audit_head SET seq = 1 WHERE tenant_id = 'rollback'")
-        .execute(root.raw_pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail)
+         VALUES ('rollback', 5, 'x', 'y', 0, 'decision', NULL, '{}')",
+    )
+    .execute(root.raw_pool())
+    .await
+    .unwrap();
     let refused = s
         .append_audit(vec![event("rollback", 4), event("rollback", 5)])
         .await;
@@ -99,8 +103,16 @@ async fn refused_then_resumed(root: &StoreRoot) {
         ),
         other => panic!("expected a corrupt-chain refusal, got {other:?}"),
     }
-    assert_eq!(s.audit_tail(10).await.unwrap().len(), 3);
-    sqlx::query("UPDATE audit_head SET seq = 3 WHERE tenant_id = 'rollback'")
+    let after: Vec<i64> = s
+        .audit_events(1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(after, [1, 2, 3, 5], "the refused batch left rows behind");
+    assert_eq!(s.audit_head().await.unwrap().unwrap().0, 3);
+    sqlx::query("DELETE FROM audit_events WHERE tenant_id = 'rollback' AND seq = 5")
         .execute(root.raw_pool())
         .await
         .unwrap();
@@ -115,11 +127,12 @@ async fn refused_then_resumed(root: &StoreRoot) {
 /// leave a transaction holding the write lock on a pooled connection: the next append goes
 /// through at once and the chain stays whole. (An abandoned append whose last statements had
 /// already reached SQLite may still commit, as with any dropped transaction whose `COMMIT` was
-/// sent; then it commits whole, before the next append.)
+/// sent; then it commits whole, before the next append.) This is the sqlx transaction path
+/// (here an in-memory store); an append on a SQLite file runs to its end on the calling thread
+/// once started, so it cannot be abandoned half-way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_append_leaves_no_open_transaction_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = open_file(&dir).await;
+    let root = StoreRoot::open("sqlite::memory:").await.unwrap();
     let s = root.tenant("abandoned");
     for (next, micros) in (1..).zip((0..40).map(|i| i * 50)) {
         let batch: Vec<AuditEvent> = (0..150).map(|i| event("abandoned", i)).collect();
