@@ -1,12 +1,18 @@
 //! Forwarding an authorised request to the app's upstream, bodies streamed both ways, with
 //! WebSocket (HTTP/1.1 `Upgrade`) tunnels.
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tsuzuku_store::{App, Session, User};
 
@@ -89,7 +95,17 @@ pub(crate) async fn forward(
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
     let upstream_req = Request::from_parts(parts, body);
 
-    let mut resp = match gw.client.request(upstream_req).await {
+    let sent = if upgrade_value.is_some() {
+        // Upgraded connections become tunnels: they come from the pool, never kept.
+        gw.client
+            .request(upstream_req)
+            .await
+            .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+            .map_err(|e| -> BoxError { Box::new(e) })
+    } else {
+        send_kept(&gw.client, &ctx.upstream, &app.upstream, upstream_req).await
+    };
+    let mut resp = match sent {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(app = %app.name, request_id = %ctx.id, error = %e, "upstream did not answer");
@@ -134,8 +150,201 @@ pub(crate) async fn forward(
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000; includeSubDomains"),
     );
-    let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
     Response::from_parts(parts, body)
+}
+
+/// The upstream HTTP/1.1 connection kept for one client connection: its next request to the
+/// same upstream goes out on it without the shared pool (its lock, and the task the pool
+/// spawns per request to take the connection back once the response body is read). Each
+/// client connection has at most one such connection: while it is in use (by another of the
+/// connection's concurrent HTTP/2 streams) or kept for another upstream, requests go through
+/// the pool. It is kept again once its response body has been read to the end.
+#[derive(Default)]
+pub(crate) struct Affinity(std::sync::Mutex<Slot>);
+
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Empty,
+    InUse,
+    Kept(String, SendRequest<Body>),
+}
+
+/// What a request to an upstream uses.
+enum Route {
+    Kept(SendRequest<Body>),
+    Open,
+    Pool,
+}
+
+impl std::fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Affinity")
+    }
+}
+
+impl Affinity {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, upstream: &str) -> Route {
+        let mut slot = self.slot();
+        match std::mem::replace(&mut *slot, Slot::InUse) {
+            Slot::Kept(u, sender) if u == upstream => {
+                if sender.is_closed() {
+                    Route::Open
+                } else {
+                    Route::Kept(sender)
+                }
+            }
+            Slot::Empty => Route::Open,
+            other => {
+                *slot = other;
+                Route::Pool
+            }
+        }
+    }
+
+    fn put(&self, upstream: String, sender: SendRequest<Body>) {
+        *self.slot() = Slot::Kept(upstream, sender);
+    }
+
+    /// The connection taken was lost: the next request opens another.
+    fn release(&self) {
+        *self.slot() = Slot::Empty;
+    }
+}
+
+/// Sends `req` on the client connection's kept upstream connection, on a new one, or through
+/// the pool (see [`Affinity`]). A request a reused connection did not take (closed by the
+/// upstream while idle) goes to the pool.
+async fn send_kept(
+    pool: &Client<HttpConnector, Body>,
+    affinity: &Arc<Affinity>,
+    upstream: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, BoxError> {
+    let via_pool = |req| async move {
+        Ok::<_, BoxError>(
+            pool.request(req)
+                .await?
+                .map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()),
+        )
+    };
+    let (sender, reused) = match affinity.take(upstream) {
+        Route::Pool => return via_pool(req).await,
+        Route::Kept(mut sender) => match sender.ready().await {
+            Ok(()) => (Ok(sender), true),
+            Err(_) => (connect(req.uri()).await, false),
+        },
+        Route::Open => (connect(req.uri()).await, false),
+    };
+    let mut sender = match sender {
+        Ok(s) => s,
+        Err(e) => {
+            affinity.release();
+            return Err(e);
+        }
+    };
+    match sender.try_send_request(req).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let mut back = GiveBack {
+                body,
+                back: Some((Arc::clone(affinity), upstream.to_owned(), sender)),
+            };
+            if back.body.is_end_stream() {
+                back.give_back();
+            }
+            Ok(Response::from_parts(parts, back.boxed()))
+        }
+        Err(mut e) => {
+            affinity.release();
+            match e.take_message() {
+                Some(req) if reused => via_pool(req).await,
+                _ => Err(Box::new(e.into_error())),
+            }
+        }
+    }
+}
+
+/// Opens an HTTP/1.1 connection to the upstream named by `uri` (`http://host[:port]`).
+async fn connect(uri: &http::Uri) -> Result<SendRequest<Body>, BoxError> {
+    let host = uri.host().ok_or("upstream URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| "connecting to the upstream timed out")??;
+    tcp.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// An upstream response body that puts its connection back for the client connection's next
+/// request once it has been read to the end. Dropped before that, the connection goes with it.
+struct GiveBack {
+    body: Incoming,
+    back: Option<(Arc<Affinity>, String, SendRequest<Body>)>,
+}
+
+impl GiveBack {
+    fn give_back(&mut self) {
+        if let Some((affinity, upstream, sender)) = self.back.take() {
+            affinity.put(upstream, sender);
+        }
+    }
+}
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        if let Some((affinity, _, _)) = self.back.take() {
+            affinity.release();
+        }
+    }
+}
+
+impl hyper::body::Body for GiveBack {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => this.give_back(),
+            std::task::Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            std::task::Poll::Ready(Some(Err(_))) => {
+                if let Some((affinity, _, _)) = this.back.take() {
+                    affinity.release();
+                }
+            }
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) })))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn sign_assertion(

@@ -113,6 +113,7 @@ pub async fn serve(
                 peer,
                 device,
                 tunneled: false,
+                upstream: Arc::default(),
             });
             serve_http(gw, tls, conn, Some(acceptor)).await;
         });
@@ -130,6 +131,8 @@ pub(crate) struct Conn {
     pub device: Option<String>,
     /// Inside a device tunnel (`CONNECT` from an enrolled connector).
     pub tunneled: bool,
+    /// The upstream connection kept for this connection's requests.
+    pub upstream: Arc<crate::proxy::Affinity>,
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on one TLS connection. `tunnels` is the acceptor for device
@@ -231,6 +234,7 @@ fn device_tunnel(
         peer: conn.peer,
         device: conn.device.clone(),
         tunneled: true,
+        upstream: Arc::default(),
     });
     let timeout = gw.settings.header_read_timeout;
     let task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {

@@ -1,0 +1,118 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+//! The upstream connection kept per client connection, against a real HTTP/1.1 upstream on
+//! loopback that counts the connections it accepts.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioExecutor;
+
+use super::*;
+
+/// An upstream answering `ok` (with `Connection: close` when `close` is set); returns its
+/// address and the count of connections it accepted.
+async fn upstream(close: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| async move {
+                    let mut resp = Response::new(Full::new(bytes::Bytes::from_static(b"ok")));
+                    if close {
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+fn pool() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+fn get(upstream: &str) -> Request<Body> {
+    Request::get(format!("{upstream}/x"))
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|e| -> BoxError { match e {} })
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// Sends `n` requests one after the other, reading each answer to the end.
+async fn ok_n(pool: &Client<HttpConnector, Body>, affinity: &Arc<Affinity>, url: &str, n: usize) {
+    for _ in 0..n {
+        let resp = send_kept(pool, affinity, url, get(url)).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connections_requests_share_one_upstream_connection() {
+    let (url, accepted) = upstream(false).await;
+    let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
+    ok_n(&pool, &affinity, &url, 5).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // Another client connection gets a connection of its own.
+    let other = Arc::new(Affinity::default());
+    ok_n(&pool, &other, &url, 1).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closes_is_not_reused() {
+    let (url, accepted) = upstream(true).await;
+    let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
+    ok_n(&pool, &affinity, &url, 3).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+/// While the kept connection is in use (a body not yet read, another HTTP/2 stream), requests
+/// go through the pool instead of opening private connections; a body dropped unread takes
+/// its connection with it, and the next request opens one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_kept_connection_sends_others_to_the_pool() {
+    let (url, accepted) = upstream(false).await;
+    let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
+    let unread = send_kept(&pool, &affinity, &url, get(&url)).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    ok_n(&pool, &affinity, &url, 3).await;
+    // The pool opened one connection and reused it.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    drop(unread);
+    ok_n(&pool, &affinity, &url, 3).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_answer_is_an_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
+    assert!(send_kept(&pool, &affinity, &url, get(&url)).await.is_err());
+}
