@@ -234,6 +234,11 @@ async fn send_kept(
                 .map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()),
         )
     };
+    // Kept connections are plain HTTP/1.1 (what `tsuzuku app add` accepts); anything else goes
+    // to the pool, which refuses what it cannot serve.
+    if req.uri().scheme_str() != Some("http") {
+        return via_pool(req).await;
+    }
     let (sender, reused) = match affinity.take(upstream) {
         Route::Pool => return via_pool(req).await,
         Route::Kept(mut sender) => match sender.ready().await {

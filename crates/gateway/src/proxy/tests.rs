@@ -116,3 +116,18 @@ async fn an_upstream_that_does_not_answer_is_an_error() {
     let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
     assert!(send_kept(&pool, &affinity, &url, get(&url)).await.is_err());
 }
+
+/// An upstream URL that is not plain `http://` is not connected to as if it were: the pool
+/// refuses it, as before kept connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_refused_not_spoken_to_in_plain_http() {
+    let (url, accepted) = upstream(false).await;
+    let https = url.replace("http://", "https://");
+    let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
+    assert!(
+        send_kept(&pool, &affinity, &https, get(&https))
+            .await
+            .is_err()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+}
