@@ -97,11 +97,7 @@ pub(crate) async fn forward(
 
     let sent = if upgrade_value.is_some() {
         // Upgraded connections become tunnels: they come from the pool, never kept.
-        gw.client
-            .request(upstream_req)
-            .await
-            .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
-            .map_err(|e| -> BoxError { Box::new(e) })
+        via_pool(&gw.client, upstream_req).await
     } else {
         send_kept(&gw.client, &ctx.upstream, &app.upstream, upstream_req).await
     };
@@ -227,20 +223,13 @@ async fn send_kept(
     upstream: &str,
     req: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
-    let via_pool = |req| async move {
-        Ok::<_, BoxError>(
-            pool.request(req)
-                .await?
-                .map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()),
-        )
-    };
     // Kept connections are plain HTTP/1.1 (what `tsuzuku app add` accepts); anything else goes
     // to the pool, which refuses what it cannot serve.
     if req.uri().scheme_str() != Some("http") {
-        return via_pool(req).await;
+        return via_pool(pool, req).await;
     }
     let (sender, reused) = match affinity.take(upstream) {
-        Route::Pool => return via_pool(req).await,
+        Route::Pool => return via_pool(pool, req).await,
         Route::Kept(mut sender) => match sender.ready().await {
             Ok(()) => (Ok(sender), true),
             Err(_) => (connect(req.uri()).await, false),
@@ -269,11 +258,22 @@ async fn send_kept(
         Err(mut e) => {
             affinity.release();
             match e.take_message() {
-                Some(req) if reused => via_pool(req).await,
+                Some(req) if reused => via_pool(pool, req).await,
                 _ => Err(Box::new(e.into_error())),
             }
         }
     }
+}
+
+/// Sends `req` through hyper-util's shared pool.
+async fn via_pool(
+    pool: &Client<HttpConnector, Body>,
+    req: Request<Body>,
+) -> Result<Response<Body>, BoxError> {
+    Ok(pool
+        .request(req)
+        .await?
+        .map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
 }
 
 /// Opens an HTTP/1.1 connection to the upstream named by `uri` (`http://host[:port]`).
