@@ -31,41 +31,7 @@ const FORMAT_VERSION: i64 = 1;
 ///
 /// The result does not depend on serde_json's map ordering features.
 pub fn canonical_bytes(seq: i64, prev_hash: &str, ev: &AuditEvent) -> Vec<u8> {
-    let mut detail = Vec::with_capacity(256);
-    write_canonical(&mut detail, &ev.detail);
-    canonical_bytes_with(seq, prev_hash, ev, &detail)
-}
-
-/// The canonical JSON text of an event's `detail`, exactly as [`canonical_bytes`] embeds it:
-/// sorted keys, no whitespace, minimal string escapes. It is valid JSON that parses back to the
-/// same value, so a store can keep it as the stored detail and hash the event with
-/// [`chain_hash_canonical`] without encoding the detail twice; verification re-encodes whatever
-/// JSON is stored, so rows stored in any other JSON layout verify the same way.
-pub fn canonical_detail(detail: &Value) -> String {
-    let mut out = Vec::with_capacity(256);
-    write_canonical(&mut out, detail);
-    // Every byte written is either copied from a `str` or ASCII punctuation, digits and
-    // escapes, so this never fails; a lossy conversion keeps that from ever panicking.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// [`chain_hash`] for an event whose detail was already encoded with [`canonical_detail`]
-/// (`ev.detail` itself is not read). Gives the same hash as `chain_hash(seq, prev_hash, ev)`.
-pub fn chain_hash_canonical(
-    seq: i64,
-    prev_hash: &str,
-    ev: &AuditEvent,
-    canonical_detail: &str,
-) -> String {
-    hex::encode(Sha256::digest(canonical_bytes_with(
-        seq,
-        prev_hash,
-        ev,
-        canonical_detail.as_bytes(),
-    )))
-}
-
-fn canonical_bytes_with(seq: i64, prev_hash: &str, ev: &AuditEvent, detail: &[u8]) -> Vec<u8> {
+    let detail = ev.detail.as_str().as_bytes();
     let mut out = Vec::with_capacity(detail.len().saturating_add(256));
     out.extend_from_slice(b"{\"actor\":");
     match &ev.actor {
@@ -79,20 +45,39 @@ fn canonical_bytes_with(seq: i64, prev_hash: &str, ev: &AuditEvent, detail: &[u8
     out.extend_from_slice(b",\"prev_hash\":");
     write_json_string(&mut out, prev_hash);
     out.extend_from_slice(b",\"seq\":");
-    write_display(&mut out, seq);
+    write_int(&mut out, seq);
     out.extend_from_slice(b",\"tenant\":");
     write_json_string(&mut out, &ev.tenant);
     out.extend_from_slice(b",\"time_ms\":");
-    write_display(&mut out, ev.time_ms);
+    write_int(&mut out, ev.time_ms);
     out.extend_from_slice(b",\"v\":");
-    write_display(&mut out, FORMAT_VERSION);
+    write_int(&mut out, FORMAT_VERSION);
     out.push(b'}');
     out
 }
 
+/// The canonical JSON text of a detail value, as [`canonical_bytes`] embeds it: sorted keys, no
+/// whitespace, minimal string escapes. It is valid JSON that parses back to the same value.
+/// Events hold their detail as this text ([`crate::Detail`]); stores keep it as it is, and
+/// reading a row back re-encodes whatever JSON is stored, so rows stored in any other JSON
+/// layout verify the same way.
+pub fn canonical_detail(detail: &Value) -> String {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(&mut out, detail);
+    // Every byte written is either copied from a `str` or ASCII punctuation, digits and
+    // escapes, so this never fails; a lossy conversion keeps that from ever panicking.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Lowercase hex SHA-256 over [`canonical_bytes`].
 pub fn chain_hash(seq: i64, prev_hash: &str, ev: &AuditEvent) -> String {
-    hex::encode(Sha256::digest(canonical_bytes(seq, prev_hash, ev)))
+    let digest = Sha256::digest(canonical_bytes(seq, prev_hash, ev));
+    let mut text = [0u8; 64];
+    // 32 bytes always fit 64 hex digits, which are ASCII.
+    match hex::encode_to_slice(digest, &mut text) {
+        Ok(()) => String::from_utf8_lossy(&text).into_owned(),
+        Err(_) => hex::encode(digest),
+    }
 }
 
 /// Appends `ev` after `prev` (or starts a chain with `seq = 1` and [`GENESIS_HASH`]).
@@ -163,6 +148,10 @@ fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String
 
 /// A value's `Display` text (numbers: serde_json's JSON form, itoa / ryu shortest round-trip),
 /// written in place instead of through a `String`.
+fn write_int(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
 fn write_display(out: &mut Vec<u8>, v: impl fmt::Display) {
     use std::io::Write as _;
     // Writing to a `Vec` cannot fail.
@@ -170,35 +159,68 @@ fn write_display(out: &mut Vec<u8>, v: impl fmt::Display) {
 }
 
 /// JSON string with the minimal escapes (RFC 8259): `"`, `\` and control characters.
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len().saturating_add(2));
     out.push(b'"');
-    let bytes = s.as_bytes();
-    // Runs of bytes that need no escape are copied at once.
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b != b'"' && b != b'\\' && b >= 0x20 {
-            continue;
-        }
-        out.extend_from_slice(bytes.get(run..i).unwrap_or_default());
-        run = i.saturating_add(1);
+    let mut rest = s.as_bytes();
+    // Runs of bytes that need no escape are found eight at a time and copied at once.
+    loop {
+        let at = first_to_escape(rest);
+        let (run, tail) = rest.split_at(at.min(rest.len()));
+        out.extend_from_slice(run);
+        let Some((&b, tail)) = tail.split_first() else {
+            break;
+        };
+        rest = tail;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0x00..=0x1f => {
+            _ => {
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
                 out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
             }
-            _ => out.push(b),
         }
     }
-    out.extend_from_slice(bytes.get(run..).unwrap_or_default());
     out.push(b'"');
+}
+
+/// Whether a byte must be escaped in a JSON string: `"`, `\` or a control character.
+fn must_escape(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
+/// The index of the first byte of `bytes` that must be escaped, or `bytes.len()`. Looks at
+/// eight bytes at a time (SWAR): a word's bytes below 0x20, and its bytes equal to `"` or `\`
+/// (a zero after XOR), each set their high bit in a mask. Borrows can only flag bytes above a
+/// truly flagged one, so the lowest flagged byte is exact.
+fn first_to_escape(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_le_bytes(w);
+        let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+            | zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')));
+        if flags != 0 {
+            return at + (flags.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + words
+        .remainder()
+        .iter()
+        .position(|&b| must_escape(b))
+        .unwrap_or(words.remainder().len())
 }
 
 /// Something wrong with a chain, naming the event(s) concerned.

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::detail::Detail;
+
 /// What kind of thing an audit event records. Serialised (and displayed) in `snake_case`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,8 +84,9 @@ pub struct AuditEvent {
     pub actor: Option<String>,
     /// The tenant whose chain this event belongs to.
     pub tenant: String,
-    /// Free-form details (decision inputs, matched policies, changed fields, ...).
-    pub detail: serde_json::Value,
+    /// Free-form details (decision inputs, matched policies, changed fields, ...), held as
+    /// canonical JSON text (see [`Detail`]).
+    pub detail: Detail,
 }
 
 /// An event with its position in a tenant's chain: `hash` covers `seq`, `prev_hash` and the

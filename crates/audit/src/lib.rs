@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chain;
+pub mod detail;
 pub mod event;
 pub mod memory;
 pub mod spool;
@@ -16,8 +17,9 @@ pub mod writer;
 
 pub use chain::{
     ChainProblem, GENESIS_HASH, Verifier, VerifyReport, canonical_bytes, canonical_detail,
-    chain_hash, chain_hash_canonical, link, link_to, verify, verify_from,
+    chain_hash, link, link_to, verify, verify_from,
 };
+pub use detail::Detail;
 pub use event::{AuditEvent, ChainedEvent, EventKind, ParseEventKindError};
 pub use memory::MemoryBackend;
 pub use spool::Spooled;

@@ -119,7 +119,8 @@ pub async fn enroll(store: &Store, body: &[u8], now: i64) -> Result<EnrollRespon
             "company_issued": company_issued,
             "user_id": grant.user_id,
             "fingerprint": fingerprint,
-        }),
+        })
+        .into(),
     };
     if let Err(e) = store.append_audit(vec![event]).await {
         tracing::error!(error = %e, device = %device_id, "device enrolled but its audit event could not be written");

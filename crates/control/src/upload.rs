@@ -149,7 +149,7 @@ pub fn parse_upload(body: &[u8], tenant: &str) -> Result<Upload, String> {
         .into_iter()
         .map(|e| {
             let mut event = e.event;
-            let mut detail = match event.detail {
+            let mut detail = match event.detail.to_value() {
                 serde_json::Value::Object(m) => m,
                 other => {
                     let mut m = serde_json::Map::new();
@@ -160,7 +160,7 @@ pub fn parse_upload(body: &[u8], tenant: &str) -> Result<Upload, String> {
             detail.insert("dr_gateway".into(), serde_json::json!(node));
             detail.insert("dr_seq".into(), serde_json::json!(e.seq));
             detail.insert("dr_hash".into(), serde_json::json!(e.hash));
-            event.detail = serde_json::Value::Object(detail);
+            event.detail = serde_json::Value::Object(detail).into();
             UploadedEvent {
                 dr_seq: e.seq,
                 dr_prev_hash: e.prev_hash,

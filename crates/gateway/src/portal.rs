@@ -1127,7 +1127,7 @@ async fn record(gw: &Gateway, kind: EventKind, actor: Option<String>, detail: se
         kind,
         actor,
         tenant: gw.store.tenant_id().to_owned(),
-        detail,
+        detail: detail.into(),
     };
     if let Err(e) = gw.audit.record(ev).await {
         tracing::error!(error = %e, "could not record audit event");

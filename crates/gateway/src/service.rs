@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tsuzuku_audit::{AuditEvent, EventKind};
+use tsuzuku_audit::{AuditEvent, Detail, EventKind};
 use tsuzuku_identity::token::hash_token;
 use tsuzuku_policy::{AppFacts, RequestFacts, UserFacts};
 use tsuzuku_store::{App, Session, User};
@@ -386,15 +386,51 @@ async fn protected(
     };
     let device_facts = device::facts_for(gw, &ctx.device, req_facts.now_unix).await;
     // 5. decide
-    let mut decision = engine.decide(&user_facts, device_facts.as_ref(), &app_facts, &req_facts);
-    // 6. audit, before anything reaches the app. The detail is built once, moving what the
-    // decision already owns (its inputs summary is the largest part) instead of copying it.
+    let decision = engine.decide(&user_facts, device_facts.as_ref(), &app_facts, &req_facts);
+    // 6. audit, before anything reaches the app. The detail is written once, here, straight
+    // into its canonical text (no JSON tree is built, handed over and freed).
+    let detail = DecisionDetail {
+        allowed: decision.allowed,
+        app: &app.name,
+        auth_method: &session.auth_method,
+        context: decision.summary(&user_facts, device_facts.as_ref(), &app_facts, &req_facts),
+        device: ctx.device.id(),
+        errors: &decision.errors,
+        groups: &user.groups,
+        host: &ctx.host,
+        method: &req_facts.method,
+        mfa: session.mfa,
+        node: &gw.settings.node_id,
+        path: &req_facts.path,
+        peer_ip: ctx.peer.ip(),
+        policies: &decision.determining,
+        policy_version: gw.policy_version(),
+        reason: &decision.reason,
+        request_id: &ctx.id,
+        source_ip: ctx.client_ip,
+        user: &user.username,
+        user_id: &user.id,
+    };
+    let detail = match Detail::from_serialize(&detail) {
+        Ok(d) => d,
+        Err(e) => {
+            // Plain strings, numbers and addresses: never happens; refused like an audit
+            // failure if it did.
+            tracing::error!(request_id = %ctx.id, error = %e, "could not encode a decision's audit detail");
+            return respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Access cannot be recorded right now, so it is not granted. Try again in a moment.",
+                &ctx.id,
+            );
+        }
+    };
     let event = AuditEvent {
         time_ms: now_ms(),
         kind: EventKind::Decision,
         actor: Some(user.username.clone()),
         tenant: gw.store.tenant_id().to_owned(),
-        detail: decision_detail(gw, ctx, user, session, app, &req_facts, &mut decision),
+        detail,
     };
     if let Err(e) = gw.audit.record(event).await {
         tracing::error!(request_id = %ctx.id, error = %e, "audit log unavailable; refusing request");
@@ -421,49 +457,28 @@ async fn protected(
 }
 
 /// The detail of a decision's audit event: who, what, from where, which policies decided and
-/// why, and the inputs as the policies saw them. Takes the decision's policy lists and inputs
-/// summary (they are only needed here); leaves `allowed` and `reason`.
-fn decision_detail(
-    gw: &Gateway,
-    ctx: &Ctx,
-    user: &User,
-    session: &Session,
-    app: &App,
-    req: &RequestFacts,
-    decision: &mut tsuzuku_policy::Decision,
-) -> serde_json::Value {
-    use serde_json::Value;
-    // In key order: the audit log's canonical encoding then writes the map as it is, without
-    // sorting a copy of it.
-    let fields: [(&str, Value); 20] = [
-        ("allowed", Value::Bool(decision.allowed)),
-        ("app", Value::from(app.name.as_str())),
-        ("auth_method", Value::from(session.auth_method.as_str())),
-        ("context", decision.context_summary.take()),
-        ("device", Value::from(ctx.device.id())),
-        ("errors", Value::from(std::mem::take(&mut decision.errors))),
-        ("groups", Value::from(user.groups.clone())),
-        ("host", Value::from(ctx.host.as_str())),
-        ("method", Value::from(req.method.as_str())),
-        ("mfa", Value::Bool(session.mfa)),
-        ("node", Value::from(gw.settings.node_id.as_str())),
-        ("path", Value::from(req.path.as_str())),
-        ("peer_ip", Value::String(ctx.peer.ip().to_string())),
-        (
-            "policies",
-            Value::from(std::mem::take(&mut decision.determining)),
-        ),
-        ("policy_version", Value::from(gw.policy_version())),
-        ("reason", Value::from(decision.reason.as_str())),
-        ("request_id", Value::from(ctx.id.as_str())),
-        ("source_ip", Value::String(ctx.client_ip.to_string())),
-        ("user", Value::from(user.username.as_str())),
-        ("user_id", Value::from(user.id.as_str())),
-    ];
-    debug_assert!(fields.is_sorted_by_key(|(k, _)| *k));
-    let mut map = serde_json::Map::with_capacity(fields.len());
-    for (k, v) in fields {
-        map.insert(k.to_owned(), v);
-    }
-    Value::Object(map)
+/// why, and the inputs as the policies saw them (`context`). Fields in key order: serialised,
+/// it is already the audit chain's canonical text (checked by a test).
+#[derive(serde::Serialize)]
+struct DecisionDetail<'a> {
+    allowed: bool,
+    app: &'a str,
+    auth_method: &'a str,
+    context: tsuzuku_policy::Summary<'a>,
+    device: Option<&'a str>,
+    errors: &'a [String],
+    groups: &'a [String],
+    host: &'a str,
+    method: &'a str,
+    mfa: bool,
+    node: &'a str,
+    path: &'a str,
+    peer_ip: IpAddr,
+    policies: &'a [String],
+    policy_version: i64,
+    reason: &'a str,
+    request_id: &'a str,
+    source_ip: IpAddr,
+    user: &'a str,
+    user_id: &'a str,
 }

@@ -3,6 +3,7 @@
 //! reports a [`Decision`] with its reasons.
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Effect};
 use cedar_policy_core::evaluator::Evaluator;
@@ -13,7 +14,8 @@ use crate::PolicyError;
 use crate::compile::{Compiled, PolicyDoc, compile_docs};
 use crate::facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts};
 use crate::index::{Entry, Outcome, READ, WRITE};
-use crate::request::{Builder, Built, Derived, Parts, local_clock, summary};
+use crate::request::{Builder, Built, Derived, Parts, local_clock};
+use crate::summary::Inputs;
 
 /// The outcome of one authorization decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +33,24 @@ pub struct Decision {
     /// One sentence for people: "allowed by policy X", "denied by forbid
     /// policy Y", "denied: no policy permits (default deny)", ...
     pub reason: String,
-    /// The inputs as the policies saw them, for the audit event.
-    pub context_summary: serde_json::Value,
+    /// What the decision derived from its facts; with the facts,
+    /// [`Decision::summary`] gives the inputs as the policies saw them, for
+    /// the audit event.
+    pub inputs: Inputs,
+}
+
+impl Decision {
+    /// The inputs as the policies saw them (see [`Inputs::summary`]); pass
+    /// the facts the decision was made from.
+    pub fn summary<'a>(
+        &'a self,
+        user: &'a UserFacts,
+        device: Option<&'a DeviceFacts>,
+        app: &'a AppFacts,
+        req: &'a RequestFacts,
+    ) -> crate::Summary<'a> {
+        self.inputs.summary(user, device, app, req)
+    }
 }
 
 /// A compiled, validated policy set ready to decide requests.
@@ -43,6 +61,8 @@ pub struct Decision {
 pub struct PolicyEngine {
     pub(crate) compiled: Compiled,
     tz: TimeZone,
+    /// The zone's IANA name, as decisions report it.
+    tz_name: Arc<str>,
     pub(crate) builder: Builder,
     pub(crate) authorizer: Authorizer,
 }
@@ -61,6 +81,7 @@ impl PolicyEngine {
         let builder = Builder::new(schema).map_err(PolicyError::Schema)?;
         Ok(Self {
             compiled,
+            tz_name: Arc::from(tz.iana_name().unwrap_or("(fixed offset)")),
             tz,
             builder,
             authorizer: Authorizer::new(),
@@ -76,16 +97,16 @@ impl PolicyEngine {
         app: &AppFacts,
         req: &RequestFacts,
     ) -> Decision {
-        let (inputs, summary) = self.inputs(user, device, app, req);
-        let (parts, action) = match inputs {
-            Ok(inputs) => inputs,
+        let (prepared, inputs) = self.inputs(user, device, app, req);
+        let (parts, action) = match prepared {
+            Ok(prepared) => prepared,
             Err(problem) => {
                 return Decision {
                     allowed: false,
                     determining: Vec::new(),
                     reason: format!("denied: the request could not be evaluated ({problem})"),
                     errors: vec![problem],
-                    context_summary: summary,
+                    inputs,
                 };
             }
         };
@@ -113,7 +134,7 @@ impl PolicyEngine {
                 });
                 (entry.as_ref(), outcome)
             });
-        self.conclude(outcomes, summary)
+        self.conclude(outcomes, inputs)
     }
 
     /// The organisation's time zone the engine computes local time in.
@@ -131,25 +152,21 @@ impl PolicyEngine {
     }
 
     /// The Cedar values of the request and the action (READ or WRITE), and
-    /// the audit summary of the inputs (which is returned even when the
-    /// inputs are unusable).
+    /// what the audit summary needs (which is returned even when the inputs
+    /// are unusable).
     pub(crate) fn inputs(
         &self,
         user: &UserFacts,
         device: Option<&DeviceFacts>,
         app: &AppFacts,
         req: &RequestFacts,
-    ) -> (Result<(Parts, usize), String>, serde_json::Value) {
+    ) -> (Result<(Parts, usize), String>, Inputs) {
         let derived = Derived::new(req);
         let moment = local_clock(&self.tz, req.now_unix).and_then(|c| self.builder.moment(&c));
-        let summary = summary(
-            user,
-            device,
-            app,
-            req,
-            &self.tz,
-            moment.as_deref().ok(),
+        let inputs = Inputs::new(
             &derived,
+            moment.as_ref().ok().map(Arc::clone),
+            Arc::clone(&self.tz_name),
         );
         let parts = moment.and_then(|moment| {
             let parts = self
@@ -157,7 +174,7 @@ impl PolicyEngine {
                 .parts(user, device, app, req, &moment, &derived)?;
             Ok((parts, if derived.read() { READ } else { WRITE }))
         });
-        (parts, summary)
+        (parts, inputs)
     }
 
     /// Builds the Cedar request and entities, and the audit summary of the
@@ -168,10 +185,10 @@ impl PolicyEngine {
         device: Option<&DeviceFacts>,
         app: &AppFacts,
         req: &RequestFacts,
-    ) -> (Result<Built, String>, serde_json::Value) {
-        let (inputs, summary) = self.inputs(user, device, app, req);
-        let built = inputs.and_then(|(parts, _)| self.builder.cedar(&parts));
-        (built, summary)
+    ) -> (Result<Built, String>, Inputs) {
+        let (prepared, inputs) = self.inputs(user, device, app, req);
+        let built = prepared.and_then(|(parts, _)| self.builder.cedar(&parts));
+        (built, inputs)
     }
 
     /// Combines the outcomes of the evaluated policies into one decision,
@@ -181,7 +198,7 @@ impl PolicyEngine {
     pub(crate) fn conclude<'a>(
         &self,
         outcomes: impl Iterator<Item = (&'a Entry, Outcome)>,
-        summary: serde_json::Value,
+        inputs: Inputs,
     ) -> Decision {
         let mut forbids: Vec<&Entry> = Vec::new();
         let mut permits: Vec<&Entry> = Vec::new();
@@ -233,7 +250,7 @@ impl PolicyEngine {
             determining: determining.iter().map(|entry| entry.name.clone()).collect(),
             errors: errors.into_iter().map(|(_, e)| e).collect(),
             reason,
-            context_summary: summary,
+            inputs,
         }
     }
 }

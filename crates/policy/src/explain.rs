@@ -69,6 +69,8 @@ pub struct PolicyOutcome {
 pub struct Explanation {
     /// The decision, exactly as [`PolicyEngine::decide`] makes it.
     pub decision: Decision,
+    /// The inputs as the policies saw them ([`Decision::summary`]).
+    pub summary: Value,
     /// Every loaded policy, in document order (not only the requested app's
     /// slice).
     pub policies: Vec<PolicyOutcome>,
@@ -118,10 +120,12 @@ impl PolicyEngine {
         req: &RequestFacts,
     ) -> Explanation {
         let decision = self.decide(user, device, app, req);
+        let summary = decision.summary(user, device, app, req).to_value();
         let (prepared, _) = self.prepare(user, device, app, req);
         let Ok(prepared) = prepared else {
             return Explanation {
                 decision,
+                summary,
                 policies: Vec::new(),
             };
         };
@@ -216,7 +220,11 @@ impl PolicyEngine {
                 }
             })
             .collect();
-        Explanation { decision, policies }
+        Explanation {
+            decision,
+            summary,
+            policies,
+        }
     }
 }
 
@@ -334,7 +342,7 @@ fn yes_no(summary: &Value, pointer: &str) -> &'static str {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.decision.context_summary;
+        let s = &self.summary;
         let verdict = if self.decision.allowed {
             "ALLOW"
         } else {

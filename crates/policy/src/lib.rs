@@ -18,6 +18,7 @@ mod facts;
 mod index;
 mod request;
 mod schema;
+mod summary;
 
 pub use compile::{PolicyDoc, validate};
 pub use engine::{Decision, PolicyEngine};
@@ -26,6 +27,7 @@ pub use explain::{Explanation, PolicyEffect, PolicyOutcome, PolicyStatus};
 pub use facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts, action_for_method, version_code};
 pub use jiff::tz::TimeZone;
 pub use schema::schema_text;
+pub use summary::{Inputs, Summary};
 
 #[cfg(test)]
 mod tests;

@@ -15,10 +15,10 @@
 //! when Cedar's evaluator is needed (see `eval`). A test checks that the
 //! result equals what the public constructors build.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -115,16 +115,33 @@ pub(crate) struct Derived {
     pub action: &'static str,
     /// The canonical client address, and its text.
     pub addr: IpAddr,
-    pub ip: String,
+    pub ip: Arc<str>,
     /// The HTTP method in upper case.
-    pub method: String,
+    pub method: Cow<'static, str>,
 }
 
 /// A client address with its text and Cedar `ipaddr` value.
 struct Source {
     addr: IpAddr,
-    text: String,
+    text: Arc<str>,
     value: Option<Value>,
+}
+
+/// The methods of RFC 9110 and PATCH, upper case: the method of almost every
+/// request, without allocating.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// `method` in upper case.
+fn upper_method(method: &str) -> Cow<'static, str> {
+    match KNOWN_METHODS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(method))
+    {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(method.to_ascii_uppercase()),
+    }
 }
 
 thread_local! {
@@ -141,12 +158,12 @@ impl Derived {
         let ip = SOURCE.with(|cache| {
             let mut cache = cache.borrow_mut();
             match cache.as_ref() {
-                Some(source) if source.addr == addr => source.text.clone(),
+                Some(source) if source.addr == addr => Arc::clone(&source.text),
                 _ => {
-                    let text = addr.to_string();
+                    let text: Arc<str> = Arc::from(addr.to_string());
                     *cache = Some(Source {
                         addr,
-                        text: text.clone(),
+                        text: Arc::clone(&text),
                         value: None,
                     });
                     text
@@ -157,7 +174,7 @@ impl Derived {
             action: action_for_method(&req.method),
             addr,
             ip,
-            method: req.method.to_ascii_uppercase(),
+            method: upper_method(&req.method),
         }
     }
 
@@ -191,6 +208,63 @@ pub(crate) struct Builder {
     action_list: Vec<CoreEntity>,
 }
 
+/// An entity of a request with its uid, and the uid as a value.
+pub(crate) struct Built1 {
+    pub uid: Arc<EntityUID>,
+    pub value: Value,
+    pub entity: Arc<CoreEntity>,
+}
+
+impl Built1 {
+    fn new(uid: EntityUID, entity: CoreEntity) -> Arc<Built1> {
+        let uid = Arc::new(uid);
+        Arc::new(Built1 {
+            value: Value::from(Arc::clone(&uid)),
+            uid,
+            entity: Arc::new(entity),
+        })
+    }
+}
+
+/// A few entries, most recently used first, looked up by scanning: per thread, for the
+/// entities of the users and apps of recent requests. Building an entity (its attribute map,
+/// its parents) costs more than the rest of a request's Cedar values.
+pub(crate) struct Recent<K> {
+    entries: Vec<(K, Arc<Built1>)>,
+    max: usize,
+}
+
+impl<K> Recent<K> {
+    const fn new(max: usize) -> Self {
+        Recent {
+            entries: Vec::new(),
+            max,
+        }
+    }
+
+    fn find(&mut self, hit: impl Fn(&K) -> bool) -> Option<Arc<Built1>> {
+        let i = self.entries.iter().position(|(k, _)| hit(k))?;
+        if i > 0 {
+            // Most recent first, so that the requests of one user stay at the front.
+            let entry = self.entries.remove(i);
+            self.entries.insert(0, entry);
+        }
+        self.entries.first().map(|(_, b)| Arc::clone(b))
+    }
+
+    fn put(&mut self, key: K, built: Arc<Built1>) {
+        self.entries.truncate(self.max.saturating_sub(1));
+        self.entries.insert(0, (key, built));
+    }
+}
+
+thread_local! {
+    /// Users' principal entities, by builder, facts and second.
+    static USERS: RefCell<Recent<(usize, (UserFacts, i64))>> = const { RefCell::new(Recent::new(32)) };
+    /// Apps' resource entities, by builder and facts.
+    static APPS: RefCell<Recent<(usize, AppFacts)>> = const { RefCell::new(Recent::new(16)) };
+}
+
 /// A Cedar request ready to evaluate.
 pub(crate) struct Built {
     pub request: CoreRequest,
@@ -203,34 +277,37 @@ pub(crate) struct Built {
 pub(crate) struct Parts {
     /// The action is `read` (else `write`).
     read: bool,
-    principal: Arc<EntityUID>,
-    principal_value: Value,
     action: Arc<EntityUID>,
-    resource: Arc<EntityUID>,
-    resource_value: Value,
-    user: CoreEntity,
-    app: CoreEntity,
+    user: Arc<Built1>,
+    app: Arc<Built1>,
     context: Arc<BTreeMap<SmolStr, Value>>,
     context_value: Value,
 }
 
 /// Everything derived from the instant and the zone offset: the Cedar time
 /// values and their texts for the audit summary.
+#[derive(Debug)]
 pub(crate) struct Moment {
     key: (i64, i32),
     now: Value,
     local_time: Value,
-    pub now_text: String,
-    pub offset_text: String,
-    pub date_text: String,
-    pub time_text: String,
+    pub texts: MomentTexts,
+}
+
+/// The texts of a [`Moment`], as the audit summary shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MomentTexts {
+    pub now: String,
+    pub offset: String,
+    pub date: String,
+    pub time: String,
     pub weekday: &'static str,
 }
 
 thread_local! {
     /// The moment of the last request this thread built, reused while the
     /// second lasts.
-    static MOMENT: RefCell<Option<Rc<Moment>>> = const { RefCell::new(None) };
+    static MOMENT: RefCell<Option<Arc<Moment>>> = const { RefCell::new(None) };
 }
 
 impl Builder {
@@ -313,28 +390,101 @@ impl Builder {
 
     /// The time values of `clock`, from this thread's cache when the last
     /// request was in the same second and zone offset.
-    pub(crate) fn moment(&self, clock: &Clock) -> Result<Rc<Moment>, String> {
+    pub(crate) fn moment(&self, clock: &Clock) -> Result<Arc<Moment>, String> {
         let key = (clock.now.as_second(), clock.offset.seconds());
         MOMENT.with(|cache| {
             if let Some(moment) = cache.borrow().as_ref()
                 && moment.key == key
             {
-                return Ok(Rc::clone(moment));
+                return Ok(Arc::clone(moment));
             }
             let now_text = clock.now.to_string();
-            let moment = Rc::new(Moment {
+            let moment = Arc::new(Moment {
                 key,
                 now: Self::extension(self.datetime, &now_text)?,
                 local_time: Self::extension(self.duration, &format!("{}s", clock.seconds_of_day))?,
-                now_text,
-                offset_text: offset_text(clock.offset),
-                date_text: date_text(clock.date),
-                time_text: time_of_day_text(clock.seconds_of_day),
-                weekday: clock.weekday,
+                texts: MomentTexts {
+                    now: now_text,
+                    offset: offset_text(clock.offset),
+                    date: date_text(clock.date),
+                    time: time_of_day_text(clock.seconds_of_day),
+                    weekday: clock.weekday,
+                },
             });
-            *cache.borrow_mut() = Some(Rc::clone(&moment));
+            *cache.borrow_mut() = Some(Arc::clone(&moment));
             Ok(moment)
         })
+    }
+
+    /// The principal entity of `user` at `now_unix` (its `auth_age_secs` changes every
+    /// second), from this thread's cache when it was built before.
+    fn user_entity(&self, user: &UserFacts, now_unix: i64) -> Arc<Built1> {
+        let key = self.key();
+        USERS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let hit =
+                |(k, (u, t)): &(usize, (UserFacts, i64))| *k == key && *t == now_unix && u == user;
+            if let Some(built) = cache.find(hit) {
+                return built;
+            }
+            let uid =
+                EntityUID::from_components(self.user.clone(), Eid::new(user.id.as_str()), None);
+            let groups: HashSet<EntityUID> = user
+                .groups
+                .iter()
+                .map(|g| EntityUID::from_components(self.group.clone(), Eid::new(g.as_str()), None))
+                .collect();
+            let entity = CoreEntity::new_with_attr_partial_value(
+                uid.clone(),
+                [
+                    // In key order, which saves the map's sort some moves.
+                    attr("auth_age_secs", age(now_unix, user.auth_time)),
+                    attr("auth_method", user.auth_method.as_str()),
+                    attr("mfa", user.mfa),
+                    attr("username", user.username.as_str()),
+                ],
+                HashSet::new(),
+                groups,
+                [],
+            );
+            let built = Built1::new(uid, entity);
+            cache.put((key, (user.clone(), now_unix)), Arc::clone(&built));
+            built
+        })
+    }
+
+    /// The resource entity of `app`, from this thread's cache when it was built before.
+    fn app_entity(&self, app: &AppFacts) -> Arc<Built1> {
+        let key = self.key();
+        APPS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(built) = cache.find(|(k, a)| *k == key && a == app) {
+                return built;
+            }
+            let uid =
+                EntityUID::from_components(self.app.clone(), Eid::new(app.name.as_str()), None);
+            let entity = CoreEntity::new_with_attr_partial_value(
+                uid.clone(),
+                [
+                    attr("critical", app.critical),
+                    attr("data_class", app.data_class.as_str()),
+                    attr("isolated", app.isolated),
+                    attr("name", app.name.as_str()),
+                ],
+                HashSet::new(),
+                HashSet::new(),
+                [],
+            );
+            let built = Built1::new(uid, entity);
+            cache.put((key, app.clone()), Arc::clone(&built));
+            built
+        })
+    }
+
+    /// Tells this builder's cached entities from another's (entity types are the schema's,
+    /// the same for every builder; the key only keeps the caches plainly per engine).
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// The Cedar values of one request.
@@ -347,52 +497,13 @@ impl Builder {
         moment: &Moment,
         derived: &Derived,
     ) -> Result<Parts, String> {
-        let principal = Arc::new(EntityUID::from_components(
-            self.user.clone(),
-            Eid::new(user.id.as_str()),
-            None,
-        ));
-        let resource = Arc::new(EntityUID::from_components(
-            self.app.clone(),
-            Eid::new(app.name.as_str()),
-            None,
-        ));
+        let user_entity = self.user_entity(user, req.now_unix);
+        let app_entity = self.app_entity(app);
         let action = if derived.read() {
             &self.read
         } else {
             &self.write
         };
-
-        let groups: HashSet<EntityUID> = user
-            .groups
-            .iter()
-            .map(|g| EntityUID::from_components(self.group.clone(), Eid::new(g.as_str()), None))
-            .collect();
-        let user_entity = CoreEntity::new_with_attr_partial_value(
-            EntityUID::clone(&principal),
-            [
-                // In key order, which saves the map's sort some moves.
-                attr("auth_age_secs", age(req.now_unix, user.auth_time)),
-                attr("auth_method", user.auth_method.as_str()),
-                attr("mfa", user.mfa),
-                attr("username", user.username.as_str()),
-            ],
-            HashSet::new(),
-            groups,
-            [],
-        );
-        let app_entity = CoreEntity::new_with_attr_partial_value(
-            EntityUID::clone(&resource),
-            [
-                attr("critical", app.critical),
-                attr("data_class", app.data_class.as_str()),
-                attr("isolated", app.isolated),
-                attr("name", app.name.as_str()),
-            ],
-            HashSet::new(),
-            HashSet::new(),
-            [],
-        );
 
         let mut context: BTreeMap<SmolStr, Value> = BTreeMap::new();
         context.insert(SmolStr::new_static("source_ip"), self.source_ip(derived)?);
@@ -400,15 +511,15 @@ impl Builder {
         context.insert(SmolStr::new_static("local_time"), moment.local_time.clone());
         context.insert(
             SmolStr::new_static("local_date"),
-            Value::from(moment.date_text.as_str()),
+            Value::from(moment.texts.date.as_str()),
         );
         context.insert(
             SmolStr::new_static("weekday"),
-            Value::from(SmolStr::new_static(moment.weekday)),
+            Value::from(SmolStr::new_static(moment.texts.weekday)),
         );
         context.insert(
             SmolStr::new_static("method"),
-            Value::from(derived.method.as_str()),
+            Value::from(derived.method.as_ref()),
         );
         context.insert(SmolStr::new_static("path"), Value::from(req.path.as_str()));
         if let Some(device) = device {
@@ -438,11 +549,7 @@ impl Builder {
 
         Ok(Parts {
             read: derived.read(),
-            principal_value: Value::from(Arc::clone(&principal)),
-            principal,
             action: Arc::clone(action),
-            resource_value: Value::from(Arc::clone(&resource)),
-            resource,
             user: user_entity,
             app: app_entity,
             context_value: Value::record_arc(Arc::clone(&context), None),
@@ -453,15 +560,15 @@ impl Builder {
     /// The request as the fast evaluation path sees it.
     pub(crate) fn env<'a>(&'a self, parts: &'a Parts) -> Env<'a> {
         Env {
-            principal: &parts.principal_value,
+            principal: &parts.user.value,
             action: if parts.read {
                 &self.read_value
             } else {
                 &self.write_value
             },
-            resource: &parts.resource_value,
+            resource: &parts.app.value,
             context: &parts.context_value,
-            request_entities: [&parts.user, &parts.app],
+            request_entities: [&parts.user.entity, &parts.app.entity],
             shared_entities: &self.action_list,
         }
     }
@@ -475,7 +582,10 @@ impl Builder {
             .actions
             .clone()
             .add_entities(
-                [Arc::new(parts.user.clone()), Arc::new(parts.app.clone())],
+                [
+                    Arc::clone(&parts.user.entity),
+                    Arc::clone(&parts.app.entity),
+                ],
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
@@ -486,9 +596,9 @@ impl Builder {
             loc: None,
         };
         let request = CoreRequest::new_unchecked(
-            known(&parts.principal),
+            known(&parts.user.uid),
             known(&parts.action),
-            known(&parts.resource),
+            known(&parts.app.uid),
             Some(CoreContext::Value(Arc::clone(&parts.context))),
         );
         Ok(Built { request, entities })
@@ -497,73 +607,4 @@ impl Builder {
 
 fn attr(name: &'static str, value: impl Into<Value>) -> (SmolStr, PartialValue) {
     (SmolStr::new_static(name), PartialValue::from(value.into()))
-}
-
-/// A JSON object with the given keys, in order; values are inserted in
-/// place (building an array of pairs first costs copies).
-macro_rules! object {
-    ($($key:literal => $value:expr),* $(,)?) => {{
-        let mut map = serde_json::Map::with_capacity([$($key),*].len());
-        $(map.insert($key.to_owned(), $value);)*
-        serde_json::Value::Object(map)
-    }};
-}
-
-/// The inputs as the policies see them, for the audit event. `moment` is
-/// absent when the request time could not be used.
-pub(crate) fn summary(
-    user: &UserFacts,
-    device: Option<&DeviceFacts>,
-    app: &AppFacts,
-    req: &RequestFacts,
-    tz: &TimeZone,
-    moment: Option<&Moment>,
-    derived: &Derived,
-) -> serde_json::Value {
-    use serde_json::Value as J;
-    let text = |s: &str| J::String(s.to_owned());
-    let device = match device {
-        None => J::Null,
-        Some(d) => object! {
-            "enrolled" => J::Bool(d.enrolled),
-            "company_issued" => J::Bool(d.company_issued),
-            "os" => text(&d.os),
-            "os_version" => text(&d.os_version),
-            "disk_encrypted" => J::Bool(d.disk_encrypted),
-            "antivirus_running" => J::Bool(d.antivirus_running),
-            "antivirus_version" => J::from(d.antivirus_version),
-            "posture_age_secs" => J::from(age(req.now_unix, d.reported_at)),
-        },
-    };
-    let moment_text = |f: fn(&Moment) -> &str| moment.map_or(J::Null, |m| text(f(m)));
-    object! {
-        "principal" => object! {
-            "id" => text(&user.id),
-            "username" => text(&user.username),
-            "groups" => J::Array(user.groups.iter().map(|g| text(g)).collect()),
-            "auth_method" => text(&user.auth_method),
-            "mfa" => J::Bool(user.mfa),
-            "auth_age_secs" => J::from(age(req.now_unix, user.auth_time)),
-        },
-        "action" => text(derived.action),
-        "resource" => object! {
-            "name" => text(&app.name),
-            "data_class" => text(&app.data_class),
-            "critical" => J::Bool(app.critical),
-            "isolated" => J::Bool(app.isolated),
-        },
-        "context" => object! {
-            "source_ip" => text(&derived.ip),
-            "now_unix" => J::from(req.now_unix),
-            "now" => moment_text(|m| &m.now_text),
-            "time_zone" => text(tz.iana_name().unwrap_or("(fixed offset)")),
-            "utc_offset" => moment_text(|m| &m.offset_text),
-            "local_date" => moment_text(|m| &m.date_text),
-            "local_time" => moment_text(|m| &m.time_text),
-            "weekday" => moment_text(|m| m.weekday),
-            "method" => text(&derived.method),
-            "path" => text(&req.path),
-            "device" => device,
-        },
-    }
 }

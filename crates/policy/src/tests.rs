@@ -101,6 +101,13 @@ impl Case {
     pub fn decide(&self, engine: &PolicyEngine) -> Decision {
         engine.decide(&self.user, self.device.as_ref(), &self.app, &self.req)
     }
+
+    /// The summary of a decision made for this case, as JSON.
+    pub fn summary(&self, decision: &Decision) -> serde_json::Value {
+        decision
+            .summary(&self.user, self.device.as_ref(), &self.app, &self.req)
+            .to_value()
+    }
 }
 
 pub(crate) fn app(name: &str, isolated: bool) -> AppFacts {
@@ -443,13 +450,14 @@ fn the_last_address_kept_per_thread_never_leaks_into_another_request() {
         ("2001:db8::5", false),
     ];
     for (ip, allowed) in sequence {
-        let decision = Case::new().ip(ip).decide(&engine);
+        let case = Case::new().ip(ip);
+        let decision = case.decide(&engine);
         assert_eq!(decision.allowed, allowed, "{ip}: {}", render(&decision));
         let canonical = IpAddr::from_str(ip).unwrap().to_canonical().to_string();
+        let summary = case.summary(&decision);
         assert_eq!(
-            decision.context_summary["context"]["source_ip"], canonical,
-            "{ip}: {}",
-            decision.context_summary
+            summary["context"]["source_ip"], canonical,
+            "{ip}: {summary}"
         );
     }
 }
@@ -1005,51 +1013,52 @@ fn fast_request_building_matches_the_public_api() {
 
 #[test]
 fn context_summary_records_the_inputs() {
-    let decision = Case::new().decide(&engine(&[("everyone", PERMIT_ALL)]));
+    let case = Case::new();
+    let decision = case.decide(&engine(&[("everyone", PERMIT_ALL)]));
     expect![[r#"
         {
+          "action": "read",
+          "context": {
+            "device": {
+              "antivirus_running": true,
+              "antivirus_version": 400182403000009,
+              "company_issued": true,
+              "disk_encrypted": true,
+              "enrolled": true,
+              "os": "windows",
+              "os_version": "10.0.22631",
+              "posture_age_secs": 30
+            },
+            "local_date": "2026-11-23",
+            "local_time": "10:00:00",
+            "method": "GET",
+            "now": "2026-11-23T01:00:00Z",
+            "now_unix": 1795395600,
+            "path": "/",
+            "source_ip": "10.0.0.1",
+            "time_zone": "Asia/Tokyo",
+            "utc_offset": "+09:00",
+            "weekday": "Mon"
+          },
           "principal": {
-            "id": "u-alice",
-            "username": "alice",
+            "auth_age_secs": 600,
+            "auth_method": "password+totp",
             "groups": [
               "employees",
               "sales"
             ],
-            "auth_method": "password+totp",
+            "id": "u-alice",
             "mfa": true,
-            "auth_age_secs": 600
+            "username": "alice"
           },
-          "action": "read",
           "resource": {
-            "name": "sales",
-            "data_class": "internal",
             "critical": false,
-            "isolated": false
-          },
-          "context": {
-            "source_ip": "10.0.0.1",
-            "now_unix": 1795395600,
-            "now": "2026-11-23T01:00:00Z",
-            "time_zone": "Asia/Tokyo",
-            "utc_offset": "+09:00",
-            "local_date": "2026-11-23",
-            "local_time": "10:00:00",
-            "weekday": "Mon",
-            "method": "GET",
-            "path": "/",
-            "device": {
-              "enrolled": true,
-              "company_issued": true,
-              "os": "windows",
-              "os_version": "10.0.22631",
-              "disk_encrypted": true,
-              "antivirus_running": true,
-              "antivirus_version": 400182403000009,
-              "posture_age_secs": 30
-            }
+            "data_class": "internal",
+            "isolated": false,
+            "name": "sales"
           }
         }"#]]
-    .assert_eq(&serde_json::to_string_pretty(&decision.context_summary).unwrap());
+    .assert_eq(&serde_json::to_string_pretty(&case.summary(&decision)).unwrap());
 }
 
 #[test]
@@ -1183,4 +1192,65 @@ fn version_codes() {
         version_code("x"),
         Err(PolicyError::BadVersion { .. })
     ));
+}
+
+/// The user and app entities are kept per thread for the next request (see
+/// `request::Recent`); any change of the facts, or of the second (the age of
+/// the sign-in), must be seen by the very next decision.
+#[test]
+fn entities_kept_per_thread_follow_every_change_of_the_facts() {
+    let engine = engine(&[(
+        "fresh-sales-mfa",
+        r#"permit (principal in Tsuzuku::Group::"sales", action, resource)
+           when { principal.mfa && principal.auth_age_secs < 602 &&
+                  resource.data_class == "internal" && principal.username == "alice" };"#,
+    )]);
+    let base = Case::new();
+    let now = base.req.now_unix;
+    let steps: Vec<(&str, Case, bool)> = vec![
+        ("as given", Case::new(), true),
+        (
+            "no longer in sales",
+            Case::new().with(|c| c.user.groups = vec!["employees".into()]),
+            false,
+        ),
+        ("back in sales", Case::new(), true),
+        (
+            "without mfa",
+            Case::new().with(|c| c.user.mfa = false),
+            false,
+        ),
+        (
+            "one second later",
+            Case::new().with(|c| c.req.now_unix = now + 1),
+            true,
+        ),
+        (
+            "two seconds later",
+            Case::new().with(|c| c.req.now_unix = now + 2),
+            false,
+        ),
+        (
+            "renamed",
+            Case::new().with(|c| c.user.username = "bob".into()),
+            false,
+        ),
+        (
+            "app reclassified",
+            Case::new().with(|c| c.app.data_class = "restricted".into()),
+            false,
+        ),
+        ("as given again", Case::new(), true),
+    ];
+    for round in 0..3 {
+        for (what, case, allowed) in &steps {
+            let decision = case.decide(&engine);
+            assert_eq!(
+                decision.allowed,
+                *allowed,
+                "round {round}, {what}: {}",
+                render(&decision)
+            );
+        }
+    }
 }

@@ -16,17 +16,18 @@
 //! appends inside a sqlx transaction (`append_in_tx`), which sqlx rolls back if the append
 //! fails or is abandoned.
 //!
-//! The stored `detail` is the detail's canonical JSON (`tsuzuku_audit::canonical_detail`), the
-//! same text the chain hash covers, so each event is encoded once. Verification re-encodes the
-//! stored JSON whatever its layout, so rows stored before (serde_json's own layout) verify too.
+//! The stored `detail` is the detail's canonical JSON text, which the event carries
+//! ([`tsuzuku_audit::Detail`]) and the chain hash covers: it is stored as it is, never encoded
+//! here. Reading a row re-encodes the stored JSON whatever its layout, so rows stored before
+//! (serde_json's own layout) verify too.
 
 use std::collections::BTreeMap;
 
 use sqlx::any::AnyRow;
 use sqlx::{Acquire, AnyConnection, Row};
 use tsuzuku_audit::{
-    AuditBackend, AuditError, AuditEvent, ChainedEvent, GENESIS_HASH, Verifier, VerifyReport,
-    canonical_detail, chain_hash_canonical,
+    AuditBackend, AuditError, AuditEvent, ChainedEvent, Detail, GENESIS_HASH, Verifier,
+    VerifyReport, chain_hash,
 };
 
 use crate::error::{StoreError, corrupt, is_unique_violation};
@@ -70,7 +71,7 @@ impl AuditRow {
             .kind
             .parse()
             .map_err(|e| corrupt(format!("audit event #{seq} of tenant {tenant:?}"), e))?;
-        let detail = serde_json::from_str(&self.detail).map_err(|e| {
+        let detail = Detail::from_json(&self.detail).map_err(|e| {
             corrupt(
                 format!("audit event #{seq} of tenant {tenant:?}: detail is not JSON"),
                 e,
@@ -127,16 +128,14 @@ fn link_all<'a>(
 ) -> (Vec<Linked<'a>>, i64, String) {
     let mut linked = Vec::with_capacity(events.len());
     for &ev in events {
-        let detail = canonical_detail(&ev.detail);
         seq = seq.saturating_add(1);
-        let next = chain_hash_canonical(seq, &hash, ev, &detail);
+        let next = chain_hash(seq, &hash, ev);
         let prev_hash = std::mem::replace(&mut hash, next);
         linked.push(Linked {
             seq,
             prev_hash,
             hash: hash.clone(),
             event: ev,
-            detail,
         });
     }
     (linked, seq, hash)
@@ -182,7 +181,7 @@ async fn insert_linked(
                 .bind(l.event.time_ms)
                 .bind(l.event.kind.as_str())
                 .bind(l.event.actor.as_deref())
-                .bind(l.detail.as_str());
+                .bind(l.event.detail.as_str());
         }
         if tail != Tail::None {
             q = q.bind(head.0).bind(head.1).bind(tenant);
@@ -236,13 +235,12 @@ pub(crate) async fn append_in_tx(
     Ok(linked.iter().map(|l| l.seq).collect())
 }
 
-/// An event with its place in the chain and its canonical detail, ready to insert.
+/// An event with its place in the chain, ready to insert.
 struct Linked<'a> {
     seq: i64,
     prev_hash: String,
     hash: String,
     event: &'a AuditEvent,
-    detail: String,
 }
 
 /// `INSERT … VALUES ($1, …, $8), ($9, …)` for `rows` events; with `positional` (SQLite) every

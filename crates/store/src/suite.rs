@@ -109,7 +109,8 @@ fn event(store: &Store, i: usize) -> AuditEvent {
             "path": format!("/app/{i}?q=\"x\"&é"),
             "matched": ["policy0", "policy1"],
             "ctx": {"mfa": i.is_multiple_of(2), "ip": "10.0.0.1", "n": null},
-        }),
+        })
+        .into(),
     }
 }
 
@@ -951,7 +952,9 @@ fn dr_chain(s: &Store, n: usize) -> Vec<UploadedEvent> {
             let seq = i as i64;
             let hash = chain_hash(seq, &prev, &ev);
             let mut up = ev.clone();
-            up.detail["dr_seq"] = json!(seq);
+            let mut detail = up.detail.to_value();
+            detail["dr_seq"] = json!(seq);
+            up.detail = detail.into();
             let u = UploadedEvent {
                 dr_seq: seq,
                 dr_prev_hash: prev.clone(),
@@ -1031,7 +1034,7 @@ pub async fn dr_audit_uploads_are_idempotent(root: &StoreRoot) {
     let all = s.audit_events(1, 100).await.unwrap();
     let dr: Vec<i64> = all
         .iter()
-        .filter_map(|e| e.event.detail["dr_seq"].as_i64())
+        .filter_map(|e| e.event.detail.to_value()["dr_seq"].as_i64())
         .collect();
     assert_eq!(dr, [1, 2, 3, 4, 5, 6]);
     assert_eq!(all.len(), 7);
@@ -1589,7 +1592,7 @@ pub async fn audit_tampering_is_detected(root: &StoreRoot) {
     // Changed and re-hashed: the next link breaks.
     let s = tampered(root, "tamper-rehash", 10).await;
     let mut ev = s.audit_events(5, 1).await.unwrap().remove(0);
-    ev.event.detail = json!({"i": 5, "allowed": true});
+    ev.event.detail = json!({"i": 5, "allowed": true}).into();
     let new_hash = chain_hash(ev.seq, &ev.prev_hash, &ev.event);
     sqlx::query("UPDATE audit_events SET detail = $1, hash = $2 WHERE tenant_id = $3 AND seq = $4")
         .bind(ev.event.detail.to_string())
@@ -1715,7 +1718,7 @@ pub async fn audit_concurrent_writers_keep_one_chain(first: &StoreRoot, second: 
     assert_eq!(events.len(), expected);
     let ids: BTreeSet<i64> = events
         .iter()
-        .map(|e| e.event.detail["i"].as_i64().unwrap())
+        .map(|e| e.event.detail.to_value()["i"].as_i64().unwrap())
         .collect();
     assert_eq!(ids.len(), expected, "every event exactly once");
     let report = verify(events);
@@ -1742,7 +1745,7 @@ pub async fn audit_multi_tenant_batches(root: &StoreRoot) {
     let b_events = b.audit_events(1, 100).await.unwrap();
     let a_ids: Vec<i64> = a_events
         .iter()
-        .map(|e| e.event.detail["i"].as_i64().unwrap())
+        .map(|e| e.event.detail.to_value()["i"].as_i64().unwrap())
         .collect();
     assert_eq!(a_ids, [1, 3, 5]);
     assert_eq!(b_events.len(), 2);
@@ -1769,7 +1772,7 @@ pub async fn audit_writer_loses_nothing(root: &StoreRoot) {
     assert_eq!(events.len(), 2000);
     let ids: BTreeSet<i64> = events
         .iter()
-        .map(|e| e.event.detail["i"].as_i64().unwrap())
+        .map(|e| e.event.detail.to_value()["i"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, (0..2000).collect::<BTreeSet<i64>>());
     let report = s.verify_audit().await.unwrap();

@@ -234,7 +234,7 @@ async fn reads_survive_a_lost_primary_writes_return_after_promotion_and_no_ackno
         kind: EventKind::ALL[0],
         actor: None,
         tenant: tenant.clone(),
-        detail: serde_json::json!({"during": "failover"}),
+        detail: serde_json::json!({"during": "failover"}).into(),
     };
     let audit_err = s.append(std::slice::from_ref(&event)).await.unwrap_err();
     assert!(audit_err.is_retryable(), "{audit_err}");

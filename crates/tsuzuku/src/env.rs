@@ -259,7 +259,7 @@ pub async fn audit(store: &Store, kind: EventKind, detail: serde_json::Value) ->
         kind,
         actor: Some(actor()),
         tenant: store.tenant_id().to_owned(),
-        detail,
+        detail: detail.into(),
     };
     store
         .append_audit(vec![ev])

@@ -9,6 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::Detail;
 use crate::event::EventKind;
 
 /// Small deterministic PRNG (xorshift64*), so failures reproduce from the printed seed.
@@ -39,7 +40,8 @@ fn event(rng: &mut Rng, i: i64) -> AuditEvent {
             "latency": (rng.below(100_000) as f64) / 7.0,
             "path": format!("/app/{}\n\"quoted\"", rng.below(1000)),
             "nested": {"z": [1, 2, {"b": null, "a": "x"}], "a": "é\u{1}"},
-        }),
+        })
+        .into(),
     }
 }
 
@@ -65,7 +67,7 @@ fn canonical_bytes_format_is_frozen() {
         kind: EventKind::Login,
         actor: Some("alice \"a\"".into()),
         tenant: "default".into(),
-        detail: json!({"z": 1, "a": [true, null, 1.5], "m": {"y": "\n", "b": "\u{1f}"}}),
+        detail: json!({"z": 1, "a": [true, null, 1.5], "m": {"y": "\n", "b": "\u{1f}"}}).into(),
     };
     let expected = concat!(
         r#"{"actor":"alice \"a\"","detail":{"a":[true,null,1.5],"m":{"b":"\u001f","y":"\n"},"z":1},"#,
@@ -75,7 +77,7 @@ fn canonical_bytes_format_is_frozen() {
     assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
     // The canonical bytes are valid JSON that means the same as the event.
     let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(parsed["detail"], ev.detail);
+    assert_eq!(parsed["detail"], ev.detail.to_value());
     assert_eq!(parsed["actor"], "alice \"a\"");
     assert_eq!(
         chain_hash(7, "abc", &ev),
@@ -99,8 +101,8 @@ fn canonical_bytes_ignore_map_insertion_order() {
         detail,
     };
     assert_eq!(
-        canonical_bytes(1, GENESIS_HASH, &ev(serde_json::Value::Object(a))),
-        canonical_bytes(1, GENESIS_HASH, &ev(serde_json::Value::Object(b)))
+        canonical_bytes(1, GENESIS_HASH, &ev(serde_json::Value::Object(a).into())),
+        canonical_bytes(1, GENESIS_HASH, &ev(serde_json::Value::Object(b).into()))
     );
 }
 
@@ -160,7 +162,7 @@ fn altered_content_is_detected() {
     assert_eq!(problems(c), vec![ChainProblem::Altered { seq: 5 }]);
 
     let mut c = chain(4, 10);
-    c[6].event.detail["allowed"] = json!("yes");
+    set_detail(&mut c[6].event, "allowed", json!("yes"));
     assert_eq!(problems(c), vec![ChainProblem::Altered { seq: 7 }]);
 
     let mut c = chain(4, 10);
@@ -343,7 +345,7 @@ fn random_tampering_is_always_detected_precisely() {
         let op = rng.below(5);
         let expected = match op {
             0 => {
-                c[k].event.detail["i"] = json!(-1);
+                set_detail(&mut c[k].event, "i", json!(-1));
                 vec![ChainProblem::Altered { seq }]
             }
             1 => {
@@ -412,7 +414,7 @@ fn unreadable_events_count_as_altered_and_keep_the_sequence() {
 }
 
 #[test]
-fn canonical_detail_hashes_like_chain_hash_and_stores_as_the_same_value() {
+fn a_detail_stored_as_its_text_and_read_back_verifies() {
     let mut rng = Rng(0x5eed_cafe);
     for i in 1..=200 {
         let mut ev = event(&mut rng, i);
@@ -422,19 +424,21 @@ fn canonical_detail_hashes_like_chain_hash_and_stores_as_the_same_value() {
                 "z": {"b": [1, "\u{1}\u{7f}é", null], "a": 0.1},
                 "a": "tab\tbell\u{7}",
                 "n": -i,
-            });
+            })
+            .into();
         }
-        let text = canonical_detail(&ev.detail);
+        let hash = chain_hash(i, GENESIS_HASH, &ev);
+        // Stored as its text and read back, the event hashes the same.
+        let mut back = ev.clone();
+        back.detail = Detail::from_json(ev.detail.as_str()).unwrap();
+        assert_eq!(back.detail, ev.detail, "event {i}");
+        assert_eq!(chain_hash(i, GENESIS_HASH, &back), hash, "event {i}");
+        // And the text is the canonical form of the value it parses to.
         assert_eq!(
-            chain_hash_canonical(i, GENESIS_HASH, &ev, &text),
-            chain_hash(i, GENESIS_HASH, &ev),
+            canonical_detail(&ev.detail.to_value()),
+            ev.detail.as_str(),
             "event {i}"
         );
-        // Stored as this text and read back, the event verifies.
-        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, ev.detail, "event {i}");
-        // And the canonical form of what was read back is the text itself.
-        assert_eq!(canonical_detail(&back), text, "event {i}");
     }
 }
 
@@ -501,4 +505,40 @@ fn sorted_and_unsorted_maps_encode_alike() {
         canonical_detail(&json!({"b": -7, "a": 1.25, "c": 18446744073709551615u64})),
         r#"{"a":1.25,"b":-7,"c":18446744073709551615}"#
     );
+}
+
+/// Tampering with one field of an event's detail, as someone editing the stored row would.
+fn set_detail(ev: &mut AuditEvent, key: &str, value: serde_json::Value) {
+    let mut detail = ev.detail.to_value();
+    detail[key] = value;
+    ev.detail = detail.into();
+}
+
+/// The word-at-a-time scan finds exactly the first byte the byte-at-a-time rule would.
+#[test]
+fn the_escape_scan_finds_the_first_byte_to_escape_wherever_it_is() {
+    let naive = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .position(|&b| must_escape(b))
+            .unwrap_or(bytes.len())
+    };
+    // Every byte value at every position of strings up to 19 bytes long, over a background of
+    // bytes just above, below and far from the ones that need escaping.
+    for background in [b'a', 0x21, 0x7f, 0x80, 0xff, b'#', b'[', b']'] {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![background; len];
+                    bytes[at] = b;
+                    assert_eq!(first_to_escape(&bytes), naive(&bytes), "{bytes:?}");
+                    // A second one later never hides the first.
+                    if at + 3 < len {
+                        bytes[at + 3] = b'"';
+                        assert_eq!(first_to_escape(&bytes), naive(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
+    }
 }

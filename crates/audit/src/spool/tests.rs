@@ -36,7 +36,7 @@ fn ev(n: i64) -> AuditEvent {
         kind: EventKind::Decision,
         actor: Some("alice".into()),
         tenant: "t".into(),
-        detail: serde_json::json!({ "n": n }),
+        detail: serde_json::json!({ "n": n }).into(),
     }
 }
 

@@ -23,7 +23,7 @@ fn ev(i: usize) -> AuditEvent {
         kind: EventKind::Decision,
         actor: Some(format!("user-{}", i % 7)),
         tenant: "default".into(),
-        detail: json!({ "i": i }),
+        detail: json!({ "i": i }).into(),
     }
 }
 
@@ -134,7 +134,7 @@ async fn concurrent_records_are_group_committed_into_few_batches() {
     let events = backend.log.events("default");
     let mut seen: Vec<i64> = events
         .iter()
-        .map(|e| e.event.detail["i"].as_i64().unwrap())
+        .map(|e| e.event.detail.to_value()["i"].as_i64().unwrap())
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..1000).collect::<Vec<_>>());

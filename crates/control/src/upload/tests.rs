@@ -20,7 +20,7 @@ fn chain(tenant: &str, n: usize) -> Vec<ChainedEvent> {
             kind: EventKind::Decision,
             actor: Some("alice".into()),
             tenant: tenant.into(),
-            detail: json!({"path": format!("/payroll/{i}"), "allowed": true}),
+            detail: json!({"path": format!("/payroll/{i}"), "allowed": true}).into(),
         };
         let linked = link(out.last(), ev);
         out.push(linked);
@@ -40,7 +40,7 @@ fn uploads_are_checked_and_name_their_origin() {
     assert_eq!(up.node, "dr-1");
     assert_eq!(up.chain, id);
     assert_eq!(up.events.len(), 3);
-    let d = &up.events[1].event.detail;
+    let d = up.events[1].event.detail.to_value();
     assert_eq!(d["dr_gateway"], "dr-1");
     assert_eq!(d["dr_seq"], 2);
     assert_eq!(d["dr_hash"], c[1].hash.as_str());
@@ -52,7 +52,9 @@ fn uploads_are_checked_and_name_their_origin() {
     assert!(parse_upload(&body("dr-1", &id, &c[1..]), "default").is_ok());
 
     let mut altered = c.clone();
-    altered[1].event.detail["allowed"] = json!(false);
+    let mut detail = altered[1].event.detail.to_value();
+    detail["allowed"] = json!(false);
+    altered[1].event.detail = detail.into();
     let mut gap = c.clone();
     gap.remove(1);
     let mut foreign = chain("someone-else", 1);
@@ -106,7 +108,7 @@ async fn the_endpoint_appends_once_and_answers_its_position() {
     let events = store.audit_events(1, 100).await.unwrap();
     let seqs: Vec<i64> = events
         .iter()
-        .map(|e| e.event.detail["dr_seq"].as_i64().unwrap())
+        .map(|e| e.event.detail.to_value()["dr_seq"].as_i64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert!(store.verify_audit().await.unwrap().is_intact());

@@ -59,3 +59,83 @@ fn a_clock_behind_the_session_does_not_extend_it() {
     let s = session(5000, 1000 + 43200);
     assert_eq!(session_usable(&s, "app.example", 4000, 1800), Ok(()));
 }
+
+/// The decision detail, with a real decision's summary (device posture, a denial with its
+/// errors, text that needs escapes), is written straight into the audit chain's canonical
+/// text: its fields and the summary's are declared in key order.
+#[test]
+fn a_decision_detail_is_written_directly_as_canonical_text() {
+    use tsuzuku_policy::{AppFacts, DeviceFacts, PolicyDoc, PolicyEngine, RequestFacts, UserFacts};
+    let engine = PolicyEngine::compile(
+        &[PolicyDoc {
+            id: "staff",
+            text: r#"permit (principal in Tsuzuku::Group::"staff", action, resource)
+                     when { context.path like "/ok/*" };"#,
+        }],
+        jiff::tz::TimeZone::get("Asia/Tokyo").unwrap(),
+    )
+    .unwrap();
+    let user = UserFacts {
+        id: "u-1".into(),
+        username: "ali\"ce\u{8}".into(),
+        groups: vec!["staff".into(), "ops\n".into()],
+        auth_method: "password+totp".into(),
+        mfa: true,
+        auth_time: 1_795_395_000,
+    };
+    let device = DeviceFacts {
+        enrolled: true,
+        company_issued: false,
+        os: "linux".into(),
+        os_version: "6.1".into(),
+        disk_encrypted: true,
+        antivirus_running: false,
+        antivirus_version: 0,
+        reported_at: 1_795_395_500,
+    };
+    let app = AppFacts {
+        name: "crm".into(),
+        data_class: "confidential".into(),
+        critical: true,
+        isolated: false,
+    };
+    for (device, path) in [(Some(&device), "/ok/\\x"), (None, "/no")] {
+        let req = RequestFacts {
+            method: "post".into(),
+            path: path.into(),
+            source_ip: "::ffff:10.0.0.7".parse().unwrap(),
+            now_unix: 1_795_395_600,
+        };
+        let decision = engine.decide(&user, device, &app, &req);
+        assert_eq!(decision.allowed, device.is_some());
+        let detail = DecisionDetail {
+            allowed: decision.allowed,
+            app: &app.name,
+            auth_method: &user.auth_method,
+            context: decision.summary(&user, device, &app, &req),
+            device: device.map(|_| "dev-1"),
+            errors: &decision.errors,
+            groups: &user.groups,
+            host: "crm.example:8443",
+            method: &req.method,
+            mfa: user.mfa,
+            node: "node-1",
+            path: &req.path,
+            peer_ip: "10.0.0.7".parse().unwrap(),
+            policies: &decision.determining,
+            policy_version: 3,
+            reason: &decision.reason,
+            request_id: "abc",
+            source_ip: req.source_ip,
+            user: &user.username,
+            user_id: &user.id,
+        };
+        assert!(tsuzuku_audit::Detail::writes_directly(&detail));
+        let written = tsuzuku_audit::Detail::from_serialize(&detail).unwrap();
+        let value = serde_json::to_value(&detail).unwrap();
+        assert_eq!(written, tsuzuku_audit::Detail::from_value(&value));
+        assert_eq!(value["context"]["context"]["source_ip"], "10.0.0.7");
+        assert_eq!(value["context"]["context"]["method"], "POST");
+        assert_eq!(value["source_ip"], "::ffff:10.0.0.7");
+    }
+}

@@ -167,7 +167,7 @@ fn transaction(
                 l.event.time_ms,
                 l.event.kind.as_str(),
                 l.event.actor.as_deref(),
-                l.detail.as_str(),
+                l.event.detail.as_str(),
             ))?;
         }
     }

@@ -37,7 +37,7 @@ fn event(tenant: &str, i: usize) -> AuditEvent {
         kind: EventKind::Decision,
         actor: i.is_multiple_of(2).then(|| format!("user-{i}")),
         tenant: tenant.to_owned(),
-        detail: json!({"i": i, "path": format!("/p/{i}?\"q\""), "ok": i.is_multiple_of(3)}),
+        detail: json!({"i": i, "path": format!("/p/{i}?\"q\""), "ok": i.is_multiple_of(3)}).into(),
     }
 }
 

@@ -441,7 +441,7 @@ pub async fn audit(env: &Env, c: AuditCmd) -> Result<ExitCode> {
                             time(e.event.time_ms / 1000),
                             e.event.kind.as_str().to_owned(),
                             e.event.actor.clone().unwrap_or_default(),
-                            summary(&e.event.detail),
+                            summary(&e.event.detail.to_value()),
                         ]
                     })
                     .collect();

@@ -313,7 +313,7 @@ fn explanation_json(x: &tsuzuku_policy::Explanation) -> serde_json::Value {
         "reason": x.decision.reason,
         "determining": x.decision.determining,
         "errors": x.decision.errors,
-        "context": x.decision.context_summary,
+        "context": x.summary,
         "policies": x.policies.iter().map(|p| {
             let (status, detail) = match &p.status {
                 PolicyStatus::Matched => ("matched", serde_json::Value::Null),
