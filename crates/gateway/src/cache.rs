@@ -23,6 +23,11 @@ impl<V: Clone> TtlCache<V> {
         }
     }
 
+    /// How long an entry lives.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub(crate) fn get(&self, key: &str, now: Instant) -> Option<V> {
         let map = self.map.lock().ok()?;
         let (at, v) = map.get(key)?;

@@ -15,6 +15,10 @@ pub const ASSERTION_HEADER: &str = "x-tsuzuku-assertion";
 /// Plain user name and groups, for upstreams that do not verify the JWT (informational only).
 pub const USER_HEADER: &str = "x-tsuzuku-user";
 pub const GROUPS_HEADER: &str = "x-tsuzuku-groups";
+/// The same names as header names, built once (a `&str` name is parsed on every insert).
+pub(crate) const ASSERTION: HeaderName = HeaderName::from_static(ASSERTION_HEADER);
+pub(crate) const USER: HeaderName = HeaderName::from_static(USER_HEADER);
+pub(crate) const GROUPS: HeaderName = HeaderName::from_static(GROUPS_HEADER);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -44,29 +48,22 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Removes hop-by-hop headers, including those named in `Connection`. One pass over the
 /// names present: a request has a handful, and looking each of the nine up costs more.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    let mut doomed = connection_named(headers);
     doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
     for name in doomed {
         headers.remove(name);
     }
 }
 
-/// Removes every `X-Tsuzuku-*` header a client sent.
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
-        .cloned()
-        .collect();
-    for n in names {
-        headers.remove(n);
-    }
+/// The header names listed in `Connection` (hop-by-hop by the sender's say-so).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// Values of the cookie `name` in the request's `Cookie` headers.
@@ -81,21 +78,36 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Whether a `Cookie` header value carries one of Tsuzuku's own cookies.
+fn has_own_cookie(value: &HeaderValue) -> bool {
+    value.to_str().map_or(true, |v| {
+        v.split(';')
+            .any(|kv| kv.trim().starts_with(OWN_COOKIE_PREFIX))
+    })
+}
+
+/// The prefix of every cookie Tsuzuku sets.
+const OWN_COOKIE_PREFIX: &str = "__Host-tsuzuku_";
+
 /// Removes Tsuzuku's own cookies from the `Cookie` header so upstreams never see session tokens.
+/// A header without them is left as it is.
 pub fn strip_own_cookies(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
+    if !headers.get_all(header::COOKIE).iter().any(has_own_cookie) {
+        return;
+    }
+    let kept: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|kv| !kv.is_empty() && !kv.starts_with("__Host-tsuzuku_"))
-        .map(str::to_owned)
+        .filter(|kv| !kv.is_empty() && !kv.starts_with(OWN_COOKIE_PREFIX))
         .collect();
+    let joined = (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
+        .flatten();
     headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
+    if let Some(v) = joined {
         headers.insert(header::COOKIE, v);
     }
 }
@@ -131,13 +143,35 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         .unwrap_or(peer)
 }
 
-/// Sets the forwarding headers for the upstream: `X-Forwarded-For` is rebuilt from the trusted
-/// chain (a client's own value is dropped unless its peer is a trusted proxy).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet], host: &str) {
-    let peer_trusted = trusted.iter().any(|n| n.contains(&peer));
+/// Forwarding headers a client may send; the gateway sets its own.
+fn is_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "forwarded" | "x-real-ip"
+    )
+}
+
+/// Where a request came from, as the upstream is told.
+pub struct Origin<'a> {
+    /// The TCP peer, and its address as a header value.
+    pub peer: IpAddr,
+    pub peer_value: &'a HeaderValue,
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub trusted: &'a [ipnet::IpNet],
+    /// The host the client asked for.
+    pub host: &'a str,
+}
+
+/// Turns a client's request headers into the upstream's, in one pass over the names present:
+/// removes hop-by-hop headers and those `Connection` names, every `X-Tsuzuku-*` header (the
+/// gateway sets its own), the client's forwarding headers and Tsuzuku's own cookies; then sets
+/// `X-Forwarded-For` (rebuilt from the trusted chain: a client's own value is dropped unless
+/// its peer is a trusted proxy), `X-Forwarded-Host` and `X-Forwarded-Proto`.
+pub fn to_upstream(headers: &mut HeaderMap, origin: &Origin<'_>) {
+    let peer_trusted = origin.trusted.iter().any(|n| n.contains(&origin.peer));
     let prior: Option<String> = if peer_trusted {
         let joined = headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
@@ -146,31 +180,32 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[ipnet::Ip
     } else {
         None
     };
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            matches!(
-                k.as_str(),
-                "x-forwarded-for"
-                    | "x-forwarded-host"
-                    | "x-forwarded-proto"
-                    | "forwarded"
-                    | "x-real-ip"
-            )
-        })
-        .cloned()
-        .collect();
-    for n in doomed {
-        headers.remove(n);
+    let mut doomed = connection_named(headers);
+    let mut cookies = false;
+    for name in headers.keys() {
+        if is_hop_by_hop(name)
+            || name.as_str().starts_with(IDENTITY_PREFIX)
+            || is_forwarding(name.as_str())
+        {
+            doomed.push(name.clone());
+        } else if name == header::COOKIE {
+            cookies = true;
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+    if cookies {
+        strip_own_cookies(headers);
     }
     let xff = match prior {
-        Some(p) => format!("{p}, {peer}"),
-        None => peer.to_string(),
+        Some(p) => HeaderValue::from_str(&format!("{p}, {}", origin.peer)).ok(),
+        None => Some(origin.peer_value.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(host) {
+    if let Ok(v) = HeaderValue::from_str(origin.host) {
         headers.insert(X_FORWARDED_HOST, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tsuzuku_store::{App, Session, User};
 
 use crate::assertion::Claims;
-use crate::headers::{self, ASSERTION_HEADER, GROUPS_HEADER, USER_HEADER};
+use crate::headers::{self, Origin};
 use crate::respond;
 use crate::service::Ctx;
 use crate::state::{Body, BoxError, Gateway, now_unix};
@@ -53,8 +53,8 @@ pub(crate) async fn forward(
     .flatten();
     let client_upgrade = upgrade_value.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
-    let assertion = match sign_assertion(gw, app, user, session) {
-        Ok(a) => a,
+    let identity = match identity(gw, ctx, app, user, session) {
+        Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "could not sign identity assertion");
             return respond::error(
@@ -70,18 +70,21 @@ pub(crate) async fn forward(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h);
-    headers::strip_identity_headers(h);
-    headers::strip_own_cookies(h);
-    headers::set_forwarded(h, ctx.peer.ip(), &gw.settings.trusted_proxies, &ctx.host);
-    if let Ok(v) = HeaderValue::from_str(&assertion) {
-        h.insert(ASSERTION_HEADER, v);
+    headers::to_upstream(
+        h,
+        &Origin {
+            peer: ctx.peer.ip(),
+            peer_value: &ctx.conn.peer_value,
+            trusted: &gw.settings.trusted_proxies,
+            host: &ctx.host,
+        },
+    );
+    h.insert(headers::ASSERTION, identity.assertion.clone());
+    if let Some(v) = &identity.user {
+        h.insert(headers::USER, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&user.username) {
-        h.insert(USER_HEADER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&user.groups.join(",")) {
-        h.insert(GROUPS_HEADER, v);
+    if let Some(v) = &identity.groups {
+        h.insert(headers::GROUPS, v.clone());
     }
     if let Some(up) = &upgrade_value {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -99,7 +102,7 @@ pub(crate) async fn forward(
         // Upgraded connections become tunnels: they come from the pool, never kept.
         via_pool(&gw.client, upstream_req).await
     } else {
-        send_kept(&gw.client, &ctx.upstream, &app.upstream, upstream_req).await
+        send_kept(&gw.client, &ctx.conn.upstream, &app.upstream, upstream_req).await
     };
     let mut resp = match sent {
         Ok(r) => r,
@@ -352,22 +355,99 @@ impl hyper::body::Body for GiveBack {
     }
 }
 
-fn sign_assertion(
+/// What the upstream is told of the user, as header values: the signed assertion, the user
+/// name and the groups.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub assertion: HeaderValue,
+    pub user: Option<HeaderValue>,
+    pub groups: Option<HeaderValue>,
+    /// When the assertion was signed: it is reused for at most the caches' lifetime after.
+    pub signed: std::time::Instant,
+}
+
+/// The identity headers of one session for one app, kept by a client connection for its next
+/// request (no lock shared with other connections, no key to build): a browser's connection
+/// carries one session to one app host.
+#[derive(Debug, Default)]
+pub(crate) struct IdentitySlot(std::sync::Mutex<Option<KeptIdentity>>);
+
+#[derive(Debug)]
+struct KeptIdentity {
+    token_hash: String,
+    app_host: String,
+    identity: Arc<Identity>,
+}
+
+impl IdentitySlot {
+    fn get(
+        &self,
+        token_hash: &str,
+        app_host: &str,
+        now: std::time::Instant,
+        ttl: std::time::Duration,
+    ) -> Option<Arc<Identity>> {
+        let slot = self.0.lock().ok()?;
+        let kept = slot.as_ref()?;
+        (kept.token_hash == token_hash
+            && kept.app_host == app_host
+            && now.saturating_duration_since(kept.identity.signed) < ttl)
+            .then(|| Arc::clone(&kept.identity))
+    }
+
+    fn put(&self, token_hash: &str, app_host: &str, identity: &Arc<Identity>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(KeptIdentity {
+                token_hash: token_hash.to_owned(),
+                app_host: app_host.to_owned(),
+                identity: Arc::clone(identity),
+            });
+        }
+    }
+}
+
+/// The identity headers for `session` at `app`: from the client connection's slot, the
+/// gateway's cache, or signed now. One session's assertion for one app is reused for half its
+/// lifetime: signing on every request costs more than the rest of the decision.
+fn identity(
     gw: &Gateway,
+    ctx: &Ctx,
     app: &App,
     user: &User,
     session: &Session,
-) -> Result<String, crate::assertion::AssertionError> {
-    // One session's assertion for one app is reused for half its lifetime: signing on every
-    // request costs more than the rest of the decision.
-    let key = format!("{}|{}", session.token_hash, app.host);
+) -> Result<Arc<Identity>, crate::assertion::AssertionError> {
     let t = std::time::Instant::now();
-    if let Some(jwt) = gw.assertions.get(&key, t) {
-        return Ok(jwt);
+    let ttl = gw.assertions.ttl();
+    if let Some(identity) = ctx
+        .conn
+        .identity
+        .get(&session.token_hash, &app.host, t, ttl)
+    {
+        return Ok(identity);
     }
-    let jwt = sign_fresh(gw, app, user, session)?;
-    gw.assertions.insert(key, jwt.clone(), t);
-    Ok(jwt)
+    let key = format!("{}|{}", session.token_hash, app.host);
+    let identity = match gw.assertions.get(&key, t) {
+        Some(identity) => identity,
+        None => {
+            let jwt = sign_fresh(gw, app, user, session)?;
+            let identity = Arc::new(Identity {
+                assertion: HeaderValue::from_str(&jwt).map_err(|e| {
+                    crate::assertion::AssertionError::Sign(format!(
+                        "the signed assertion is not a header value: {e}"
+                    ))
+                })?,
+                user: HeaderValue::from_str(&user.username).ok(),
+                groups: HeaderValue::from_str(&user.groups.join(",")).ok(),
+                signed: t,
+            });
+            gw.assertions.insert(key, Arc::clone(&identity), t);
+            identity
+        }
+    };
+    ctx.conn
+        .identity
+        .put(&session.token_hash, &app.host, &identity);
+    Ok(identity)
 }
 
 fn sign_fresh(

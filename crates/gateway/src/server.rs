@@ -109,12 +109,7 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .map(|c| tsuzuku_device::fingerprint(c.as_ref()));
-            let conn = Arc::new(Conn {
-                peer,
-                device,
-                tunneled: false,
-                upstream: Arc::default(),
-            });
+            let conn = Arc::new(Conn::new(peer, device, false));
             serve_http(gw, tls, conn, Some(acceptor)).await;
         });
     }
@@ -123,9 +118,11 @@ pub async fn serve(
 }
 
 /// One client connection as the request pipeline sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Conn {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (`X-Forwarded-For`), written once.
+    pub peer_value: hyper::header::HeaderValue,
     /// Fingerprint of the device certificate presented in mutual TLS (the outer connection's,
     /// for a device tunnel).
     pub device: Option<String>,
@@ -133,6 +130,24 @@ pub(crate) struct Conn {
     pub tunneled: bool,
     /// The upstream connection kept for this connection's requests.
     pub upstream: Arc<crate::proxy::Affinity>,
+    /// The identity headers of this connection's last request to an app.
+    pub identity: crate::proxy::IdentitySlot,
+}
+
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, device: Option<String>, tunneled: bool) -> Self {
+        // An address's text is always a valid header value.
+        let peer_value = hyper::header::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown"));
+        Conn {
+            peer,
+            peer_value,
+            device,
+            tunneled,
+            upstream: Arc::default(),
+            identity: crate::proxy::IdentitySlot::default(),
+        }
+    }
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on one TLS connection. `tunnels` is the acceptor for device
@@ -230,12 +245,7 @@ fn device_tunnel(
             &format!("{host:?} is not an application of this gateway."),
         );
     }
-    let inner_conn = Arc::new(Conn {
-        peer: conn.peer,
-        device: conn.device.clone(),
-        tunneled: true,
-        upstream: Arc::default(),
-    });
+    let inner_conn = Arc::new(Conn::new(conn.peer, conn.device.clone(), true));
     let timeout = gw.settings.header_read_timeout;
     let task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
         let upgraded = match hyper::upgrade::on(req).await {

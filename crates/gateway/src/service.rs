@@ -50,8 +50,8 @@ pub(crate) struct Ctx {
     pub host: String,
     /// The device of the connection (mutual TLS).
     pub device: ConnDevice,
-    /// The upstream connection kept for the client connection's requests.
-    pub upstream: Arc<crate::proxy::Affinity>,
+    /// The client connection (its kept upstream connection and identity headers).
+    pub conn: Arc<Conn>,
 }
 
 /// Entry point for every request on every connection.
@@ -73,7 +73,7 @@ pub(crate) async fn handle(
         client_ip: headers::client_ip(peer.ip(), req.headers(), &gw.settings.trusted_proxies),
         host: request_host(&req),
         device,
-        upstream: Arc::clone(&conn.upstream),
+        conn,
     };
     let resp = route(&gw, &ctx, req).await;
     Ok(resp)

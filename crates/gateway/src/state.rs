@@ -104,8 +104,9 @@ pub struct Gateway {
     pub(crate) client: Client<HttpConnector, Body>,
     /// Sessions (with their user) by token hash, for [`SESSION_CACHE_TTL`].
     pub(crate) sessions: TtlCache<Arc<(Session, User)>>,
-    /// Signed assertions by session and app, reused for half their lifetime.
-    pub(crate) assertions: TtlCache<String>,
+    /// Signed assertions (with the other identity headers) by session and app, reused for
+    /// half their lifetime.
+    pub(crate) assertions: TtlCache<Arc<crate::proxy::Identity>>,
     /// Set when the gateway is fed by control-plane snapshots.
     pub(crate) feed: Option<Feed>,
     /// Requests received, for load reports.

@@ -50,17 +50,70 @@ fn hop_by_hop_and_connection_named_headers_go() {
     assert_eq!(h.get_all("x-kept").iter().count(), 2);
 }
 
+/// `to_upstream` for a client at 203.0.113.9 (no trusted proxies) asking for app.example.com.
+fn to_upstream_from_client(h: &mut HeaderMap) {
+    let peer: IpAddr = "203.0.113.9".parse().unwrap();
+    let peer_value = HeaderValue::from_str(&peer.to_string()).unwrap();
+    to_upstream(
+        h,
+        &Origin {
+            peer,
+            peer_value: &peer_value,
+            trusted: &[],
+            host: "app.example.com",
+        },
+    );
+}
+
 #[test]
 fn identity_headers_from_clients_are_removed() {
     let mut h = map(&[
         ("x-tsuzuku-assertion", "forged"),
         ("X-Tsuzuku-User", "admin"),
         ("x-tsuzuku-groups", "admins"),
+        ("x-tsuzuku-anything-else", "1"),
         ("x-other", "kept"),
     ]);
-    strip_identity_headers(&mut h);
-    assert_eq!(h.len(), 1);
-    assert!(h.contains_key("x-other"));
+    to_upstream_from_client(&mut h);
+    assert!(
+        h.keys().all(|k| !k.as_str().starts_with("x-tsuzuku-")),
+        "{h:?}"
+    );
+    assert_eq!(h.get("x-other").unwrap(), "kept");
+}
+
+#[test]
+fn the_upstream_gets_no_hop_by_hop_headers_and_no_own_cookies_and_the_rest_whole() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("transfer-encoding", "chunked"),
+        ("cookie", "a=1; __Host-tsuzuku_session=tok"),
+        ("cookie", "b=2"),
+        ("accept", "text/html"),
+        ("accept", "*/*"),
+    ]);
+    to_upstream_from_client(&mut h);
+    let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "accept",
+            "cookie",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto"
+        ]
+    );
+    assert_eq!(h.get_all("accept").iter().count(), 2);
+    assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+    // A Cookie header without Tsuzuku's cookies is passed on as it is, every line of it.
+    let mut h = map(&[("cookie", "a=1;b=2"), ("cookie", "c=3")]);
+    to_upstream_from_client(&mut h);
+    let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1;b=2", "c=3"]);
 }
 
 #[test]
@@ -122,12 +175,7 @@ fn upstream_forwarding_headers_are_rebuilt() {
         ("x-forwarded-host", "evil.example"),
         ("x-forwarded-proto", "http"),
     ]);
-    set_forwarded(
-        &mut h,
-        "203.0.113.9".parse().unwrap(),
-        &[],
-        "app.example.com",
-    );
+    to_upstream_from_client(&mut h);
     assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9");
     assert!(!h.contains_key("forwarded"));
@@ -145,4 +193,28 @@ fn upgrade_detection() {
         ("upgrade", "websocket")
     ])));
     assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+}
+
+#[test]
+fn forwarded_for_from_a_trusted_proxy_is_extended() {
+    let peer: IpAddr = "10.0.0.2".parse().unwrap();
+    let peer_value = HeaderValue::from_str(&peer.to_string()).unwrap();
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let mut h = map(&[
+        ("x-forwarded-for", "198.51.100.7"),
+        ("x-forwarded-for", "10.0.0.5"),
+    ]);
+    to_upstream(
+        &mut h,
+        &Origin {
+            peer,
+            peer_value: &peer_value,
+            trusted: &trusted,
+            host: "app.example.com",
+        },
+    );
+    assert_eq!(
+        h.get("x-forwarded-for").unwrap(),
+        "198.51.100.7, 10.0.0.5, 10.0.0.2"
+    );
 }

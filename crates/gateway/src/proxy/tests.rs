@@ -131,3 +131,34 @@ async fn an_https_upstream_is_refused_not_spoken_to_in_plain_http() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
 }
+
+/// A client connection's kept identity headers serve only the same session at the same app,
+/// and only while the assertion is young: its age counts from signing, not from when the
+/// connection kept it.
+#[test]
+fn kept_identity_headers_serve_only_their_session_and_app_while_young() {
+    let signed = std::time::Instant::now();
+    let ttl = std::time::Duration::from_secs(30);
+    let identity = Arc::new(Identity {
+        assertion: HeaderValue::from_static("jwt"),
+        user: None,
+        groups: None,
+        signed,
+    });
+    let slot = IdentitySlot::default();
+    assert!(slot.get("s1", "crm", signed, ttl).is_none());
+    slot.put("s1", "crm", &identity);
+    assert!(slot.get("s1", "crm", signed, ttl).is_some());
+    assert!(
+        slot.get("s2", "crm", signed, ttl).is_none(),
+        "another session"
+    );
+    assert!(slot.get("s1", "wiki", signed, ttl).is_none(), "another app");
+    let later = signed + std::time::Duration::from_secs(29);
+    assert!(slot.get("s1", "crm", later, ttl).is_some());
+    let too_late = signed + ttl;
+    assert!(slot.get("s1", "crm", too_late, ttl).is_none(), "too old");
+    // Kept again later, it is still as old as its signature.
+    slot.put("s1", "crm", &identity);
+    assert!(slot.get("s1", "crm", too_late, ttl).is_none());
+}
