@@ -13,8 +13,14 @@
 # record per request (nginx its access log, the gateway its audit event).
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 #
-# Usage: bench/proxy/run.sh [--smoke]
-#   --smoke   1 round of 2 s per side: checks that the script works, figures mean little.
+# Usage: bench/proxy/run.sh [--smoke | --instructions]
+#   --smoke         1 round of 2 s per side: checks that the script works, figures mean little.
+#   --instructions  instead of wrk rounds: each proxy runs under valgrind's callgrind, one at a
+#                   time, as one process (nginx without its master, one worker), and serves
+#                   `wrk -t1 -c8` for DURATION seconds; prints the user-space instructions per
+#                   request of each and their ratio. Instruction counts do not move with the
+#                   machine's load, so they show what a change does to the gateway's own work
+#                   (not the kernel's: system calls and wake-ups are not counted). Needs valgrind.
 # Environment: ROUNDS (5), DURATION (seconds per side per round, 10), CONNS (64), THREADS (2),
 #   TSUZUKU_LOG (gateway log filter, default as shipped), KEEP_TMP=1 keeps the temp directory,
 #   TSUZUKU_BIN (a tsuzuku binary to use instead of building target/release/tsuzuku).
@@ -24,15 +30,17 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 smoke=0
+instructions=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
+    --instructions) instructions=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "run.sh: unknown argument '$arg' (only --smoke)" >&2
+      echo "run.sh: unknown argument '$arg' (only --smoke or --instructions)" >&2
       exit 2
       ;;
   esac
@@ -513,6 +521,107 @@ median() {
     if (NR % 2) printf "%.3f", a[(NR + 1) / 2]; else printf "%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2
   }'
 }
+
+# ---------------------------------------------------------------- instructions (--instructions)
+if [ "$instructions" = 1 ]; then
+  for need in valgrind callgrind_control callgrind_annotate; do
+    command -v "$need" >/dev/null 2>&1 || {
+      echo "run.sh: '$need' is not installed (apt-get install -y valgrind)" >&2
+      exit 1
+    }
+  done
+  # Total instructions in a callgrind dump, and those of the functions whose name contains $2.
+  ir_total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
+  ir_in() {
+    callgrind_annotate --inclusive=yes "$1" 2>/dev/null |
+      awk -v f="$2" 'index($0, f) {gsub(",", "", $1); print $1; found = 1; exit} END {if (!found) print 0}'
+  }
+  # measure_ir SIDE PID PORT HOST [HEADER...]: warm up, zero the counters, run wrk, dump;
+  # prints "REQUESTS DUMPFILE".
+  measure_ir() {
+    local side="$1" pid="$2" port="$3" host="$4"
+    shift 4
+    local args=(-t 1 -c 8 --timeout 10s -H "Host: $host" "$@" "https://$wrk_url_host:$port/")
+    wrk -d 3s "${args[@]}" >"$tmp/ir-warm-$side.txt" 2>&1
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    wrk -d "${DURATION}s" "${args[@]}" >"$tmp/ir-$side.txt" 2>&1
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    grep -q 'Non-2xx or 3xx responses' "$tmp/ir-$side.txt" && {
+      echo "run.sh: $side answered with errors under callgrind:" >&2
+      cat "$tmp/ir-$side.txt" >&2
+      exit 1
+    }
+    local dump=""
+    for _ in $(seq 100); do
+      dump="$(ls "$tmp"/cg."$side".*.1 2>/dev/null | head -n 1)"
+      [ -n "$dump" ] && break
+      sleep 0.1
+    done
+    [ -n "$dump" ] || {
+      echo "run.sh: callgrind wrote no dump for $side" >&2
+      exit 1
+    }
+    echo "$(wrk_requests "$tmp/ir-$side.txt") $dump"
+  }
+  stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$1" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  }
+
+  log "restarting the gateway under callgrind"
+  stop "$gw_pid"
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.gateway.%p" \
+    "$tsuzuku" --data-dir "$data" serve >"$tmp/gateway-cg.out" 2>"$tmp/gateway-cg.err" &
+  vg_gw=$!
+  pids+=("$vg_gw")
+  for _ in $(seq 1200); do
+    grep -q '^READY ' "$tmp/gateway-cg.out" 2>/dev/null && break
+    kill -0 "$vg_gw" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q '^READY ' "$tmp/gateway-cg.out" || gateway_failed "the gateway did not start under callgrind"
+  read -r gw_reqs gw_dump <<<"$(measure_ir gateway "$vg_gw" "$gw_port" "$app_host" -H "Cookie: $cookie")"
+  stop "$vg_gw"
+
+  log "restarting the nginx proxy under callgrind (no master, one worker)"
+  stop "$ngx_pid"
+  for k in $(pgrep -f "nginx -p $tmp/proxy" || true); do stop "$k"; done
+  sed -e 's/^master_process on;/master_process off;/' -e 's/^worker_processes auto;/worker_processes 1;/' \
+    "$tmp/proxy/nginx.conf" >"$tmp/proxy/nginx-cg.conf"
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.nginx.%p" \
+    "$nginx_bin" -p "$tmp/proxy" -c "$tmp/proxy/nginx-cg.conf" -e "$tmp/proxy/error.log" \
+    >"$tmp/proxy/cg.log" 2>&1 &
+  vg_ngx=$!
+  pids+=("$vg_ngx")
+  for _ in $(seq 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$ngx_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  read -r ngx_reqs ngx_dump <<<"$(measure_ir nginx "$vg_ngx" "$ngx_port" "bench.localhost:$ngx_port")"
+  stop "$vg_ngx"
+
+  gw_ir="$(ir_total "$gw_dump")"
+  gw_sha="$(ir_in "$gw_dump" "sha2::sha256::compress256")"
+  ngx_ir="$(ir_total "$ngx_dump")"
+  per() { awk -v t="$1" -v n="$2" 'BEGIN { printf "%.0f", (n > 0 ? t / n : 0) }'; }
+  gw_per="$(per "$gw_ir" "$gw_reqs")"
+  gw_sha_per="$(per "$gw_sha" "$gw_reqs")"
+  ngx_per="$(per "$ngx_ir" "$ngx_reqs")"
+  echo "Instructions per request (user space, callgrind; wrk -t 1 -c 8, ${DURATION} s each)"
+  printf '  nginx:   %9s instructions/request (%s requests)\n' "$ngx_per" "$ngx_reqs"
+  printf '  gateway: %9s instructions/request (%s requests), of which %s in SHA-256 blocks\n' \
+    "$gw_per" "$gw_reqs" "$gw_sha_per"
+  echo "  (valgrind hides the CPU's SHA extensions, so the gateway's SHA-256 runs in software here;"
+  echo "   on the CPU it costs a tenth of that)"
+  awk -v g="$gw_per" -v s="$gw_sha_per" -v n="$ngx_per" 'BEGIN {
+    printf "gateway/nginx instructions ratio: %.2f (without SHA-256 blocks: %.2f)\n", g / n, (g - s) / n }'
+  exit 0
+fi
 
 log "warm-up: ${WARMUP} s per side"
 run_wrk nginx "$WARMUP" "$tmp/warm-nginx.txt"
