@@ -189,38 +189,52 @@ pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether a byte must be escaped in a JSON string: `"`, `\` or a control character.
+/// Whether a byte must be escaped in a JSON string: `"`, `\\` or a control character.
 fn must_escape(b: u8) -> bool {
     b == b'"' || b == b'\\' || b < 0x20
 }
 
 /// The index of the first byte of `bytes` that must be escaped, or `bytes.len()`. Looks at
-/// eight bytes at a time (SWAR): a word's bytes below 0x20, and its bytes equal to `"` or `\`
+/// eight bytes at a time (SWAR): a word's bytes below 0x20, and its bytes equal to `"` or `\\`
 /// (a zero after XOR), each set their high bit in a mask. Borrows can only flag bytes above a
-/// truly flagged one, so the lowest flagged byte is exact.
+/// truly flagged one, so the lowest flagged byte is exact. The last few bytes are read as the
+/// string's last whole word, overlapping bytes already found clean (which therefore hold no
+/// flag), so no byte is copied or looked at one by one unless the string is shorter than a
+/// word.
 fn first_to_escape(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut words = bytes.chunks_exact(8);
+    let n = bytes.len();
+    let word = |at: usize| {
+        bytes
+            .get(at..at.saturating_add(8))
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_le_bytes)
+    };
+    if n < 8 {
+        return bytes.iter().position(|&b| must_escape(b)).unwrap_or(n);
+    }
     let mut at = 0;
-    for word in words.by_ref() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let x = u64::from_le_bytes(w);
-        let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
-            | zero(x ^ (ONES * u64::from(b'"')))
-            | zero(x ^ (ONES * u64::from(b'\\')));
-        if flags != 0 {
-            return at + (flags.trailing_zeros() / 8) as usize;
+    while let Some(w) = word(at) {
+        if let Some(i) = first_flagged(w) {
+            return at + i;
         }
         at += 8;
     }
-    at + words
-        .remainder()
-        .iter()
-        .position(|&b| must_escape(b))
-        .unwrap_or(words.remainder().len())
+    let last = n - 8;
+    match word(last).and_then(first_flagged) {
+        Some(i) => last + i,
+        None => n,
+    }
+}
+
+/// The first of a word's eight bytes (little-endian) that must be escaped.
+fn first_flagged(x: u64) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+        | zero(x ^ (ONES * u64::from(b'"')))
+        | zero(x ^ (ONES * u64::from(b'\\')));
+    (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize)
 }
 
 /// Something wrong with a chain, naming the event(s) concerned.
