@@ -35,6 +35,7 @@ use crate::sites::Sites;
 use crate::{Store, StoreRoot};
 
 mod appender;
+mod wal;
 pub(crate) use appender::SqliteAppender;
 
 /// Rows read per query when verifying a whole chain.

@@ -13,6 +13,9 @@
 //! `libsqlite3-sys` 0.37) and open the same file in WAL mode; SQLite's own locking orders this
 //! connection's transactions with the pool's, as it orders any two connections'.
 //!
+//! The write-ahead log stays bounded: after a commit that leaves it large the appender starts
+//! it over, waiting only for a short checkpoint of its own (see [`super::wal`]).
+//!
 //! The transaction: `BEGIN IMMEDIATE`, the head row's upsert, the linked rows, the head's
 //! update, `COMMIT`. Statements are prepared once and cached on the connection. After a
 //! failure the transaction is rolled back. The connection is kept only after a refusal it can
@@ -24,15 +27,32 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use std::cell::Cell;
+use std::os::raw::c_int;
+
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tsuzuku_audit::{AuditEvent, GENESIS_HASH};
 
+use super::wal::{Restart, Step, WAL_RESTART_PAGES};
 use super::{HEAD_SQL, link_all, what};
 use crate::error::StoreError;
 
 /// How long a transaction waits for another connection's write lock (as the pool's
 /// connections do: `PRAGMA busy_timeout = 5000`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The pages in the write-ahead log after this thread's last commit, from SQLite's WAL
+    /// hook (a plain function, called on the committing thread).
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// SQLite's WAL hook: after each commit, the pages now in the log.
+fn wal_committed(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|p| p.set(pages));
+    Ok(())
+}
 
 const INSERT_SQL: &str =
     "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail)
@@ -47,6 +67,8 @@ pub(crate) struct SqliteAppender {
     /// The store URL's `vfs` parameter, so both drivers lock the file the same way.
     vfs: Option<String>,
     slot: Mutex<Slot>,
+    /// Locked after `slot`, while it is held.
+    restart: Mutex<Restart>,
 }
 
 #[derive(Debug)]
@@ -66,12 +88,35 @@ impl SqliteAppender {
             path: path.to_owned(),
             vfs,
             slot: Mutex::new(Slot::Idle),
+            restart: Mutex::new(Restart::new(WAL_RESTART_PAGES)),
         }
+    }
+
+    /// The same with another restart threshold (tests).
+    #[cfg(test)]
+    pub(crate) fn with_restart_pages(mut self, pages: i32) -> SqliteAppender {
+        self.restart = Mutex::new(Restart::new(pages));
+        self
+    }
+
+    /// How many times the appender has found its write-ahead log wholly copied and let the
+    /// next transaction start it over (tests).
+    #[cfg(test)]
+    pub(crate) fn rewinds(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.restart
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rewinds()
     }
 
     /// Closes the connection for good: later appends fail with [`StoreError::Unavailable`].
     pub(crate) fn close(&self) {
-        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Slot::Closed;
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        *slot = Slot::Closed;
+        self.restart
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stop_helper();
     }
 
     /// Appends `events` to `tenant`'s chain in one transaction on this thread, and returns
@@ -96,6 +141,7 @@ impl SqliteAppender {
         };
         match transaction(&conn, tenant, events) {
             Ok(seqs) => {
+                self.after_commit(&conn);
                 *slot = Slot::Open(conn);
                 Ok(seqs)
             }
@@ -128,8 +174,40 @@ impl SqliteAppender {
     }
 }
 
+impl SqliteAppender {
+    /// Keeps the write-ahead log bounded after a commit on `conn` (see [`super::wal`]); runs
+    /// with the connection's slot held, so no append comes between its checkpoint and the
+    /// next transaction.
+    fn after_commit(&self, conn: &Connection) {
+        let pages = WAL_PAGES.with(Cell::get);
+        let mut restart = self.restart.lock().unwrap_or_else(PoisonError::into_inner);
+        let helper = restart.helper_state();
+        match restart.after_commit(pages, helper) {
+            Step::Nothing => {}
+            Step::AskHelper => restart.ask_helper(&self.path, self.vfs.as_deref()),
+            Step::CheckpointNow => {
+                restart.consume();
+                let result = super::wal::checkpoint(conn);
+                match &result {
+                    Ok((log, copied)) if copied < log => tracing::debug!(
+                        log,
+                        copied,
+                        "audit log not wholly copied (a reader holds old pages); trying again later"
+                    ),
+                    Ok(_) => {}
+                    Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+                        tracing::debug!("another checkpoint is running; trying again later");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "audit appender's WAL checkpoint failed"),
+                }
+                restart.checkpointed(pages, result.ok());
+            }
+        }
+    }
+}
+
 /// Opens the file read-write (not creating it) with the settings every pooled connection has.
-fn open(path: &Path, vfs: Option<&str>) -> Result<Connection, rusqlite::Error> {
+pub(super) fn open(path: &Path, vfs: Option<&str>) -> Result<Connection, rusqlite::Error> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match vfs {
         Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs)?,
@@ -138,9 +216,11 @@ fn open(path: &Path, vfs: Option<&str>) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Checkpoints are the pool's background task's (see `spawn_checkpointer`).
+    // Checkpoints are the pool's background task's (see `spawn_checkpointer`) and, once the log
+    // is large, this appender's (see `super::wal`).
     conn.pragma_update_and_check(None, "wal_autocheckpoint", 0, |_| Ok(()))?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.wal_hook(Some(wal_committed));
     Ok(conn)
 }
 

@@ -295,3 +295,144 @@ async fn appends_after_close_are_refused() {
         "{refused:?}"
     );
 }
+
+/// Under a steady stream of appends the write-ahead log stays bounded: once a commit leaves
+/// the threshold's pages in it, the helper copies it and the appender's own checkpoint lets the
+/// next transaction start it over. Without that the file only grows (the pool's background
+/// checkpoints never find it wholly copied between two appends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_continuous_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = started(&dir, "steady").await;
+    // The pool (and its background checkpoints, which would make some of the appender's own
+    // busy now and then) is closed while the appenders run alone.
+    root.close().await;
+    let path = std::fs::canonicalize(dir.path().join("store.db")).unwrap();
+    let wal = path.with_file_name("store.db-wal");
+    const BATCHES: usize = 2_000;
+    let grown = |appender: &SqliteAppender, from: usize| {
+        let mut max = 0;
+        for b in 0..BATCHES {
+            let batch: Vec<AuditEvent> = (0..10)
+                .map(|i| event("steady", from + b * 10 + i))
+                .collect();
+            let refs: Vec<&AuditEvent> = batch.iter().collect();
+            appender.append("steady", &refs).unwrap();
+            max = max.max(std::fs::metadata(&wal).unwrap().len());
+        }
+        max
+    };
+    // 20,000 events of about 200 bytes: some 1,300 pages of log.
+    let bounded = SqliteAppender::new(&path, None).with_restart_pages(64);
+    let rewinds = bounded.rewinds();
+    let bounded_max = tokio::task::block_in_place(|| grown(&bounded, 2));
+    bounded.close();
+    // The same without restarts (a threshold never reached), from a log started over.
+    let truncate = rusqlite::Connection::open(&path).unwrap();
+    truncate
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(truncate);
+    let unbounded = SqliteAppender::new(&path, None).with_restart_pages(i32::MAX);
+    let unbounded_max = tokio::task::block_in_place(|| grown(&unbounded, 2 + BATCHES * 10));
+    unbounded.close();
+    let restarts = rewinds.load(std::sync::atomic::Ordering::Relaxed);
+    // How far past the threshold the log gets depends on how long the helper's checkpoint
+    // takes (its fsyncs) while appends go on; the restarts keep it a fraction of the whole.
+    assert!(
+        restarts >= 2,
+        "the log should have started over repeatedly, did {restarts} times"
+    );
+    assert!(
+        unbounded_max > 1_000 * 4096,
+        "without restarts the log should hold every append: {unbounded_max} bytes"
+    );
+    assert!(
+        bounded_max * 2 < unbounded_max,
+        "with restarts at 64 pages the log grew to {bounded_max} bytes, without to {unbounded_max}"
+    );
+    let root = open_file(&dir).await;
+    let s = root.tenant("steady");
+    assert_eq!(
+        s.audit_head().await.unwrap().unwrap().0,
+        1 + 2 * BATCHES as i64 * 10
+    );
+    assert!(s.verify_audit().await.unwrap().is_intact());
+}
+
+/// A reader holding old pages (a long `audit verify`, say) keeps the log from starting over,
+/// never the appends from going on; once it is done, the log starts over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_holding_old_pages_delays_the_restart_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = started(&dir, "read").await;
+    root.close().await;
+    let path = std::fs::canonicalize(dir.path().join("store.db")).unwrap();
+    let wal = path.with_file_name("store.db-wal");
+    let appender = SqliteAppender::new(&path, None).with_restart_pages(32);
+    let rewinds = appender.rewinds();
+    let rewound = || rewinds.load(std::sync::atomic::Ordering::Relaxed);
+    let mut next = 2;
+    let mut append = |batches: usize| {
+        for _ in 0..batches {
+            let batch: Vec<AuditEvent> = (0..10).map(|i| event("read", next + i)).collect();
+            next += 10;
+            let refs: Vec<&AuditEvent> = batch.iter().collect();
+            tokio::task::block_in_place(|| appender.append("read", &refs)).unwrap();
+        }
+    };
+    append(20);
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let seen: i64 = reader
+        .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    let before = rewound();
+    append(300);
+    let held = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        held > 150 * 4096,
+        "the log should have grown past the reader's pages: {held}"
+    );
+    assert_eq!(
+        rewound(),
+        before,
+        "the log cannot start over under a reader"
+    );
+    // The reader still sees its snapshot.
+    let still: i64 = reader
+        .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(still, seen);
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    // Once the reader is gone the log starts over: the helper copies it while appends go on,
+    // then the appender's next try finds it wholly copied.
+    let mut tries = 0;
+    while rewound() == before {
+        assert!(
+            tries < 5_000,
+            "the log never started over after the reader left"
+        );
+        append(1);
+        tries += 1;
+    }
+    // The file keeps its size and new frames go to its start: as many batches as it took the
+    // reader's log to grow do not make it any longer.
+    let restarted = std::fs::metadata(&wal).unwrap().len();
+    append(20);
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        restarted,
+        "the log kept growing after it started over"
+    );
+    appender.close();
+    let root = open_file(&dir).await;
+    assert!(
+        root.tenant("read")
+            .verify_audit()
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
