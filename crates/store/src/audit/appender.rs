@@ -42,6 +42,10 @@ use crate::error::StoreError;
 /// connections do: `PRAGMA busy_timeout = 5000`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A checkpoint of the appender's own that makes appends wait this long or more is logged
+/// (at 4 MiB of log it takes a few milliseconds).
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(50);
+
 thread_local! {
     /// The pages in the write-ahead log after this thread's last commit, from SQLite's WAL
     /// hook (a plain function, called on the committing thread).
@@ -187,7 +191,16 @@ impl SqliteAppender {
             Step::AskHelper => restart.ask_helper(&self.path, self.vfs.as_deref()),
             Step::CheckpointNow => {
                 restart.consume();
+                let started = std::time::Instant::now();
                 let result = super::wal::checkpoint(conn);
+                let waited = started.elapsed();
+                if waited >= SLOW_CHECKPOINT {
+                    tracing::warn!(
+                        waited_ms = waited.as_millis() as u64,
+                        pages,
+                        "audit appends waited for the write-ahead log's checkpoint"
+                    );
+                }
                 match &result {
                     Ok((log, copied)) if copied < log => tracing::debug!(
                         log,
