@@ -82,19 +82,25 @@ log() { echo "[bench] $*" >&2; }
 # ---------------------------------------------------------------- temp dir, cleanup
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/tsuzuku-bench.XXXXXX")"
 pids=()
+# stop_pid PID [TENTHS]: asks the process to stop, gives it TENTHS tenths of a second (50), then
+# kills it.
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq "${2:-50}"); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 cleanup() {
   local rc=$?
   for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do
-    # Give each up to 5 s, then kill it.
-    for _ in $(seq 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
   done
   if [ "${KEEP_TMP:-0}" = 1 ]; then
     log "kept $tmp"
@@ -563,18 +569,8 @@ if [ "$instructions" = 1 ]; then
     }
     echo "$(wrk_requests "$tmp/ir-$side.txt") $dump"
   }
-  stop() {
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 100); do
-      kill -0 "$1" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-  }
-
   log "restarting the gateway under callgrind"
-  stop "$gw_pid"
+  stop_pid "$gw_pid" 100
   valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.gateway.%p" \
     "$tsuzuku" --data-dir "$data" serve >"$tmp/gateway-cg.out" 2>"$tmp/gateway-cg.err" &
   vg_gw=$!
@@ -586,11 +582,11 @@ if [ "$instructions" = 1 ]; then
   done
   grep -q '^READY ' "$tmp/gateway-cg.out" || gateway_failed "the gateway did not start under callgrind"
   read -r gw_reqs gw_dump <<<"$(measure_ir gateway "$vg_gw" "$gw_port" "$app_host" -H "Cookie: $cookie")"
-  stop "$vg_gw"
+  stop_pid "$vg_gw" 100
 
   log "restarting the nginx proxy under callgrind (no master, one worker)"
-  stop "$ngx_pid"
-  for k in $(pgrep -f "nginx -p $tmp/proxy" || true); do stop "$k"; done
+  stop_pid "$ngx_pid" 100
+  for k in $(pgrep -f "nginx -p $tmp/proxy" || true); do stop_pid "$k" 100; done
   sed -e 's/^master_process on;/master_process off;/' -e 's/^worker_processes auto;/worker_processes 1;/' \
     "$tmp/proxy/nginx.conf" >"$tmp/proxy/nginx-cg.conf"
   valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.nginx.%p" \
@@ -603,7 +599,7 @@ if [ "$instructions" = 1 ]; then
     sleep 0.1
   done
   read -r ngx_reqs ngx_dump <<<"$(measure_ir nginx "$vg_ngx" "$ngx_port" "bench.localhost:$ngx_port")"
-  stop "$vg_ngx"
+  stop_pid "$vg_ngx" 100
 
   gw_ir="$(ir_total "$gw_dump")"
   gw_sha="$(ir_in "$gw_dump" "sha2::sha256::compress256")"

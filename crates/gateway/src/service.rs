@@ -417,12 +417,7 @@ async fn protected(
             // Plain strings, numbers and addresses: never happens; refused like an audit
             // failure if it did.
             tracing::error!(request_id = %ctx.id, error = %e, "could not encode a decision's audit detail");
-            return respond::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Temporarily unavailable",
-                "Access cannot be recorded right now, so it is not granted. Try again in a moment.",
-                &ctx.id,
-            );
+            return unrecorded(ctx);
         }
     };
     let event = AuditEvent {
@@ -434,12 +429,7 @@ async fn protected(
     };
     if let Err(e) = gw.audit.record(event).await {
         tracing::error!(request_id = %ctx.id, error = %e, "audit log unavailable; refusing request");
-        return respond::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable",
-            "Access cannot be recorded right now, so it is not granted. Try again in a moment.",
-            &ctx.id,
-        );
+        return unrecorded(ctx);
     }
     if !decision.allowed {
         return respond::error(
@@ -454,6 +444,17 @@ async fn protected(
     }
     // 7. forward
     proxy::forward(gw, ctx, app, user, session, req).await
+}
+
+/// The refusal of a request whose decision could not be recorded: no access without its audit
+/// event.
+fn unrecorded(ctx: &Ctx) -> Response<Body> {
+    respond::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "Access cannot be recorded right now, so it is not granted. Try again in a moment.",
+        &ctx.id,
+    )
 }
 
 /// The detail of a decision's audit event: who, what, from where, which policies decided and
