@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyPool;
+use sqlx::Connection as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 mod apps;
@@ -86,6 +87,8 @@ pub struct StoreRoot {
     appender: Option<Arc<audit::SqliteAppender>>,
     sites: Arc<sites::Sites>,
     crypt: Arc<crypt::Crypt>,
+    /// In-memory SQLite only: keeps the database alive (see [`MemoryDb`]).
+    memory: Option<Arc<MemoryDb>>,
 }
 
 /// One tenant's view of the store. Every method reads and writes only that tenant's rows.
@@ -97,6 +100,24 @@ pub struct Store {
     tenant: Arc<str>,
     sites: Arc<sites::Sites>,
     crypt: Arc<crypt::Crypt>,
+    memory: Option<Arc<MemoryDb>>,
+}
+
+/// A connection to an in-memory SQLite database held outside the pool.
+///
+/// An in-memory database lives as long as one connection to it is open. The pool's one
+/// connection is not enough: sqlx closes a pooled connection that fails its check on release
+/// (a query future dropped half-way, say) and opens a new one, which would find an empty
+/// database. The database is named (shared cache) so the new connection reaches the same one,
+/// and this connection keeps it alive for as long as any clone of the store exists.
+struct MemoryDb {
+    _conn: std::sync::Mutex<sqlx::AnyConnection>,
+}
+
+impl std::fmt::Debug for MemoryDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryDb")
+    }
 }
 
 /// How often the SQLite write-ahead log is checkpointed in the background.
@@ -202,9 +223,13 @@ impl StoreRoot {
             return StoreRoot::open_sites_with(&urls, options).await;
         }
         sqlx::any::install_default_drivers();
-        let url = with_default_mode(url);
+        let memory = is_sqlite_memory(url);
+        let url = if memory {
+            named_memory_url(url)
+        } else {
+            with_default_mode(url)
+        };
         let shown = redact(&url);
-        let memory = is_sqlite_memory(&url);
         let mut options = AnyPoolOptions::new()
             .max_connections(if memory { 1 } else { MAX_CONNECTIONS })
             .acquire_timeout(Duration::from_secs(10))
@@ -228,17 +253,24 @@ impl StoreRoot {
             },
         })?;
         migrate::run(&pool, false).await?;
-        let appender = if memory {
-            None
+        let (appender, memory) = if memory {
+            let conn = sqlx::AnyConnection::connect(&url)
+                .await
+                .map_err(|e| error::db(&format!("opening the store at {shown}"), e))?;
+            let keep = MemoryDb {
+                _conn: std::sync::Mutex::new(conn),
+            };
+            (None, Some(Arc::new(keep)))
         } else {
             spawn_checkpointer(&pool);
-            sqlite_appender(&url, &pool, &shown)?
+            (sqlite_appender(&url, &pool, &shown)?, None)
         };
         Ok(StoreRoot {
             pool,
             appender,
             sites: Arc::new(sites::Sites::embedded(shown)),
             crypt: Arc::default(),
+            memory,
         })
     }
 
@@ -309,6 +341,7 @@ impl StoreRoot {
             appender: None,
             sites,
             crypt: Arc::default(),
+            memory: None,
         })
     }
 
@@ -342,6 +375,7 @@ impl StoreRoot {
             tenant: Arc::from(tenant_id),
             sites: Arc::clone(&self.sites),
             crypt: Arc::clone(&self.crypt),
+            memory: self.memory.clone(),
         }
     }
 
@@ -389,6 +423,7 @@ impl Store {
             appender: self.appender.clone(),
             sites: Arc::clone(&self.sites),
             crypt: Arc::clone(&self.crypt),
+            memory: self.memory.clone(),
         }
     }
 
@@ -420,6 +455,23 @@ fn split_url_list(list: &str) -> Vec<String> {
 
 fn is_sqlite_memory(url: &str) -> bool {
     url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory"))
+}
+
+/// An in-memory SQLite URL with a name of its own, so every connection of one store reaches
+/// the same database and no two stores share one (see [`MemoryDb`]). A URL that already
+/// names its database (`sqlite:name?mode=memory`) is kept.
+fn named_memory_url(url: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (name, _) = rest.split_once('?').unwrap_or((rest, ""));
+    if !name.is_empty() && name != ":memory:" {
+        return url.to_owned();
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "sqlite:file:tsuzuku-memory-{}-{n}?mode=memory",
+        std::process::id()
+    )
 }
 
 /// `sqlite:` file URLs without a `mode` get `mode=rwc` so a missing file is created.

@@ -315,6 +315,45 @@ async fn in_memory_store_keeps_its_data_across_calls() {
     suite::audit_append_and_read(&root).await;
 }
 
+/// sqlx closes a pooled connection that fails its check on release (a query future dropped
+/// half-way) and opens another: an in-memory store's data is still there, and two in-memory
+/// stores never see each other's data.
+#[tokio::test]
+async fn in_memory_store_outlives_its_pooled_connection() {
+    let root = StoreRoot::open("sqlite::memory:").await.unwrap();
+    let other = StoreRoot::open("sqlite::memory:").await.unwrap();
+    let s = root.tenant(DEFAULT_TENANT);
+    let u = s
+        .create_user(
+            NewUser {
+                username: "kept".into(),
+                display_name: "Kept".into(),
+                ..NewUser::default()
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    root.raw_pool()
+        .acquire()
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().username, "kept");
+    let o = other.tenant(DEFAULT_TENANT);
+    assert!(o.get_user(&u.id).await.unwrap().is_none());
+    assert_eq!(
+        named_memory_url("sqlite:kept?mode=memory"),
+        "sqlite:kept?mode=memory"
+    );
+    assert_ne!(
+        named_memory_url("sqlite::memory:"),
+        named_memory_url("sqlite::memory:")
+    );
+}
+
 #[tokio::test]
 async fn closed_store_reports_unavailable() {
     let (_dir, root) = fresh().await;
