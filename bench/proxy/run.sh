@@ -6,6 +6,10 @@
 # Prints per-round and median throughput, p99 latency and CPU time per request (user + system of
 # the gateway process; of nginx's proxy master and workers) of both, a markdown snippet for
 # docs/BENCHMARKS.md, and, as its last line, `gateway/nginx throughput ratio: X`.
+# Each round also runs both sides at a paced load (PACED_RPS in all, far below either side's
+# capacity), where a request's latency is the proxy's own work and not queueing behind others:
+# with wrk's fixed connections, a side's latency at full load is its connections divided by its
+# throughput, so the full-load p99s differ as much as the throughputs do.
 # Targets (issue): X >= 0.9, and p99 latency added by the gateway over nginx <= 1 ms.
 #
 # Like with like: both sides terminate TLS with the same certificate and key (the gateway's, in
@@ -22,6 +26,7 @@
 #                   machine's load, so they show what a change does to the gateway's own work
 #                   (not the kernel's: system calls and wake-ups are not counted). Needs valgrind.
 # Environment: ROUNDS (5), DURATION (seconds per side per round, 10), CONNS (64), THREADS (2),
+#   PACED_RPS (requests a second in all for the paced runs, 4000; 0 skips them),
 #   TSUZUKU_LOG (gateway log filter, default as shipped), KEEP_TMP=1 keeps the temp directory,
 #   TSUZUKU_BIN (a tsuzuku binary to use instead of building target/release/tsuzuku).
 # Needs nginx, wrk, curl and openssl (scripts/install-test-deps.sh installs nginx and wrk).
@@ -53,6 +58,7 @@ fi
 ROUNDS="${ROUNDS:-5}"
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-64}"
+PACED_RPS="${PACED_RPS:-4000}"
 THREADS="${THREADS:-2}"
 for v in ROUNDS DURATION CONNS THREADS; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
@@ -482,11 +488,17 @@ side_pids() {
 }
 # Requests wrk completed, from its report ("123456 requests in 10.00s, ...").
 wrk_requests() { awk '$2 == "requests" && $3 == "in" {print $1}' "$1"; }
+# The median latency from a wrk --latency report, in milliseconds.
+wrk_p50() { to_ms "$(awk '$1 == "50%" {print $2}' "$1")"; }
 
-# run_wrk SIDE SECONDS OUTFILE: one wrk run against nginx or the gateway.
+# run_wrk SIDE SECONDS OUTFILE [paced]: one wrk run against nginx or the gateway; paced, each
+# connection waits before each request so that all send about PACED_RPS a second (paced.lua).
 run_wrk() {
-  local side="$1" secs="$2" out="$3"
+  local side="$1" secs="$2" out="$3" pace="${4:-}"
   local args=(--latency -t "$THREADS" -c "$CONNS" -d "${secs}s" --timeout 5s)
+  if [ "$pace" = paced ]; then
+    args+=(-s "$tmp/paced.lua")
+  fi
   case "$side" in
     nginx)
       wrk "${args[@]}" -H "Host: bench.localhost:$ngx_port" "https://$wrk_url_host:$ngx_port/" >"$out" 2>&1
@@ -626,9 +638,18 @@ run_wrk gateway "$WARMUP" "$tmp/warm-gateway.txt"
 parse_wrk gateway "$tmp/warm-gateway.txt" >/dev/null
 check_session
 
+# The paced runs: every connection waits a random 0 to 2 * CONNS * 1000 / PACED_RPS ms before
+# each request, so requests come spread out rather than in bursts of CONNS at once.
+paced=0
+if [ "$PACED_RPS" -gt 0 ] 2>/dev/null; then
+  paced=1
+  awk -v c="$CONNS" -v r="$PACED_RPS" 'BEGIN {
+    printf "function delay()\n  return math.random(0, %d)\nend\n", 2 * c * 1000 / r }' >"$tmp/paced.lua"
+fi
 echo "Proxy benchmark: $ROUNDS round(s) x ${DURATION} s per side, wrk -t $THREADS -c $CONNS, HTTPS, keep-alive"
 printf '%-6s %-8s %14s %10s %12s\n' round side requests/s p99_ms cpu_us/req
 nginx_rps=() nginx_p99=() gw_rps=() gw_p99=() nginx_cpu=() gw_cpu=()
+paced_nginx_p99=() paced_nginx_p50=() paced_nginx_rps=() paced_gw_p99=() paced_gw_p50=() paced_gw_rps=()
 for r in $(seq "$ROUNDS"); do
   # Alternate which side goes first, so neither always runs on a warmer (or hotter) machine.
   if [ $((r % 2)) = 1 ]; then order=(nginx gateway); else order=(gateway nginx); fi
@@ -652,6 +673,22 @@ for r in $(seq "$ROUNDS"); do
     fi
     printf '%-6s %-8s %14.0f %10.3f %12.1f\n' "$r" "$side" "$rps" "$p99" "$cpu"
   done
+  if [ "$paced" = 1 ]; then
+    for side in "${order[@]}"; do
+      out="$tmp/round$r-$side-paced.txt"
+      run_wrk "$side" "$DURATION" "$out" paced
+      res="$(parse_wrk "$side" "$out")"
+      read -r rps p99 <<<"$res"
+      p50="$(wrk_p50 "$out")"
+      if [ "$side" = nginx ]; then
+        paced_nginx_p99+=("$p99") paced_nginx_p50+=("$p50") paced_nginx_rps+=("$rps")
+      else
+        paced_gw_p99+=("$p99") paced_gw_p50+=("$p50") paced_gw_rps+=("$rps")
+        check_session
+      fi
+      printf '%-6s %-8s %14.0f %10.3f %12s  (paced; median %.3f ms)\n' "$r" "$side" "$rps" "$p99" "" "$p50"
+    done
+  fi
 done
 
 m_nginx_rps="$(echo "${nginx_rps[*]}" | median)"
@@ -671,6 +708,19 @@ printf '  nginx:   %10.0f requests/s   p99 %8.3f ms   CPU %7.1f us/request\n' "$
 printf '  gateway: %10.0f requests/s   p99 %8.3f ms   CPU %7.1f us/request\n' "$m_gw_rps" "$m_gw_p99" "$m_gw_cpu"
 echo "p99 latency added by the gateway: $added ms (target <= 1 ms: $added_ok)"
 echo "throughput ratio target >= 0.9: $ratio_ok"
+paced_line=""
+if [ "$paced" = 1 ]; then
+  m_pn_p99="$(echo "${paced_nginx_p99[*]}" | median)"
+  m_pg_p99="$(echo "${paced_gw_p99[*]}" | median)"
+  m_pn_p50="$(echo "${paced_nginx_p50[*]}" | median)"
+  m_pg_p50="$(echo "${paced_gw_p50[*]}" | median)"
+  m_pn_rps="$(echo "${paced_nginx_rps[*]}" | median)"
+  m_pg_rps="$(echo "${paced_gw_rps[*]}" | median)"
+  paced_added="$(awk -v g="$m_pg_p99" -v n="$m_pn_p99" 'BEGIN { printf "%.3f", g - n }')"
+  paced_line="$(printf 'At a paced load (nginx %.0f, gateway %.0f requests/s): p99 nginx %.3f ms, gateway %.3f ms, added %.3f ms; median added %.3f ms' \
+    "$m_pn_rps" "$m_pg_rps" "$m_pn_p99" "$m_pg_p99" "$paced_added" "$(awk -v g="$m_pg_p50" -v n="$m_pn_p50" 'BEGIN { print g - n }')")"
+  echo "$paced_line"
+fi
 
 nginx_version="$("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //')"
 wrk_version="$( (wrk --version 2>&1 || true) | head -n 1 | awk '{print $2}')"
@@ -693,6 +743,8 @@ Cedar set and writes an audit event for every request. Medians:
 
 Throughput ratio gateway/nginx: **$ratio** (target >= 0.9: $ratio_ok). p99 latency added by the
 gateway: **$(printf '%.2f' "$added") ms** (target <= 1 ms: $added_ok).
+${paced_line:+
+$paced_line.}
 EOF
 echo
 echo "gateway/nginx throughput ratio: $ratio"
