@@ -223,19 +223,30 @@ impl StoreRoot {
             return StoreRoot::open_sites_with(&urls, options).await;
         }
         sqlx::any::install_default_drivers();
-        let memory = is_sqlite_memory(url);
-        let url = if memory {
+        let in_memory = is_sqlite_memory(url);
+        let url = if in_memory {
             named_memory_url(url)
         } else {
             with_default_mode(url)
         };
         let shown = redact(&url);
+        // Opened before the pool, so the database outlives every pooled connection.
+        let memory = if in_memory {
+            let conn = sqlx::AnyConnection::connect(&url)
+                .await
+                .map_err(|e| error::db(&format!("opening the store at {shown}"), e))?;
+            Some(Arc::new(MemoryDb {
+                _conn: std::sync::Mutex::new(conn),
+            }))
+        } else {
+            None
+        };
         let mut options = AnyPoolOptions::new()
-            .max_connections(if memory { 1 } else { MAX_CONNECTIONS })
+            .max_connections(if memory.is_some() { 1 } else { MAX_CONNECTIONS })
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)));
-        if memory {
-            // The database lives as long as its one connection: never let it be recycled.
+        if memory.is_some() {
+            // One connection, kept (the held one keeps the data even if it is replaced).
             options = options
                 .min_connections(1)
                 .idle_timeout(None)
@@ -253,17 +264,11 @@ impl StoreRoot {
             },
         })?;
         migrate::run(&pool, false).await?;
-        let (appender, memory) = if memory {
-            let conn = sqlx::AnyConnection::connect(&url)
-                .await
-                .map_err(|e| error::db(&format!("opening the store at {shown}"), e))?;
-            let keep = MemoryDb {
-                _conn: std::sync::Mutex::new(conn),
-            };
-            (None, Some(Arc::new(keep)))
+        let appender = if memory.is_some() {
+            None
         } else {
             spawn_checkpointer(&pool);
-            (sqlite_appender(&url, &pool, &shown)?, None)
+            sqlite_appender(&url, &pool, &shown)?
         };
         Ok(StoreRoot {
             pool,
