@@ -84,6 +84,7 @@ impl Pattern {
             problem,
         };
         let t = text.trim();
+        let t = t.strip_suffix('.').unwrap_or(t);
         let bracketed = t.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
         if let Ok(ip) = bracketed.unwrap_or(t).parse::<IpAddr>() {
             return Ok(Pattern::Ip(ip));
@@ -91,7 +92,7 @@ impl Pattern {
         if bracketed.is_some() {
             return Err(bad("only IPv6 addresses go between [ and ]"));
         }
-        let t = t.strip_suffix('.').unwrap_or(t).to_ascii_lowercase();
+        let t = t.to_ascii_lowercase();
         let (below, name) = match t.strip_prefix("*.") {
             Some(rest) => (true, rest.to_owned()),
             None => (false, t),
@@ -102,6 +103,11 @@ impl Pattern {
             ));
         }
         check_dns_name(&name).map_err(bad)?;
+        if ends_in_a_number(&name) {
+            return Err(bad(
+                "its last label is a number, so browsers read it as an IPv4 address; write the address as a.b.c.d",
+            ));
+        }
         if below && !name.contains('.') {
             return Err(bad(
                 "a wildcard needs a domain with at least two labels below it, such as *.example.com",
@@ -138,8 +144,17 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// Whether a host name's last label is all digits. The WHATWG URL standard (which browsers
+/// follow) reads such a host as an IPv4 address (`1.2.3` is 1.2.0.3), so as a name pattern it
+/// would never match what a browser asks for.
+fn ends_in_a_number(name: &str) -> bool {
+    name.rsplit('.')
+        .next()
+        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A destination host, normalised for matching: lower case, no trailing dot, IP literals
-/// parsed (with or without `[…]`).
+/// parsed (with or without `[…]`, with or without a trailing dot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Host {
     Name(String),
@@ -149,13 +164,14 @@ pub enum Host {
 impl Host {
     pub fn new(host: &str) -> Self {
         let h = host.trim();
+        let h = h.strip_suffix('.').unwrap_or(h);
         let bare = h
             .strip_prefix('[')
             .and_then(|r| r.strip_suffix(']'))
             .unwrap_or(h);
         match bare.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
-            Err(_) => Host::Name(h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()),
+            Err(_) => Host::Name(h.to_ascii_lowercase()),
         }
     }
 }

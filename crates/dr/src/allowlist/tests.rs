@@ -27,6 +27,8 @@ fn patterns_parse_and_normalise() {
         ("[2001:db8::1]", "[2001:db8::1]"),
         ("2001:db8::1", "[2001:db8::1]"),
         ("localhost", "localhost"),
+        ("192.0.2.7.", "192.0.2.7"),
+        ("1.example.com", "1.example.com"),
     ];
     for (text, shown) in cases {
         assert_eq!(Pattern::parse(text).unwrap().to_string(), *shown, "{text}");
@@ -46,6 +48,10 @@ fn bad_patterns_are_refused_with_the_reason() {
         ("a..b", "empty label"),
         ("[example.com]", "IPv6"),
         ("http://example.com", "only letters"),
+        // Browsers read these as IPv4 addresses, so a name pattern would never match them.
+        ("1.2.3", "IPv4"),
+        ("example.123", "IPv4"),
+        ("*.example.0", "IPv4"),
     ] {
         let e = Pattern::parse(text).unwrap_err();
         assert!(e.to_string().contains(problem), "{text}: {e}");
@@ -64,6 +70,7 @@ fn matching() {
         "192.0.2.7",
         "[::1]",
         "::1",
+        "192.0.2.7.",
     ];
     let no = [
         "www.example.com",
