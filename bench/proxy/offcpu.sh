@@ -11,7 +11,8 @@
 # Then run.sh's own summary (its figures include perf's overhead: use run.sh alone for those).
 #
 # Usage: bench/proxy/offcpu.sh [SECONDS]   (default 4; needs perf, e.g. Debian's linux-perf)
-# Environment: TSUZUKU_BIN, as for run.sh; KEEP=1 keeps the perf data (path printed).
+# Environment: TSUZUKU_BIN, as for run.sh; KEEP=1 keeps the perf data (path printed);
+# PACED=1 records the gateway's paced run (PACED_RPS) instead of its full-load run.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,7 +41,7 @@ ROUNDS=1 DURATION="$duration" "$root/bench/proxy/run.sh" >"$tmp/run.log" 2>&1 &
 bench_pid=$!
 
 # The gateway's measured run: a wrk with this run's duration against a port the gateway
-# listens on (the warm-up run has another duration).
+# listens on (the warm-up run has another duration), or with PACED=1 its paced run.
 gw=""
 for _ in $(seq 1 2400); do
   kill -0 "$bench_pid" 2>/dev/null || break
@@ -50,7 +51,11 @@ for _ in $(seq 1 2400); do
     for w in $(pgrep -x wrk || true); do
       args="$(tr '\0' ' ' <"/proc/$w/cmdline" 2>/dev/null || true)"
       for port in $ports; do
-        case "$args" in *"-d ${duration}s"*":$port/"*) break 3 ;; esac
+        if [ "${PACED:-0}" = 1 ]; then
+          case "$args" in *paced.lua*":$port/"*) break 3 ;; esac
+        else
+          case "$args" in *"-d ${duration}s"*":$port/"*) break 3 ;; esac
+        fi
       done
     done
   fi

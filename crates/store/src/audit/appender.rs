@@ -113,6 +113,15 @@ impl SqliteAppender {
             .rewinds()
     }
 
+    /// How many times the helper synced the log ahead of a restart (tests).
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.restart
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flushes()
+    }
+
     /// Closes the connection for good: later appends fail with [`StoreError::Unavailable`].
     pub(crate) fn close(&self) {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -186,8 +195,10 @@ impl SqliteAppender {
         let pages = WAL_PAGES.with(Cell::get);
         let mut restart = self.restart.lock().unwrap_or_else(PoisonError::into_inner);
         let helper = restart.helper_state();
-        match restart.after_commit(pages, helper) {
+        let flushing = restart.flushing();
+        match restart.after_commit(pages, helper, flushing) {
             Step::Nothing => {}
+            Step::Flush => restart.ask_flush(&self.path, self.vfs.as_deref()),
             Step::AskHelper => restart.ask_helper(&self.path, self.vfs.as_deref()),
             Step::CheckpointNow => {
                 restart.consume();

@@ -296,6 +296,45 @@ async fn appends_after_close_are_refused() {
     );
 }
 
+/// Appends ten events, `from` to `from + 9`, in one transaction of `appender`.
+fn append_ten(appender: &SqliteAppender, tenant: &str, from: usize) {
+    let batch: Vec<AuditEvent> = (0..10).map(|i| event(tenant, from + i)).collect();
+    let refs: Vec<&AuditEvent> = batch.iter().collect();
+    appender.append(tenant, &refs).unwrap();
+}
+
+/// While the log grows towards the restart threshold, the helper syncs it every FLUSH_PAGES
+/// pages of appends, so that a restart's own syncs find little of it still to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_syncs_the_log_as_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = started(&dir, "synced").await;
+    root.close().await;
+    let path = std::fs::canonicalize(dir.path().join("store.db")).unwrap();
+    // A threshold never reached: only the syncs ahead of it.
+    let appender = SqliteAppender::new(&path, None).with_restart_pages(i32::MAX);
+    let flushes = appender.flushes();
+    let appended = |from: usize, batches: usize| {
+        for b in 0..batches {
+            append_ten(&appender, "synced", from + b * 10);
+        }
+    };
+    // Each commit writes at least the events' page, the key's and the head's: 100 commits
+    // leave some 300 pages, several times FLUSH_PAGES.
+    tokio::task::block_in_place(|| appended(2, 100));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while flushes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper never synced the log"
+        );
+        // More appends: the helper is asked again once the log has grown by FLUSH_PAGES.
+        tokio::task::block_in_place(|| appended(2 + 1_000_000, 30));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    appender.close();
+}
+
 /// Under a steady stream of appends the write-ahead log stays bounded: once a commit leaves
 /// the threshold's pages in it, the helper copies it and the appender's own checkpoint lets the
 /// next transaction start it over. Without that the file only grows (the pool's background
@@ -313,11 +352,7 @@ async fn the_wal_stays_bounded_under_continuous_appends() {
     let grown = |appender: &SqliteAppender, from: usize| {
         let mut max = 0;
         for b in 0..BATCHES {
-            let batch: Vec<AuditEvent> = (0..10)
-                .map(|i| event("steady", from + b * 10 + i))
-                .collect();
-            let refs: Vec<&AuditEvent> = batch.iter().collect();
-            appender.append("steady", &refs).unwrap();
+            append_ten(appender, "steady", from + b * 10);
             max = max.max(std::fs::metadata(&wal).unwrap().len());
         }
         max

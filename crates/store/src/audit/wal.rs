@@ -21,6 +21,14 @@
 //! once in 20 s with a 1 GiB threshold, 15–20 ms with 64 MiB, a few ms with 4 MiB, where the
 //! gateway's p99 latency was about the unbounded log's (docs/STORAGE.md, docs/BENCHMARKS.md).
 //!
+//! Step 2's syncs wait for whatever of the log the kernel has not written out yet, and with
+//! `synchronous=NORMAL` nothing else writes it out before: a 4 MiB log came to the first sync
+//! almost wholly dirty. So the helper also syncs the log file itself, off the appenders' path:
+//! every [`FLUSH_PAGES`] pages of appends while the log is below the threshold, and once more
+//! at the end of step 1 for what was appended while it copied. Step 2's syncs then find only
+//! the last few pages to write. (Syncing the log early changes nothing SQLite relies on: a
+//! frame on the disk sooner is only more durable.)
+//!
 //! A reader holding old pages (a long `tsuzuku audit verify`, say) keeps the log from being
 //! wholly copied; the appender then tries again once the log has grown by another sixteenth
 //! of the threshold, and never holds an append back for it.
@@ -30,7 +38,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 
 use rusqlite::Connection;
@@ -39,6 +47,10 @@ use rusqlite::Connection;
 /// about SQLite's own auto-checkpoint size (1,000 pages). Larger logs made the appender's
 /// wait longer, not rarer in total (see the module docs).
 pub(crate) const WAL_RESTART_PAGES: i32 = 1_024;
+
+/// Pages of appends (256 KiB) after which the helper syncs the log file, so that the syncs of
+/// a restart find little of it still to write.
+pub(crate) const FLUSH_PAGES: i32 = 64;
 
 /// The helper's checkpoint: not asked for (or its result consumed).
 const IDLE: u8 = 0;
@@ -57,6 +69,8 @@ pub(crate) enum Step {
     AskHelper,
     /// Checkpoint on the appender's connection now (step 2).
     CheckpointNow,
+    /// Ask the helper to sync the log file (it has grown by [`FLUSH_PAGES`] since the last).
+    Flush,
 }
 
 /// The appender's side of the restart: its threshold, its back-off after a checkpoint that
@@ -70,9 +84,13 @@ pub(crate) struct Restart {
     helper: Option<Helper>,
     /// The helper's thread could not start, or it has gone: one step from then on.
     alone: bool,
+    /// The log's size from which the helper is next asked to sync it.
+    flush_from: i32,
     /// Checkpoints on the appender's connection that copied the whole log: each lets the next
     /// transaction start the log over.
     rewinds: Arc<AtomicU64>,
+    /// Syncs of the log file the helper made when asked by a [`Step::Flush`].
+    flushes: Arc<AtomicU64>,
 }
 
 impl Restart {
@@ -82,15 +100,26 @@ impl Restart {
             retry_from: 0,
             helper: None,
             alone: false,
+            flush_from: FLUSH_PAGES,
             rewinds: Arc::new(AtomicU64::new(0)),
+            flushes: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// The step after a commit that left `pages` in the log, with the helper's checkpoint in
-    /// `helper` (one of the states above; [`IDLE`] when there is no helper).
-    pub(crate) fn after_commit(&mut self, pages: i32, helper: u8) -> Step {
+    /// `helper` (one of the states above; [`IDLE`] when there is no helper) and `flushing`
+    /// whether the helper is still syncing the log from the last [`Step::Flush`].
+    pub(crate) fn after_commit(&mut self, pages: i32, helper: u8, flushing: bool) -> Step {
+        if pages < self.flush_from.saturating_sub(FLUSH_PAGES) {
+            // The log was started over.
+            self.flush_from = FLUSH_PAGES;
+        }
         if pages < self.threshold {
             self.retry_from = 0;
+            if pages >= self.flush_from && helper == IDLE && !flushing && !self.alone {
+                self.flush_from = pages.saturating_add(FLUSH_PAGES);
+                return Step::Flush;
+            }
             return Step::Nothing;
         }
         if pages < self.retry_from {
@@ -139,11 +168,11 @@ impl Restart {
     /// checkpoint comes next, as in one step.
     pub(crate) fn ask_helper(&mut self, path: &Path, vfs: Option<&str>) {
         if self.helper.is_none() {
-            self.helper = Helper::start(path, vfs);
+            self.helper = Helper::start(path, vfs, &self.flushes);
         }
         let asked = self.helper.as_ref().is_some_and(|h| {
             h.state.store(RUNNING, Ordering::Release);
-            h.ask.send(()).is_ok()
+            h.ask.send(Ask::Checkpoint).is_ok()
         });
         if !asked {
             self.helper = None;
@@ -152,6 +181,27 @@ impl Restart {
                 "the audit log's checkpoint helper is not running; checkpointing in one step"
             );
         }
+    }
+
+    /// Asks the helper to sync the log file of the database at `path`, starting it first if
+    /// needed. Nothing happens without a helper: the restart's own syncs then write the log.
+    pub(crate) fn ask_flush(&mut self, path: &Path, vfs: Option<&str>) {
+        if self.helper.is_none() {
+            self.helper = Helper::start(path, vfs, &self.flushes);
+        }
+        if let Some(h) = &self.helper {
+            h.flushing.store(true, Ordering::Release);
+            if h.ask.send(Ask::Flush).is_err() {
+                h.flushing.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether the helper is still syncing the log from the last [`Step::Flush`].
+    pub(crate) fn flushing(&self) -> bool {
+        self.helper
+            .as_ref()
+            .is_some_and(|h| h.flushing.load(Ordering::Acquire))
     }
 
     /// Ends the helper thread (its channel closes), as when the appender closes.
@@ -164,47 +214,132 @@ impl Restart {
     pub(crate) fn rewinds(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.rewinds)
     }
+
+    /// How many times the helper synced the log when asked by a [`Step::Flush`].
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.flushes)
+    }
 }
 
-/// The helper thread: one connection to the file, one passive checkpoint per request. It ends
-/// when the appender (its sender) is dropped.
+/// What the helper is asked for.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// Step 1: a passive checkpoint, then a sync of the log for what came meanwhile.
+    Checkpoint,
+    /// A sync of the log file.
+    Flush,
+}
+
+/// The helper thread: one connection to the file, one passive checkpoint per request, and a
+/// handle on the log file to sync it. It ends when the appender (its sender) is dropped.
 #[derive(Debug)]
 struct Helper {
-    ask: Sender<()>,
+    ask: Sender<Ask>,
     state: Arc<AtomicU8>,
+    flushing: Arc<AtomicBool>,
 }
 
 impl Helper {
-    fn start(path: &Path, vfs: Option<&str>) -> Option<Helper> {
-        let (ask, asked) = channel::<()>();
+    fn start(path: &Path, vfs: Option<&str>, flushes: &Arc<AtomicU64>) -> Option<Helper> {
+        let flushes = Arc::clone(flushes);
+        let (ask, asked) = channel::<Ask>();
         let state = Arc::new(AtomicU8::new(IDLE));
+        let flushing = Arc::new(AtomicBool::new(false));
         let theirs = Arc::clone(&state);
+        let their_flushing = Arc::clone(&flushing);
         let path: PathBuf = path.to_owned();
         let vfs = vfs.map(str::to_owned);
         let spawned = std::thread::Builder::new()
             .name("tsuzuku-audit-wal".into())
             .spawn(move || {
                 let mut conn: Option<Connection> = None;
-                while asked.recv().is_ok() {
-                    if conn.is_none() {
-                        conn = super::appender::open(&path, vfs.as_deref())
-                            .map_err(|e| {
-                                tracing::warn!(path = %path.display(), error = %e, "the audit log's checkpoint helper could not open the file")
-                            })
-                            .ok();
+                let mut log = LogFile::new(&path);
+                while let Ok(ask) = asked.recv() {
+                    match ask {
+                        Ask::Flush => {
+                            if log.sync() {
+                                flushes.fetch_add(1, Ordering::Relaxed);
+                            }
+                            their_flushing.store(false, Ordering::Release);
+                        }
+                        Ask::Checkpoint => {
+                            if conn.is_none() {
+                                conn = super::appender::open(&path, vfs.as_deref())
+                                    .map_err(|e| {
+                                        tracing::warn!(path = %path.display(), error = %e, "the audit log's checkpoint helper could not open the file")
+                                    })
+                                    .ok();
+                            }
+                            if let Some(c) = &conn {
+                                helper_checkpoint(c);
+                            }
+                            // SQLite keeps one log file while any connection is open, but
+                            // makes a new one after the last has closed: open it again here.
+                            log.reopen();
+                            log.sync();
+                            theirs.store(DONE, Ordering::Release);
+                        }
                     }
-                    if let Some(c) = &conn {
-                        helper_checkpoint(c);
-                    }
-                    theirs.store(DONE, Ordering::Release);
                 }
             });
         match spawned {
-            Ok(_) => Some(Helper { ask, state }),
+            Ok(_) => Some(Helper {
+                ask,
+                state,
+                flushing,
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "could not start the audit log's checkpoint helper");
                 None
             }
+        }
+    }
+}
+
+/// The database's write-ahead log file (`<database>-wal`), opened read-only to sync it. Only
+/// this handle is ever opened and closed here: SQLite holds no lock on the log file itself
+/// (its locks are on the database and the `-shm` index), so closing it releases none of them.
+struct LogFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl LogFile {
+    fn new(database: &Path) -> LogFile {
+        let mut name = database.as_os_str().to_owned();
+        name.push("-wal");
+        LogFile {
+            path: PathBuf::from(name),
+            file: None,
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.file = None;
+    }
+
+    /// Syncs the log's data to the disk; whether it did. A log not there (yet, or no longer)
+    /// needs nothing; a failure is logged and the restart's own syncs write the log as before.
+    fn sync(&mut self) -> bool {
+        if self.file.is_none() {
+            match std::fs::File::open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+                Err(e) => {
+                    tracing::debug!(path = %self.path.display(), error = %e, "could not open the audit log's WAL to sync it");
+                    return false;
+                }
+            }
+        }
+        match self.file.as_ref().map(std::fs::File::sync_data) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "could not sync the audit log's WAL");
+                self.file = None;
+                false
+            }
+            None => false,
         }
     }
 }
@@ -245,64 +380,130 @@ pub(crate) fn checkpoint(conn: &Connection) -> Result<(i32, i32), rusqlite::Erro
 mod tests {
     use super::*;
 
+    /// The helper is still syncing the log: no [`Step::Flush`] (the restart tests).
+    const BUSY: bool = true;
+
     #[test]
     fn a_small_log_needs_nothing() {
         let mut r = Restart::new(100);
-        assert_eq!(r.after_commit(0, IDLE), Step::Nothing);
-        assert_eq!(r.after_commit(99, IDLE), Step::Nothing);
-        assert_eq!(r.after_commit(99, DONE), Step::Nothing);
+        assert_eq!(r.after_commit(0, IDLE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(99, IDLE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(99, DONE, BUSY), Step::Nothing);
     }
 
     #[test]
     fn a_full_log_asks_the_helper_first_then_checkpoints_itself_once_it_is_done() {
         let mut r = Restart::new(100);
-        assert_eq!(r.after_commit(100, IDLE), Step::AskHelper);
-        assert_eq!(r.after_commit(104, RUNNING), Step::Nothing);
-        assert_eq!(r.after_commit(108, RUNNING), Step::Nothing);
-        assert_eq!(r.after_commit(112, DONE), Step::CheckpointNow);
+        assert_eq!(r.after_commit(100, IDLE, BUSY), Step::AskHelper);
+        assert_eq!(r.after_commit(104, RUNNING, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(108, RUNNING, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(112, DONE, BUSY), Step::CheckpointNow);
         r.checkpointed(112, Some((112, 112)));
         assert_eq!(r.rewinds.load(Ordering::Relaxed), 1);
         // The next transaction started the log over.
-        assert_eq!(r.after_commit(3, IDLE), Step::Nothing);
+        assert_eq!(r.after_commit(3, IDLE, BUSY), Step::Nothing);
     }
 
     #[test]
     fn a_partial_checkpoint_backs_off_by_a_sixteenth_of_the_threshold() {
         let mut r = Restart::new(1600);
-        assert_eq!(r.after_commit(1600, DONE), Step::CheckpointNow);
+        assert_eq!(r.after_commit(1600, DONE, BUSY), Step::CheckpointNow);
         // A reader held old pages.
         r.checkpointed(1600, Some((1600, 900)));
         assert_eq!(r.rewinds.load(Ordering::Relaxed), 0);
-        assert_eq!(r.after_commit(1650, IDLE), Step::Nothing);
-        assert_eq!(r.after_commit(1699, IDLE), Step::Nothing);
-        assert_eq!(r.after_commit(1700, IDLE), Step::AskHelper);
+        assert_eq!(r.after_commit(1650, IDLE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(1699, IDLE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(1700, IDLE, BUSY), Step::AskHelper);
         // A checkpoint that could not run at all backs off the same way.
         r.checkpointed(1700, None);
-        assert_eq!(r.after_commit(1750, DONE), Step::Nothing);
-        assert_eq!(r.after_commit(1800, DONE), Step::CheckpointNow);
+        assert_eq!(r.after_commit(1750, DONE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(1800, DONE, BUSY), Step::CheckpointNow);
     }
 
     #[test]
     fn the_back_off_is_forgotten_once_the_log_is_small_again() {
         let mut r = Restart::new(1600);
         r.checkpointed(1600, None);
-        assert_eq!(r.after_commit(1650, IDLE), Step::Nothing);
-        assert_eq!(r.after_commit(10, IDLE), Step::Nothing);
-        assert_eq!(r.after_commit(1600, IDLE), Step::AskHelper);
+        assert_eq!(r.after_commit(1650, IDLE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(10, IDLE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(1600, IDLE, BUSY), Step::AskHelper);
     }
 
     #[test]
     fn without_a_helper_every_try_is_one_step() {
         let mut r = Restart::new(100);
         r.alone = true;
-        assert_eq!(r.after_commit(100, r.helper_state()), Step::CheckpointNow);
+        assert_eq!(
+            r.after_commit(100, r.helper_state(), BUSY),
+            Step::CheckpointNow
+        );
     }
 
     #[test]
     fn a_tiny_threshold_still_backs_off_by_some_pages() {
         let mut r = Restart::new(4);
         r.checkpointed(4, None);
-        assert_eq!(r.after_commit(19, DONE), Step::Nothing);
-        assert_eq!(r.after_commit(20, DONE), Step::CheckpointNow);
+        assert_eq!(r.after_commit(19, DONE, BUSY), Step::Nothing);
+        assert_eq!(r.after_commit(20, DONE, BUSY), Step::CheckpointNow);
+    }
+
+    #[test]
+    fn the_helper_syncs_the_log_every_flush_pages_while_it_is_small() {
+        let mut r = Restart::new(1_024);
+        assert_eq!(r.after_commit(3, IDLE, false), Step::Nothing);
+        assert_eq!(r.after_commit(FLUSH_PAGES - 1, IDLE, false), Step::Nothing);
+        assert_eq!(r.after_commit(FLUSH_PAGES + 2, IDLE, false), Step::Flush);
+        // Counted from where it was asked.
+        assert_eq!(
+            r.after_commit(2 * FLUSH_PAGES + 1, IDLE, false),
+            Step::Nothing
+        );
+        assert_eq!(
+            r.after_commit(2 * FLUSH_PAGES + 2, IDLE, false),
+            Step::Flush
+        );
+        // Not asked again while it is still syncing, nor while it checkpoints.
+        assert_eq!(r.after_commit(4 * FLUSH_PAGES, IDLE, true), Step::Nothing);
+        assert_eq!(
+            r.after_commit(4 * FLUSH_PAGES, RUNNING, false),
+            Step::Nothing
+        );
+        assert_eq!(r.after_commit(4 * FLUSH_PAGES, IDLE, false), Step::Flush);
+    }
+
+    #[test]
+    fn flushes_count_again_from_the_start_once_the_log_is_started_over() {
+        let mut r = Restart::new(1_024);
+        assert_eq!(r.after_commit(900, IDLE, false), Step::Flush);
+        assert_eq!(r.after_commit(1_024, IDLE, false), Step::AskHelper);
+        assert_eq!(r.after_commit(1_100, DONE, false), Step::CheckpointNow);
+        r.consume();
+        r.checkpointed(1_100, Some((1_100, 1_100)));
+        // The next transaction started the log over.
+        assert_eq!(r.after_commit(3, IDLE, false), Step::Nothing);
+        assert_eq!(r.after_commit(FLUSH_PAGES, IDLE, false), Step::Flush);
+    }
+
+    #[test]
+    fn a_full_log_is_restarted_rather_than_synced() {
+        let mut r = Restart::new(100);
+        assert_eq!(r.after_commit(100, IDLE, false), Step::AskHelper);
+        assert_eq!(r.after_commit(130, RUNNING, false), Step::Nothing);
+    }
+
+    #[test]
+    fn without_a_helper_nothing_is_synced_early() {
+        let mut r = Restart::new(1_024);
+        r.alone = true;
+        assert_eq!(
+            r.after_commit(FLUSH_PAGES * 2, r.helper_state(), false),
+            Step::Nothing
+        );
+    }
+
+    #[test]
+    fn the_log_file_is_the_database_name_with_wal_appended() {
+        let log = LogFile::new(Path::new("/data/store.db"));
+        assert_eq!(log.path, Path::new("/data/store.db-wal"));
     }
 }
