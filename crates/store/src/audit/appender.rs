@@ -113,7 +113,8 @@ impl SqliteAppender {
             .rewinds()
     }
 
-    /// How many times the helper synced the log ahead of a restart (tests).
+    /// How many times the helper synced the log when asked every `FLUSH_PAGES` pages (tests;
+    /// its sync after each step-1 checkpoint is not counted).
     #[cfg(test)]
     pub(crate) fn flushes(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.restart

@@ -323,15 +323,25 @@ async fn the_helper_syncs_the_log_as_it_grows() {
     // leave some 300 pages, several times FLUSH_PAGES.
     tokio::task::block_in_place(|| appended(2, 100));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while flushes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    let count = || flushes.load(std::sync::atomic::Ordering::Relaxed);
+    // Asked again each time the log has grown by FLUSH_PAGES since the last ask.
+    while count() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the helper never synced the log"
+            "the helper synced the log {} times, expected 2 or more",
+            count()
         );
-        // More appends: the helper is asked again once the log has grown by FLUSH_PAGES.
         tokio::task::block_in_place(|| appended(2 + 1_000_000, 30));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // At most once per FLUSH_PAGES pages of log (4 KiB pages and a 24-byte frame header).
+    let wal = path.with_file_name("store.db-wal");
+    let frames = std::fs::metadata(&wal).unwrap().len() / (4096 + 24);
+    assert!(
+        count() <= frames / super::wal::FLUSH_PAGES as u64 + 1,
+        "{} syncs for a log of {frames} pages",
+        count()
+    );
     appender.close();
 }
 

@@ -21,9 +21,10 @@
 //! once in 20 s with a 1 GiB threshold, 15–20 ms with 64 MiB, a few ms with 4 MiB, where the
 //! gateway's p99 latency was about the unbounded log's (docs/STORAGE.md, docs/BENCHMARKS.md).
 //!
-//! Step 2's syncs wait for whatever of the log the kernel has not written out yet, and with
-//! `synchronous=NORMAL` nothing else writes it out before: a 4 MiB log came to the first sync
-//! almost wholly dirty. So the helper also syncs the log file itself, off the appenders' path:
+//! Step 2's syncs wait for whatever of the log the kernel has not written out yet. With
+//! `synchronous=NORMAL` commits do not sync it, and between restarts only checkpoints do (the
+//! pool's every half second, and step 1's as it starts): the appender's own checkpoint found
+//! much of the log still dirty. So the helper also syncs the log file itself, off the appends' path:
 //! every [`FLUSH_PAGES`] pages of appends while the log is below the threshold, and once more
 //! at the end of step 1 for what was appended while it copied. Step 2's syncs then find only
 //! the last few pages to write. (Syncing the log early changes nothing SQLite relies on: a
@@ -33,8 +34,9 @@
 //! wholly copied; the appender then tries again once the log has grown by another sixteenth
 //! of the threshold, and never holds an append back for it.
 //!
-//! The decision is [`Restart::after_commit`], a function of the log's size and the helper's
-//! state, tested without files; the IO around it is in the appender.
+//! The decision is [`Restart::after_commit`], a function of the log's size, the helper's
+//! state and whether it is still syncing, tested without files; the IO around it is in the
+//! appender and the helper.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,7 +118,13 @@ impl Restart {
         }
         if pages < self.threshold {
             self.retry_from = 0;
-            if pages >= self.flush_from && helper == IDLE && !flushing && !self.alone {
+            if helper == DONE {
+                // Step 1 copied the whole log and a transaction started it over before the
+                // appender's own checkpoint was needed: that result is stale, and the next
+                // crossing of the threshold starts again from step 1.
+                self.consume();
+            }
+            if pages >= self.flush_from && helper != RUNNING && !flushing && !self.alone {
                 self.flush_from = pages.saturating_add(FLUSH_PAGES);
                 return Step::Flush;
             }
@@ -189,11 +197,18 @@ impl Restart {
         if self.helper.is_none() {
             self.helper = Helper::start(path, vfs, &self.flushes);
         }
-        if let Some(h) = &self.helper {
+        let asked = self.helper.as_ref().is_some_and(|h| {
             h.flushing.store(true, Ordering::Release);
-            if h.ask.send(Ask::Flush).is_err() {
-                h.flushing.store(false, Ordering::Release);
-            }
+            h.ask.send(Ask::Flush).is_ok()
+        });
+        if !asked {
+            // As in `ask_helper`: from now on the appender checkpoints in one step, and
+            // nothing asks for syncs ahead of it.
+            self.helper = None;
+            self.alone = true;
+            tracing::warn!(
+                "the audit log's checkpoint helper is not running; checkpointing in one step"
+            );
         }
     }
 
@@ -254,7 +269,7 @@ impl Helper {
             .name("tsuzuku-audit-wal".into())
             .spawn(move || {
                 let mut conn: Option<Connection> = None;
-                let mut log = LogFile::new(&path);
+                let log = LogFile::new(&path);
                 while let Ok(ask) = asked.recv() {
                     match ask {
                         Ask::Flush => {
@@ -274,9 +289,6 @@ impl Helper {
                             if let Some(c) = &conn {
                                 helper_checkpoint(c);
                             }
-                            // SQLite keeps one log file while any connection is open, but
-                            // makes a new one after the last has closed: open it again here.
-                            log.reopen();
                             log.sync();
                             theirs.store(DONE, Ordering::Release);
                         }
@@ -297,12 +309,12 @@ impl Helper {
     }
 }
 
-/// The database's write-ahead log file (`<database>-wal`), opened read-only to sync it. Only
-/// this handle is ever opened and closed here: SQLite holds no lock on the log file itself
-/// (its locks are on the database and the `-shm` index), so closing it releases none of them.
+/// The database's write-ahead log file (`<database>-wal`), opened read-only for each sync, so
+/// a log SQLite deleted and made anew (after its last connection closed) is never synced in
+/// its place. SQLite holds no lock on the log file itself (its locks are on the database and
+/// the `-shm` index), so closing the handle releases none of them.
 struct LogFile {
     path: PathBuf,
-    file: Option<std::fs::File>,
 }
 
 impl LogFile {
@@ -311,35 +323,20 @@ impl LogFile {
         name.push("-wal");
         LogFile {
             path: PathBuf::from(name),
-            file: None,
         }
-    }
-
-    fn reopen(&mut self) {
-        self.file = None;
     }
 
     /// Syncs the log's data to the disk; whether it did. A log not there (yet, or no longer)
     /// needs nothing; a failure is logged and the restart's own syncs write the log as before.
-    fn sync(&mut self) -> bool {
-        if self.file.is_none() {
-            match std::fs::File::open(&self.path) {
-                Ok(f) => self.file = Some(f),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-                Err(e) => {
-                    tracing::debug!(path = %self.path.display(), error = %e, "could not open the audit log's WAL to sync it");
-                    return false;
-                }
-            }
-        }
-        match self.file.as_ref().map(std::fs::File::sync_data) {
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
+    fn sync(&self) -> bool {
+        let synced = std::fs::File::open(&self.path).and_then(|f| f.sync_data());
+        match synced {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
                 tracing::debug!(path = %self.path.display(), error = %e, "could not sync the audit log's WAL");
-                self.file = None;
                 false
             }
-            None => false,
         }
     }
 }
@@ -495,9 +492,30 @@ mod tests {
     fn without_a_helper_nothing_is_synced_early() {
         let mut r = Restart::new(1_024);
         r.alone = true;
+        assert_eq!(r.after_commit(FLUSH_PAGES * 2, IDLE, false), Step::Nothing);
+        assert_eq!(r.after_commit(FLUSH_PAGES * 3, DONE, false), Step::Nothing);
+    }
+
+    #[test]
+    fn a_stale_result_of_step_one_is_dropped_once_the_log_has_started_over() {
+        let (ask, _asked) = channel();
+        let state = Arc::new(AtomicU8::new(DONE));
+        let mut r = Restart::new(1_024);
+        r.helper = Some(Helper {
+            ask,
+            state: Arc::clone(&state),
+            flushing: Arc::new(AtomicBool::new(false)),
+        });
+        // Step 1 copied everything and the log started over without the appender's own
+        // checkpoint: syncs go on, and the next full log starts from step 1 again.
         assert_eq!(
-            r.after_commit(FLUSH_PAGES * 2, r.helper_state(), false),
-            Step::Nothing
+            r.after_commit(FLUSH_PAGES, r.helper_state(), false),
+            Step::Flush
+        );
+        assert_eq!(state.load(Ordering::Acquire), IDLE);
+        assert_eq!(
+            r.after_commit(1_024, r.helper_state(), false),
+            Step::AskHelper
         );
     }
 
