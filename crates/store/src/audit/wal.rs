@@ -175,35 +175,30 @@ impl Restart {
     /// Without a helper (its thread could not start, or it has gone) the appender's own
     /// checkpoint comes next, as in one step.
     pub(crate) fn ask_helper(&mut self, path: &Path, vfs: Option<&str>) {
-        if self.helper.is_none() {
-            self.helper = Helper::start(path, vfs, &self.flushes);
-        }
-        let asked = self.helper.as_ref().is_some_and(|h| {
-            h.state.store(RUNNING, Ordering::Release);
-            h.ask.send(Ask::Checkpoint).is_ok()
-        });
-        if !asked {
-            self.helper = None;
-            self.alone = true;
-            tracing::warn!(
-                "the audit log's checkpoint helper is not running; checkpointing in one step"
-            );
-        }
+        self.ask(path, vfs, Ask::Checkpoint);
     }
 
     /// Asks the helper to sync the log file of the database at `path`, starting it first if
-    /// needed. Nothing happens without a helper: the restart's own syncs then write the log.
+    /// needed. Without a helper nothing is synced ahead: the restart's own syncs write the log.
     pub(crate) fn ask_flush(&mut self, path: &Path, vfs: Option<&str>) {
+        self.ask(path, vfs, Ask::Flush);
+    }
+
+    /// Marks the helper busy with `ask` and sends it. A helper that cannot start or has gone
+    /// is given up for good: from then on the appender checkpoints in one step, and nothing
+    /// asks for syncs ahead of it.
+    fn ask(&mut self, path: &Path, vfs: Option<&str>, ask: Ask) {
         if self.helper.is_none() {
             self.helper = Helper::start(path, vfs, &self.flushes);
         }
         let asked = self.helper.as_ref().is_some_and(|h| {
-            h.flushing.store(true, Ordering::Release);
-            h.ask.send(Ask::Flush).is_ok()
+            match ask {
+                Ask::Checkpoint => h.state.store(RUNNING, Ordering::Release),
+                Ask::Flush => h.flushing.store(true, Ordering::Release),
+            }
+            h.ask.send(ask).is_ok()
         });
         if !asked {
-            // As in `ask_helper`: from now on the appender checkpoints in one step, and
-            // nothing asks for syncs ahead of it.
             self.helper = None;
             self.alone = true;
             tracing::warn!(
