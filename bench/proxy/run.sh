@@ -397,7 +397,7 @@ gcurl() {
 log "signing in as $bench_user"
 jar="$tmp/cookies.txt"
 # 1. The app without a session redirects to the portal's login page.
-gcurl -o /dev/null -D "$tmp/h1" "https://$app_host/" || gateway_failed "GET https://$app_host/ failed"
+gcurl -c "$jar" -b "$jar" -o /dev/null -D "$tmp/h1" "https://$app_host/" || gateway_failed "GET https://$app_host/ failed"
 status="$(awk 'NR==1{print $2}' "$tmp/h1")"
 login_url="$(tr -d '\r' <"$tmp/h1" | awk 'tolower($1)=="location:"{print $2}')"
 [ "$status" = 302 ] && [[ "$login_url" == "https://$portal_host/.tsuzuku/login?"* ]] ||

@@ -5,11 +5,15 @@
 //! Each event's hash is SHA-256 over its canonical bytes, which include its sequence number and
 //! the previous event's hash. Changing an event's content breaks its own hash ([`ChainProblem::Altered`]);
 //! re-hashing a changed event breaks the next event's link ([`ChainProblem::BrokenLink`]);
-//! deleting events leaves a sequence gap ([`ChainProblem::Removed`]); moving events puts a
-//! sequence number where another was due ([`ChainProblem::Reordered`]). Removing the newest
-//! events is only visible against an independently kept head ([`VerifyReport::check_head`]).
-//! Rewriting the whole chain from some point on, hashes included, is only visible against a head
-//! recorded elsewhere (for example in a backup or a SIEM).
+//! deleting events leaves a sequence gap ([`ChainProblem::Removed`]); events fed to the
+//! verifier out of order put a sequence number where another was due
+//! ([`ChainProblem::Reordered`]). A store that reads its rows back by sequence number never
+//! feeds them out of order: there, swapping two events' contents shows as those events being
+//! altered (and, if they were re-hashed, as broken links). Removing the newest events, or adding
+//! events behind the log's back, is only visible against an independently kept head
+//! ([`Verifier::expect_head`], [`VerifyReport::check_head`]). The chain is unkeyed: rewriting it
+//! from some point on, hashes and head included, is only visible against a head recorded
+//! elsewhere (for example in a backup or a SIEM).
 
 use std::fmt;
 
@@ -243,6 +247,16 @@ fn first_flagged(x: u64) -> Option<usize> {
 pub enum ChainProblem {
     /// The event's content (or its `seq` / `prev_hash`) no longer matches its stored hash.
     Altered { seq: i64 },
+    /// The event's stored detail is not the text its hash covers, although it parses to the
+    /// same value (a duplicate key, added whitespace, a number spelt otherwise): it was altered,
+    /// and SQL's JSON functions may read other values from it than verification does.
+    DetailNotCanonical { seq: i64 },
+    /// The event's stored row cannot be read back as an event at all (an unknown kind, a detail
+    /// that is not JSON, a time that is not a number, ...); `reason` says which.
+    Unreadable { seq: i64, reason: String },
+    /// A stored row's sequence number is no event number: below 1, or not an integer at all.
+    /// `stored` is the number as stored.
+    BadSeq { stored: String },
     /// Events `missing_from..=missing_to` are absent; `after_seq` is the last event before them.
     Removed {
         after_seq: i64,
@@ -256,8 +270,31 @@ pub enum ChainProblem {
     /// Event `seq` appeared more than once.
     Duplicate { seq: i64 },
     /// The chain ends at `last_seq` (0: no events) but the independently recorded head is
-    /// `head_seq`, or the hashes at the head differ.
+    /// `head_seq`: with `last_seq < head_seq` the newest events were removed. (From
+    /// [`VerifyReport::check_head`] it also stands for any other difference at the end.)
     HeadMismatch { last_seq: i64, head_seq: i64 },
+    /// Event `seq` is the recorded head's event, but its hash is not the recorded hash.
+    HeadHashMismatch { seq: i64 },
+    /// The chain has events up to `last_seq` but no head was recorded for it.
+    HeadMissing { last_seq: i64 },
+    /// The recorded head cannot be read; `reason` says why.
+    HeadUnreadable { reason: String },
+    /// Events `first..=last` lie past the recorded head `head_seq`: they were added behind the
+    /// log's back.
+    PastHead {
+        first: i64,
+        last: i64,
+        head_seq: i64,
+    },
+}
+
+/// `event #N` or `events #N to #M`.
+fn events_named(from: i64, to: i64) -> String {
+    if from == to {
+        format!("event #{from}")
+    } else {
+        format!("events #{from} to #{to}")
+    }
 }
 
 impl fmt::Display for ChainProblem {
@@ -267,22 +304,36 @@ impl fmt::Display for ChainProblem {
                 f,
                 "event #{seq} was altered: its content no longer matches its stored hash"
             ),
+            ChainProblem::DetailNotCanonical { seq } => write!(
+                f,
+                "event #{seq} was altered: its stored detail is not the exact text its hash covers \
+                 (a duplicate key, added whitespace or another spelling), so a query of the \
+                 database may read other values than the ones verified"
+            ),
+            ChainProblem::Unreadable { seq, reason } => write!(
+                f,
+                "event #{seq} was altered: its stored row cannot be read as an event ({reason})"
+            ),
+            ChainProblem::BadSeq { stored } => write!(
+                f,
+                "a row numbered {stored} is in the chain, but events are numbered from #1 on: \
+                 it was added behind the log's back"
+            ),
             ChainProblem::Removed {
                 after_seq,
                 missing_from,
                 missing_to,
             } => {
-                if missing_from == missing_to {
-                    write!(
-                        f,
-                        "event #{missing_from} was removed: the chain jumps from event #{after_seq} to a later one"
-                    )
+                let which = events_named(*missing_from, *missing_to);
+                let verb = if missing_from == missing_to {
+                    "was"
                 } else {
-                    write!(
-                        f,
-                        "events #{missing_from} to #{missing_to} were removed: the chain jumps from event #{after_seq} to a later one"
-                    )
-                }
+                    "were"
+                };
+                write!(
+                    f,
+                    "{which} {verb} removed: the chain jumps from event #{after_seq} to a later one"
+                )
             }
             ChainProblem::Reordered { seq, expected } => write!(
                 f,
@@ -300,7 +351,8 @@ impl fmt::Display for ChainProblem {
                 if last_seq < head_seq {
                     write!(
                         f,
-                        "the chain ends at event #{last_seq} but its recorded head is event #{head_seq}: the newest events were removed"
+                        "the chain ends at event #{last_seq} but its recorded head is event #{head_seq}: the newest events were removed ({})",
+                        events_named(last_seq.saturating_add(1), *head_seq),
                     )
                 } else {
                     write!(
@@ -309,6 +361,27 @@ impl fmt::Display for ChainProblem {
                     )
                 }
             }
+            ChainProblem::HeadHashMismatch { seq } => write!(
+                f,
+                "event #{seq} is the recorded head, but its hash is not the recorded head's hash: \
+                 the event or the head row was replaced"
+            ),
+            ChainProblem::HeadMissing { last_seq } => write!(
+                f,
+                "the chain has events up to #{last_seq} but no recorded head: the head row was removed"
+            ),
+            ChainProblem::HeadUnreadable { reason } => {
+                write!(f, "the recorded head cannot be read ({reason})")
+            }
+            ChainProblem::PastHead {
+                first,
+                last,
+                head_seq,
+            } => write!(
+                f,
+                "{} past the recorded head, event #{head_seq}: added behind the log's back",
+                events_named(*first, *last)
+            ),
         }
     }
 }
@@ -316,9 +389,10 @@ impl fmt::Display for ChainProblem {
 /// The outcome of verifying a chain (or a contiguous part of one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// How many events were looked at.
+    /// How many events (stored rows) were looked at.
     pub checked: u64,
-    /// `(seq, hash)` of the highest-numbered event seen, if any.
+    /// `(seq, hash)` of the highest-numbered event seen, if any (its hash is empty when the
+    /// row's hash could not be read).
     pub head: Option<(i64, String)>,
     /// Everything found wrong, in the order found. Empty means intact.
     pub problems: Vec<ChainProblem>,
@@ -331,8 +405,10 @@ impl VerifyReport {
     }
 
     /// Compares the verified chain's end with a head recorded independently of the events (for
-    /// example a chain-head row, a backup manifest or a SIEM). `recorded` of `None` means the
-    /// recorder has seen no events. Adds [`ChainProblem::HeadMismatch`] on a difference.
+    /// example a backup manifest or a SIEM), after the fact. `recorded` of `None` means the
+    /// recorder has seen no events. Adds [`ChainProblem::HeadMismatch`] on a difference. A
+    /// verifier told the head before it starts ([`Verifier::expect_head`]) tells more: which
+    /// events lie past the head, and whether the head's own event matches.
     pub fn check_head(&mut self, recorded: Option<(i64, &str)>) {
         let found = self.head.as_ref().map(|(s, h)| (*s, h.as_str()));
         if found != recorded {
@@ -368,19 +444,40 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Streaming chain verifier: feed events in stored order with [`Verifier::push`], then
-/// [`Verifier::finish`]. Memory use is constant except for open sequence gaps.
+/// What a verifier knows of the head recorded apart from the events ([`Verifier::expect_head`]).
+#[derive(Debug, Clone)]
+enum Recorded {
+    /// Not checked.
+    Unknown,
+    /// No head was recorded.
+    Missing,
+    /// The recorded head could not be read.
+    Unreadable(String),
+    /// `(seq, hash)` of the recorded head (0 and [`GENESIS_HASH`]: no events yet).
+    Head(i64, String),
+}
+
+/// Streaming chain verifier: feed events in stored order with [`Verifier::push`] (or, for rows
+/// read back from storage, [`Verifier::push_not_canonical`], [`Verifier::push_unreadable`] and
+/// [`Verifier::push_bad_seq`]), then [`Verifier::finish`]. Memory use is constant except for open
+/// sequence gaps.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     anchor_seq: i64,
     /// Highest seq seen so far (or the anchor).
     max_seq: i64,
-    /// Hash of the event `max_seq` (or the anchor's hash).
-    max_hash: String,
+    /// Hash of the event `max_seq` (or the anchor's hash); `None` if that row's hash could not
+    /// be read, so the next event's link cannot be checked.
+    max_hash: Option<String>,
     /// Ranges of sequence numbers skipped so far and not (yet) seen late.
     gaps: Vec<(i64, i64)>,
     checked: u64,
     problems: Vec<ChainProblem>,
+    recorded: Recorded,
+    /// Whether the event at the recorded head's seq was seen with the recorded hash.
+    head_hash_seen: Option<bool>,
+    /// The first and last events seen past the recorded head.
+    past_head: Option<(i64, i64)>,
 }
 
 impl Default for Verifier {
@@ -401,34 +498,115 @@ impl Verifier {
         Verifier {
             anchor_seq,
             max_seq: anchor_seq,
-            max_hash: anchor_hash.to_owned(),
+            max_hash: Some(anchor_hash.to_owned()),
             gaps: Vec::new(),
             checked: 0,
             problems: Vec::new(),
+            recorded: Recorded::Unknown,
+            head_hash_seen: None,
+            past_head: None,
         }
+    }
+
+    /// Checks the chain's end against the head recorded apart from the events (a store's head
+    /// row), given before the first event: `None` when no head is recorded, `Some((0, _))` when
+    /// the recorder has seen no events yet. [`Verifier::finish`] then reports events past the
+    /// head ([`ChainProblem::PastHead`]), a chain that ends before it
+    /// ([`ChainProblem::HeadMismatch`]), a head event with another hash
+    /// ([`ChainProblem::HeadHashMismatch`]) and events without a head
+    /// ([`ChainProblem::HeadMissing`]).
+    pub fn expect_head(&mut self, recorded: Option<(i64, &str)>) {
+        self.recorded = match recorded {
+            Some((seq, hash)) => Recorded::Head(seq, hash.to_owned()),
+            None => Recorded::Missing,
+        };
+    }
+
+    /// Like [`Verifier::expect_head`] for a recorded head that cannot be read: reported as
+    /// [`ChainProblem::HeadUnreadable`].
+    pub fn expect_unreadable_head(&mut self, reason: &str) {
+        self.recorded = Recorded::Unreadable(reason.to_owned());
     }
 
     /// Checks one event, in stored order.
     pub fn push(&mut self, ev: &ChainedEvent) {
         let intact = chain_hash(ev.seq, &ev.prev_hash, &ev.event) == ev.hash;
-        self.check(ev.seq, &ev.prev_hash, &ev.hash, intact);
+        let finding = (!intact).then_some(ChainProblem::Altered { seq: ev.seq });
+        self.check(ev.seq, Some(&ev.prev_hash), Some(&ev.hash), finding);
+    }
+
+    /// Checks one event read back from storage whose stored detail text was not exactly the
+    /// canonical text its hash covers ([`crate::Detail::from_stored`]), though it parses to a
+    /// value: [`ChainProblem::DetailNotCanonical`] (or [`ChainProblem::Altered`] if the value
+    /// does not match the hash either). Its sequence number and links are still checked.
+    pub fn push_not_canonical(&mut self, ev: &ChainedEvent) {
+        let seq = ev.seq;
+        let finding = if chain_hash(seq, &ev.prev_hash, &ev.event) == ev.hash {
+            ChainProblem::DetailNotCanonical { seq }
+        } else {
+            ChainProblem::Altered { seq }
+        };
+        self.check(seq, Some(&ev.prev_hash), Some(&ev.hash), Some(finding));
     }
 
     /// Records a stored event whose content cannot even be read back into an [`AuditEvent`]
-    /// (say, an unknown kind or invalid JSON written behind the log's back): it counts as
-    /// [`ChainProblem::Altered`], and its sequence number and hashes are still checked.
-    pub fn push_unreadable(&mut self, seq: i64, prev_hash: &str, hash: &str) {
-        self.check(seq, prev_hash, hash, false);
+    /// (say, an unknown kind or invalid JSON written behind the log's back):
+    /// [`ChainProblem::Unreadable`] with `reason`. Its sequence number and, where they could be
+    /// read, its hashes are still checked; a hash that could not be read leaves the next
+    /// event's link unchecked.
+    pub fn push_unreadable(
+        &mut self,
+        seq: i64,
+        prev_hash: Option<&str>,
+        hash: Option<&str>,
+        reason: &str,
+    ) {
+        let finding = ChainProblem::Unreadable {
+            seq,
+            reason: reason.to_owned(),
+        };
+        self.check(seq, prev_hash, hash, Some(finding));
     }
 
-    fn check(&mut self, seq: i64, prev_hash: &str, hash: &str, intact: bool) {
+    /// Records a stored row whose sequence number is not an integer at all; `stored` is its
+    /// text. It is [`ChainProblem::BadSeq`] and takes no place in the chain.
+    pub fn push_bad_seq(&mut self, stored: &str) {
         self.checked = self.checked.saturating_add(1);
-        if !intact {
-            self.problems.push(ChainProblem::Altered { seq });
+        self.problems.push(ChainProblem::BadSeq {
+            stored: stored.to_owned(),
+        });
+    }
+
+    fn check(
+        &mut self,
+        seq: i64,
+        prev_hash: Option<&str>,
+        hash: Option<&str>,
+        finding: Option<ChainProblem>,
+    ) {
+        if seq < 1 {
+            // No event number: reported as such, whatever else is wrong with the row.
+            self.push_bad_seq(&seq.to_string());
+            return;
+        }
+        self.checked = self.checked.saturating_add(1);
+        if let Some(p) = finding {
+            self.problems.push(p);
+        }
+        if let Recorded::Head(head_seq, head_hash) = &self.recorded {
+            if seq == *head_seq {
+                self.head_hash_seen = Some(hash == Some(head_hash.as_str()));
+            } else if seq > *head_seq {
+                let first = self.past_head.map_or(seq, |(f, _)| f.min(seq));
+                let last = self.past_head.map_or(seq, |(_, l)| l.max(seq));
+                self.past_head = Some((first, last));
+            }
         }
         let expected = self.max_seq.saturating_add(1);
         if seq == expected {
-            if prev_hash != self.max_hash {
+            if let (Some(prev), Some(linked)) = (prev_hash, &self.max_hash)
+                && prev != linked
+            {
                 self.problems.push(ChainProblem::BrokenLink { seq });
             }
             self.advance(seq, hash);
@@ -454,12 +632,14 @@ impl Verifier {
         }
     }
 
-    fn advance(&mut self, seq: i64, hash: &str) {
+    fn advance(&mut self, seq: i64, hash: Option<&str>) {
         self.max_seq = seq;
-        hash.clone_into(&mut self.max_hash);
+        self.max_hash = hash.map(str::to_owned);
     }
 
-    /// Ends verification: sequence gaps never filled become [`ChainProblem::Removed`].
+    /// Ends verification: sequence gaps never filled become [`ChainProblem::Removed`], and the
+    /// chain's end is compared with the recorded head, if one was given
+    /// ([`Verifier::expect_head`]).
     pub fn finish(mut self) -> VerifyReport {
         self.gaps.sort_unstable();
         for (from, to) in self.gaps {
@@ -469,7 +649,46 @@ impl Verifier {
                 missing_to: to,
             });
         }
-        let head = (self.max_seq > self.anchor_seq).then_some((self.max_seq, self.max_hash));
+        let seen = self.max_seq > self.anchor_seq;
+        match self.recorded {
+            Recorded::Unknown => {}
+            Recorded::Unreadable(reason) => {
+                self.problems.push(ChainProblem::HeadUnreadable { reason });
+            }
+            Recorded::Missing => {
+                if seen {
+                    self.problems.push(ChainProblem::HeadMissing {
+                        last_seq: self.max_seq,
+                    });
+                }
+            }
+            Recorded::Head(head_seq, head_hash) => {
+                if self.max_seq < head_seq {
+                    self.problems.push(ChainProblem::HeadMismatch {
+                        last_seq: self.max_seq,
+                        head_seq,
+                    });
+                } else if head_seq == self.anchor_seq {
+                    // The head says "nothing after the anchor": its hash must be the anchor's.
+                    if self.anchor_seq == 0 && head_hash != GENESIS_HASH {
+                        self.problems
+                            .push(ChainProblem::HeadHashMismatch { seq: head_seq });
+                    }
+                } else if self.head_hash_seen == Some(false) {
+                    self.problems
+                        .push(ChainProblem::HeadHashMismatch { seq: head_seq });
+                }
+                // (An event at the head's seq never seen is already reported as removed.)
+                if let Some((first, last)) = self.past_head {
+                    self.problems.push(ChainProblem::PastHead {
+                        first,
+                        last,
+                        head_seq,
+                    });
+                }
+            }
+        }
+        let head = seen.then(|| (self.max_seq, self.max_hash.unwrap_or_default()));
         VerifyReport {
             checked: self.checked,
             head,

@@ -61,6 +61,20 @@ impl Detail {
         Ok(Detail::from_value(&value))
     }
 
+    /// A detail read back from storage as `text`, and whether `text` is exactly what Tsuzuku
+    /// writes for its value: the canonical text, or — for rows stored before details were kept
+    /// as canonical text — serde_json's own compact encoding of the value (in the stored key
+    /// order where serde_json's `preserve_order` feature is on, as it is in the binary). Any
+    /// other text that parses (a duplicate key, whose last value serde keeps while SQL's JSON
+    /// functions may read the first; added whitespace; a number or a string spelt otherwise)
+    /// is not exact: verification reports it as altered.
+    pub fn from_stored(text: &str) -> Result<(Detail, bool), serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let detail = Detail::from_value(&value);
+        let exact = detail.0 == text || serde_json::to_string(&value).is_ok_and(|s| s == text);
+        Ok((detail, exact))
+    }
+
     /// The canonical JSON text.
     pub fn as_str(&self) -> &str {
         &self.0

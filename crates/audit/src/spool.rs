@@ -6,17 +6,25 @@
 //! fails with a *retryable* error, the batch is appended to a local file instead (one line of
 //! JSON per event, written and `fdatasync`ed before the batch is acknowledged), and from then on
 //! every batch goes to the file, so the order of events is kept. [`Spooled::drain`] — run
-//! periodically by [`Spooled::spawn_drainer`] — ships the file's events to the backend in
-//! order, rewriting the file after each committed chunk, and switches back to direct writes
-//! once the file is empty.
+//! periodically by [`Spooled::spawn_drainer`] — moves the file aside (`*.shipping`), ships its
+//! events to the backend in order, rewriting that file after each committed chunk, and switches
+//! back to direct writes once neither file holds anything. One process at a time uses a spool:
+//! [`Spooled::open`] takes an exclusive lock on `<spool>.lock` for as long as the [`Spooled`]
+//! lives, and fails with [`SpoolOpenError::InUse`] while another process holds it.
 //!
-//! Guarantees: an acknowledged event is in the backend or in the spool file (it survives
+//! Guarantees: an acknowledged event is in the backend or in the spool files (it survives
 //! `kill -9` and power loss). Delivery to the backend is at least once: a crash between a
 //! backend commit and the rewrite of the spool file ships that chunk again after restart (the
-//! copies are visible in the chain as identical events). A line cut short by a crash while it
-//! was being written was never acknowledged and is skipped with a warning.
+//! copies are visible in the chain as identical events). A write or sync that fails is cut back
+//! from the file, and a line cut short by a crash (the file's tail without its newline — never
+//! acknowledged) is cut off before the next append or skipped when shipping, with a warning. A
+//! line that cannot be read anywhere else is corruption or tampering: it is logged as an error
+//! with its line number, and the good events around it are shipped. Nothing is dropped: every
+//! unreadable line, torn tails included, is first appended verbatim to `<spool>.rejected` (0600,
+//! synced) beside the spool.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Seek as _, Write};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,39 +39,119 @@ mod tests;
 /// Events shipped from the spool in one backend batch.
 const DRAIN_CHUNK: usize = 500;
 
+/// Bytes read at a time when looking backwards for the end of the last whole line.
+const TAIL_SCAN_CHUNK: u64 = 64 * 1024;
+
+/// Why [`Spooled::open`] could not open a spool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolOpenError {
+    /// Another process (or another [`Spooled`] in this one) holds the spool's lock. Two
+    /// gateways shipping one spool would record its events twice.
+    #[error(
+        "another gateway process is using the audit spool {} (it holds {}); stop it first, or give this process its own port or --node-id",
+        spool.display(),
+        lock.display()
+    )]
+    InUse { spool: PathBuf, lock: PathBuf },
+    /// The spool's directory or files could not be created or read.
+    #[error("audit spool {}: {what}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A backend with a local spool file for the times the backend cannot take writes.
 pub struct Spooled<B> {
     inner: B,
     path: PathBuf,
+    /// Where unreadable lines are kept (`<spool>.rejected`).
+    rejected: PathBuf,
     lock: tokio::sync::Mutex<()>,
     drain_lock: tokio::sync::Mutex<()>,
     pending: AtomicBool,
+    /// Holds the exclusive lock on `<spool>.lock` while `self` lives (released on drop).
+    _owner: std::fs::File,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> AuditError {
     AuditError::permanent(format!("audit spool {}: {what}: {e}", path.display()))
 }
 
+/// `path` with `suffix` added to its file name (`gw.jsonl` → `gw.jsonl.lock`).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn shipping_path(spool: &Path) -> PathBuf {
+    spool.with_extension("shipping")
+}
+
+/// Whether `path` holds at least one byte (a missing file holds none).
+fn non_empty(path: &Path) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.len() > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether events wait in the spool: in the file itself or in one moved aside for shipping.
+fn spooled_events(spool: &Path) -> std::io::Result<bool> {
+    Ok(non_empty(spool)? || shipping_path(spool).try_exists()?)
+}
+
 impl<B: AuditBackend> Spooled<B> {
     /// Wraps `inner`, spooling to `path` (its directory is created; an existing spool file from
-    /// before a restart is kept and shipped first).
-    pub fn open(inner: B, path: PathBuf) -> Result<Self, AuditError> {
+    /// before a restart is kept and shipped first). Fails with [`SpoolOpenError::InUse`] while
+    /// another process uses the same spool.
+    pub fn open(inner: B, path: PathBuf) -> Result<Self, SpoolOpenError> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolOpenError::Io { path, what, source }
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err("creating its directory", &path, e))?;
+            std::fs::create_dir_all(dir).map_err(io("creating its directory", &path))?;
         }
-        let pending = std::fs::metadata(&path)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false);
+        let lock_path = beside(&path, ".lock");
+        let owner = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io("opening its lock file", &lock_path))?;
+        match owner.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolOpenError::InUse {
+                    spool: path,
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io("locking", &lock_path)(e));
+            }
+        }
+        let pending = spooled_events(&path).map_err(io("reading", &path))?;
         Ok(Self {
             inner,
+            rejected: beside(&path, ".rejected"),
             path,
             lock: tokio::sync::Mutex::new(()),
             drain_lock: tokio::sync::Mutex::new(()),
             pending: AtomicBool::new(pending),
+            _owner: owner,
         })
     }
 
-    /// Whether events are waiting in the spool file.
+    /// Whether events are waiting in the spool (its file or the one moved aside for shipping).
     pub fn has_pending(&self) -> bool {
         self.pending.load(Ordering::SeqCst)
     }
@@ -73,58 +161,68 @@ impl<B: AuditBackend> Spooled<B> {
         &self.path
     }
 
+    /// The file beside the spool where unreadable spool lines are kept, verbatim.
+    pub fn rejected_path(&self) -> &Path {
+        &self.rejected
+    }
+
     /// Ships spooled events to the backend, oldest first. Returns how many were shipped; stops
     /// at the first backend error (the rest stay spooled).
     ///
     /// The spool file is first renamed to `*.shipping` (under the append lock, a moment), then
-    /// shipped without holding that lock, so appends never wait for the backend.
+    /// shipped without holding that lock, so appends never wait for the backend. Once that file
+    /// is shipped (or held nothing readable) it is removed, and what was spooled meanwhile is
+    /// moved aside and shipped in turn, until the spool is empty.
     pub async fn drain(&self) -> Result<usize, AuditError> {
         let _one_drainer = self.drain_lock.lock().await;
-        let shipping = self.shipping_path();
-        {
-            let _g = self.lock.lock().await;
-            if !shipping.exists() {
-                if !self.has_pending() {
-                    return Ok(0);
-                }
-                match std::fs::rename(&self.path, &shipping) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        self.pending.store(false, Ordering::SeqCst);
-                        return Ok(0);
-                    }
-                    Err(e) => return Err(io_err("moving aside for shipping", &self.path, e)),
-                }
-            }
-        }
-        let mut events = read_spool(&shipping)?;
+        let shipping = shipping_path(&self.path);
         let mut shipped = 0;
-        while !events.is_empty() {
-            let n = events.len().min(DRAIN_CHUNK);
-            let chunk: Vec<AuditEvent> = events.drain(..n).collect();
-            if let Err(e) = self.inner.append(&chunk).await {
-                // Put the chunk back in front; the file still holds all of them.
-                let mut rest = chunk;
-                rest.append(&mut events);
-                return if shipped > 0 {
-                    rewrite_spool(&shipping, &rest).map(|()| shipped)
-                } else {
-                    Err(e)
-                };
+        loop {
+            {
+                let _g = self.lock.lock().await;
+                let left = shipping
+                    .try_exists()
+                    .map_err(|e| io_err("looking for", &shipping, e))?;
+                if !left {
+                    if !self.has_pending() {
+                        return Ok(shipped);
+                    }
+                    let more =
+                        non_empty(&self.path).map_err(|e| io_err("reading", &self.path, e))?;
+                    if !more {
+                        // Neither file holds anything: back to direct writes.
+                        self.pending.store(false, Ordering::SeqCst);
+                        return Ok(shipped);
+                    }
+                    std::fs::rename(&self.path, &shipping)
+                        .map_err(|e| io_err("moving aside for shipping", &self.path, e))?;
+                }
             }
-            shipped += n;
-            rewrite_spool(&shipping, &events)?;
+            let read = read_spool(&shipping, &self.rejected)?;
+            let mut events = read.events;
+            if read.rejected > 0 || events.is_empty() {
+                // The unreadable lines are kept in the rejected file now: drop them from the
+                // shipping file so that they are neither kept twice nor block the spool.
+                rewrite_spool(&shipping, &self.rejected, &events)?;
+            }
+            let mut shipped_here = 0;
+            while !events.is_empty() {
+                let n = events.len().min(DRAIN_CHUNK);
+                let chunk: Vec<AuditEvent> = events.drain(..n).collect();
+                if let Err(e) = self.inner.append(&chunk).await {
+                    if shipped_here > 0 {
+                        // Put the chunk back in front; the file still holds all of them.
+                        let mut rest = chunk;
+                        rest.append(&mut events);
+                        rewrite_spool(&shipping, &self.rejected, &rest)?;
+                    }
+                    return if shipped > 0 { Ok(shipped) } else { Err(e) };
+                }
+                shipped += n;
+                shipped_here += n;
+                rewrite_spool(&shipping, &self.rejected, &events)?;
+            }
         }
-        let _g = self.lock.lock().await;
-        let more = std::fs::metadata(&self.path)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false);
-        self.pending.store(more, Ordering::SeqCst);
-        Ok(shipped)
-    }
-
-    fn shipping_path(&self) -> PathBuf {
-        self.path.with_extension("shipping")
     }
 
     /// Drains every `every` until the returned task is aborted or `self` is dropped elsewhere.
@@ -162,54 +260,207 @@ impl<B: AuditBackend> AuditBackend for Spooled<B> {
                 Err(e) => return Err(e),
             }
         }
-        append_spool(&self.path, batch)?;
+        append_spool(&self.path, &self.rejected, batch)?;
         self.pending.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
 
-fn append_spool(path: &Path, batch: &[AuditEvent]) -> Result<(), AuditError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+fn append_spool(path: &Path, rejected: &Path, batch: &[AuditEvent]) -> Result<(), AuditError> {
     let mut buf = Vec::new();
     for ev in batch {
         serde_json::to_writer(&mut buf, ev)
             .map_err(|e| AuditError::permanent(format!("audit event cannot be spooled: {e}")))?;
         buf.push(b'\n');
     }
-    let mut f = std::fs::OpenOptions::new()
+    append_lines(path, rejected, &buf, write_synced)
+}
+
+/// Writes `buf` at the end of `f` and syncs it.
+fn write_synced(mut f: &std::fs::File, buf: &[u8]) -> std::io::Result<()> {
+    f.write_all(buf)?;
+    f.sync_data()
+}
+
+/// Appends whole lines (`buf`) to the spool file `path` with `write`, so that the file holds
+/// either all of them or none: a torn tail left by a crash is cut off first (kept in
+/// `rejected`), and a failed write or sync is cut back.
+fn append_lines(
+    path: &Path,
+    rejected: &Path,
+    buf: &[u8],
+    write: impl FnOnce(&std::fs::File, &[u8]) -> std::io::Result<()>,
+) -> Result<(), AuditError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
         .open(path)
         .map_err(|e| io_err("opening", path, e))?;
-    f.write_all(&buf).map_err(|e| io_err("writing", path, e))?;
-    f.sync_data().map_err(|e| io_err("syncing", path, e))?;
+    let mut len = f
+        .metadata()
+        .map_err(|e| io_err("reading the size of", path, e))?
+        .len();
+    if len > 0 && !ends_with_newline(&f, len).map_err(|e| io_err("reading", path, e))? {
+        // A crash cut the last write short. That batch was never acknowledged (acknowledgement
+        // follows the sync), but appending after it would glue the next batch's first line to it.
+        let keep = end_of_last_line(&f, len).map_err(|e| io_err("reading", path, e))?;
+        let mut from = &f;
+        from.seek(std::io::SeekFrom::Start(keep))
+            .map_err(|e| io_err("reading", path, e))?;
+        keep_rejected(rejected, &mut from.take(len - keep).chain(&b"\n"[..]))?;
+        f.set_len(keep)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| io_err("cutting off a torn line in", path, e))?;
+        tracing::warn!(spool = %path.display(), bytes = len - keep, rejected = %rejected.display(),
+            "cut off the spool's last line, cut short by a crash (it was never acknowledged); kept in the rejected file");
+        len = keep;
+    }
+    let written = write(&f, buf).and_then(|()| {
+        if len == 0 {
+            // A new file: its directory entry must survive power loss too.
+            sync_dir(path)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        // Nothing of this batch may stay: it is not acknowledged, and a partial line would
+        // spoil the next batch.
+        if let Err(cut) = f.set_len(len).and_then(|()| f.sync_data()) {
+            tracing::error!(spool = %path.display(), error = %cut,
+                "could not cut a failed write back from the audit spool; the next append cuts off its torn line");
+        }
+        return Err(io_err("writing", path, e));
+    }
     Ok(())
 }
 
-fn read_spool(path: &Path) -> Result<Vec<AuditEvent>, AuditError> {
+/// Whether the `len` bytes of `f` end in a newline.
+fn ends_with_newline(f: &std::fs::File, len: u64) -> std::io::Result<bool> {
+    let mut last = [0u8; 1];
+    f.read_exact_at(&mut last, len.saturating_sub(1))?;
+    Ok(last == *b"\n")
+}
+
+/// The length of `f`'s first `len` bytes up to and including its last newline (0 if none);
+/// read backwards in chunks, as a spool can be large.
+fn end_of_last_line(f: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    let mut end = len;
+    let mut buf = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_SCAN_CHUNK);
+        let n = usize::try_from(end - start).unwrap_or(0);
+        buf.resize(n, 0);
+        f.read_exact_at(&mut buf, start)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => std::fs::File::open(".")?.sync_all(),
+    }
+}
+
+/// Appends `lines` (verbatim, each ending in a newline) to the rejected file and syncs it.
+fn keep_rejected(rejected: &Path, lines: &mut impl Read) -> Result<(), AuditError> {
+    let err = |e| io_err("keeping unreadable lines in", rejected, e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(rejected)
+        .map_err(err)?;
+    let len = f.metadata().map_err(err)?.len();
+    if len > 0 && !ends_with_newline(&f, len).map_err(err)? {
+        // A crash cut an earlier copy short: keep lines apart.
+        f.write_all(b"\n").map_err(err)?;
+    }
+    std::io::copy(lines, &mut f).map_err(err)?;
+    f.sync_data().map_err(err)?;
+    if len == 0 {
+        sync_dir(rejected).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A spool file's readable events, and how many unreadable lines were kept aside.
+struct SpoolContents {
+    events: Vec<AuditEvent>,
+    rejected: usize,
+}
+
+/// Reads the events of a spool file. Unreadable lines are appended verbatim to `rejected`
+/// (synced) before this returns, then logged: the last line without its newline as a write cut
+/// short by a crash (a warning), any other as corruption (an error).
+fn read_spool(path: &Path, rejected: &Path) -> Result<SpoolContents, AuditError> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(SpoolContents {
+                events: Vec::new(),
+                rejected: 0,
+            });
+        }
         Err(e) => return Err(io_err("reading", path, e)),
     };
+    let mut reader = std::io::BufReader::new(f);
     let mut events = Vec::new();
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| io_err("reading", path, e))?;
-        if line.trim().is_empty() {
+    let mut bad = Vec::new();
+    let mut problems = Vec::new();
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_err("reading", path, e))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        let torn = !line.ends_with(b"\n");
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str::<AuditEvent>(&line) {
+        match serde_json::from_slice::<AuditEvent>(text) {
             Ok(ev) => events.push(ev),
-            Err(e) => tracing::warn!(line = n + 1, error = %e, spool = %path.display(),
-                "skipping a spool line cut short by a crash (it was never acknowledged)"),
+            Err(e) => {
+                bad.extend_from_slice(text);
+                bad.push(b'\n');
+                problems.push((n, torn, e));
+            }
         }
     }
-    Ok(events)
+    if !bad.is_empty() {
+        keep_rejected(rejected, &mut bad.as_slice())?;
+    }
+    for (line, torn, error) in &problems {
+        if *torn {
+            tracing::warn!(spool = %path.display(), line, %error, rejected = %rejected.display(),
+                "skipping the spool's last line, cut short by a crash (it was never acknowledged); kept in the rejected file");
+        } else {
+            tracing::error!(spool = %path.display(), line, %error, rejected = %rejected.display(),
+                "audit spool line is corrupt (damaged or tampered with); shipping the events around it and keeping the line in the rejected file");
+        }
+    }
+    Ok(SpoolContents {
+        events,
+        rejected: problems.len(),
+    })
 }
 
 /// Replaces a spool file with `events` (write to a temporary file, sync, rename).
-fn rewrite_spool(path: &Path, events: &[AuditEvent]) -> Result<(), AuditError> {
+fn rewrite_spool(path: &Path, rejected: &Path, events: &[AuditEvent]) -> Result<(), AuditError> {
     if events.is_empty() {
         return match std::fs::remove_file(path) {
             Ok(()) => Ok(()),
@@ -219,6 +470,6 @@ fn rewrite_spool(path: &Path, events: &[AuditEvent]) -> Result<(), AuditError> {
     }
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    append_spool(&tmp, events)?;
+    append_spool(&tmp, rejected, events)?;
     std::fs::rename(&tmp, path).map_err(|e| io_err("replacing", path, e))
 }

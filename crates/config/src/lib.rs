@@ -20,11 +20,11 @@ mod tests;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The cause is part of the message, not a `source`: printed once.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -249,6 +249,11 @@ pub struct GatewayConfig {
     /// sign that user in with its certificate alone (auth method `device`). Off by default;
     /// meant above all for DR gateways, where people who sign in with SSO have no password.
     pub device_sign_in: bool,
+    /// Whether request paths may carry `;` parameters (`/page;jsessionid=1`). Off by default:
+    /// Tomcat, Jetty and Spring cut them off before routing, so a policy would see
+    /// `/admin;x/secret` where the app serves `/admin/secret`. Turn on only for apps that need
+    /// them, and write their policies for both forms.
+    pub path_parameters: bool,
 }
 
 impl Default for GatewayConfig {
@@ -266,6 +271,7 @@ impl Default for GatewayConfig {
             reload_interval_ms: 1000,
             posture_max_age_secs: 300,
             device_sign_in: false,
+            path_parameters: false,
         }
     }
 }
@@ -349,9 +355,9 @@ fn default_display_name() -> String {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }
@@ -627,6 +633,12 @@ pub fn valid_host_port(s: &str) -> bool {
     {
         return false;
     }
+    is_dns_name(host) && !host.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// A DNS host name: dot-separated labels of 1–63 letters, digits and '-' (not at either end),
+/// 253 characters at most. Letter case is the caller's concern.
+pub fn is_dns_name(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
@@ -636,6 +648,6 @@ pub fn valid_host_port(s: &str) -> bool {
                 && !label.ends_with('-')
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }

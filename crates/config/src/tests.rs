@@ -88,6 +88,21 @@ fn trusted_proxies_parse_as_cidrs() {
 }
 
 #[test]
+fn path_parameters_are_off_unless_turned_on() {
+    assert!(!parse("").unwrap().gateway.path_parameters);
+    assert!(
+        parse("[gateway]\npath_parameters = true\n")
+            .unwrap()
+            .gateway
+            .path_parameters
+    );
+    let err = parse("[gateway]\npath_parameters = \"yes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("path_parameters"), "{err}");
+}
+
+#[test]
 fn session_timeouts_must_be_ordered() {
     let err = parse("[session]\nidle_timeout_secs = 3600\nabsolute_timeout_secs = 60\n")
         .unwrap_err()

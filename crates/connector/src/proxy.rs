@@ -132,11 +132,11 @@ pub enum ProxyError {
         field: &'static str,
         expected: &'static str,
     },
-    #[error("could not listen on {addr}: {source}; is another program using that port?")]
+    /// The cause is part of the message, not a `source`: printed once.
+    #[error("could not listen on {addr}: {error}; is another program using that port?")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -237,13 +237,13 @@ impl Proxy {
         }
         let listener = TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| ProxyError::Bind {
+            .map_err(|error| ProxyError::Bind {
                 addr: cfg.listen,
-                source,
+                error,
             })?;
-        let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+        let addr = listener.local_addr().map_err(|error| ProxyError::Bind {
             addr: cfg.listen,
-            source,
+            error,
         })?;
         let internet = if dr.is_some() {
             Internet::ViaConnector

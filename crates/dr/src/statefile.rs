@@ -27,17 +27,17 @@ const MAX_FILE_BYTES: u64 = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateFileError {
-    #[error("cannot read the DR state file {path}: {source}")]
+    /// The cause is part of the message, not a `source`: printed once.
+    #[error("cannot read the DR state file {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write the DR state file {path}: {source}")]
+    /// The cause is part of the message, not a `source`: printed once.
+    #[error("cannot write the DR state file {path}: {error}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the DR state file {path} is {len} bytes, larger than any state file; remove it")]
     TooLarge { path: PathBuf, len: u64 },
@@ -65,9 +65,9 @@ struct StateFileV1 {
 
 /// Loads the remembered state; `Ok(None)` when the file does not exist.
 pub fn load(path: &Path, trusted: &TrustedKeys) -> Result<Option<Memory>, StateFileError> {
-    let read_err = |source| StateFileError::Read {
+    let read_err = |error| StateFileError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -109,9 +109,9 @@ pub fn load(path: &Path, trusted: &TrustedKeys) -> Result<Option<Memory>, StateF
 /// Saves the state atomically: writes `<path>.tmp`, fsyncs it, renames it over `path` and
 /// fsyncs the directory.
 pub fn save(path: &Path, memory: &Memory) -> Result<(), StateFileError> {
-    let write_err = |source| StateFileError::Write {
+    let write_err = |error| StateFileError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = StateFileV1 {
         format: FORMAT.to_owned(),

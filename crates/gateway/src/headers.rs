@@ -124,23 +124,51 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> String {
 
 /// The client's address: the TCP peer, or — only when the peer is a trusted proxy — the
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+///
+/// The list is walked from the right, the end each trusted proxy appends to, and the walk
+/// stops at the first entry that is not an address (`ip`, `ip:port` or `[ip]:port`): what is
+/// left of it came from beyond the trusted proxies, so the last trusted address walked (or the
+/// peer) stands. A client's garbage therefore never moves its address to a trusted one.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let values: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().parse::<IpAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_default();
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    let mut client = peer;
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Some(ip) = forwarded_addr(entry.trim()) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port.
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// `X_Tsuzuku_User` or `X_Forwarded_For`: a name that CGI, WSGI, PHP and Rack turn into the
+/// same variable as the gateway's own header (`HTTP_X_TSUZUKU_USER`), where the two values are
+/// joined or the client's wins (the class of Puma's CVE-2024-45614). Such names are dropped.
+fn underscored_lookalike(name: &str) -> bool {
+    if !name.contains('_') {
+        return false;
+    }
+    let dashed = name.replace('_', "-");
+    dashed.starts_with(IDENTITY_PREFIX) || is_forwarding(&dashed)
 }
 
 /// Forwarding headers a client may send; the gateway sets its own.
@@ -186,6 +214,7 @@ pub fn to_upstream(headers: &mut HeaderMap, origin: &Origin<'_>) {
         if is_hop_by_hop(name)
             || name.as_str().starts_with(IDENTITY_PREFIX)
             || is_forwarding(name.as_str())
+            || underscored_lookalike(name.as_str())
         {
             doomed.push(name.clone());
         } else if name == header::COOKIE {
@@ -211,7 +240,10 @@ pub fn to_upstream(headers: &mut HeaderMap, origin: &Origin<'_>) {
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 }
 
-/// Whether the request asks for a protocol upgrade (WebSocket).
+/// Whether the request asks for a WebSocket upgrade (`Connection: upgrade` and `Upgrade:
+/// websocket`). No other protocol is tunnelled: after an upgrade the gateway sees no more
+/// requests, so an upstream that switched to `h2c` would take every later request on the
+/// connection without a decision.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     let conn_upgrade = headers
         .get_all(header::CONNECTION)
@@ -219,5 +251,17 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    conn_upgrade && headers.contains_key(header::UPGRADE)
+    conn_upgrade && is_websocket(headers)
+}
+
+/// Whether `Upgrade` is exactly one header naming `websocket` (a request's, or a `101`
+/// answer's).
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket")),
+        _ => false,
+    }
 }

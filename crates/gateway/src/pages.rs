@@ -111,6 +111,23 @@ Quote it when you ask your IT team for help.</p>",
     )
 }
 
+/// A sign-in that cannot be finished in this browser: why, and a link (`href`, on this host)
+/// that starts it again here.
+pub fn sign_in_again(message: &str, href: &str, request_id: &str) -> String {
+    let title = "Sign-in not completed";
+    layout(
+        title,
+        &format!(
+            "<h1>{}</h1><p>{}</p><p><a href=\"{}\">Sign in again</a></p>\
+<p class=\"muted\">Request ID <code>{}</code>. Quote it when you ask your IT team for help.</p>",
+            esc(title),
+            esc(message),
+            esc(href),
+            esc(request_id)
+        ),
+    )
+}
+
 /// The portal's home page for a signed-in person.
 pub fn home(user: &str, apps: &[(String, String)], csrf: &str) -> String {
     let mut b = format!("<h1>Signed in as {}</h1><ul>", esc(user));
@@ -173,6 +190,16 @@ mod tests {
         assert!(page.contains("a&amp;b"));
         assert!(page.contains("&lt;b&gt;"));
         assert!(page.contains("https://a/&#39;"));
+    }
+
+    #[test]
+    fn sign_in_again_links_to_a_fresh_sign_in() {
+        let page = sign_in_again("<m>", "/.tsuzuku/signin?rd=%2Fa&x=\"", "r<1>");
+        assert!(
+            page.contains("<a href=\"/.tsuzuku/signin?rd=%2Fa&amp;x=&quot;\">Sign in again</a>")
+        );
+        assert!(page.contains("&lt;m&gt;"));
+        assert!(page.contains("r&lt;1&gt;"));
     }
 
     #[test]

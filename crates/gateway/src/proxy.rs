@@ -90,10 +90,15 @@ pub(crate) async fn forward(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, up.clone());
     }
-    if !h.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&ctx.host)
-    {
-        h.insert(header::HOST, v);
+    // The upstream is told the name the app was chosen by (`request_host` refused a request
+    // naming two), never another the client sent.
+    match HeaderValue::from_str(&ctx.host) {
+        Ok(v) => {
+            h.insert(header::HOST, v);
+        }
+        Err(_) => {
+            h.remove(header::HOST);
+        }
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
     let upstream_req = Request::from_parts(parts, body);
@@ -120,9 +125,25 @@ pub(crate) async fn forward(
         }
     };
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
+    // Only a WebSocket switch answering a WebSocket request becomes a tunnel; any other
+    // `101` would leave the connection to a protocol the gateway does not decide on.
+    let client_upgrade = match client_upgrade {
+        _ if resp.status() != StatusCode::SWITCHING_PROTOCOLS => None,
+        Some(u) if headers::is_websocket(resp.headers()) => Some(u),
+        _ => {
+            tracing::warn!(app = %app.name, request_id = %ctx.id, "upstream switched to a protocol that was not asked for");
+            return respond::error(
+                StatusCode::BAD_GATEWAY,
+                "Application answered wrongly",
+                &format!(
+                    "The application {} switched to a protocol that was not asked for. Tell your IT team.",
+                    app.name
+                ),
+                &ctx.id,
+            );
+        }
+    };
+    if let Some(client_upgrade) = client_upgrade {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let rid = ctx.id.clone();
         tokio::spawn(async move {
@@ -246,6 +267,16 @@ async fn send_kept(
             return Err(e);
         }
     };
+    // On the connection itself the request goes in origin form (`GET /path`): an absolute URI
+    // in the request line would name the upstream's own address to an app that routes by it
+    // (RFC 9112 §3.2.2 lets a server take the host from it and ignore `Host`).
+    let full = req.uri().clone();
+    let (mut parts, body) = req.into_parts();
+    parts.uri = full
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+    let req = Request::from_parts(parts, body);
     match sender.try_send_request(req).await {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
@@ -261,7 +292,10 @@ async fn send_kept(
         Err(mut e) => {
             affinity.release();
             match e.take_message() {
-                Some(req) if reused => via_pool(pool, req).await,
+                Some(mut req) if reused => {
+                    *req.uri_mut() = full;
+                    via_pool(pool, req).await
+                }
                 _ => Err(Box::new(e.into_error())),
             }
         }

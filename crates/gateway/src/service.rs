@@ -28,7 +28,7 @@ use crate::respond;
 use crate::server::Conn;
 use crate::standby;
 use crate::state::{Body, Gateway, now_ms, now_unix};
-use tsuzuku_httpguard::path::check_path;
+use tsuzuku_httpguard::path::check_path_with;
 
 #[cfg(test)]
 mod tests;
@@ -67,11 +67,23 @@ pub(crate) async fn handle(
         None => ConnDevice::None,
         fp => device::resolve(fp, &gw.snapshot.load().devices, now_unix()),
     };
+    let id = request_id();
+    let host = match request_host(&req) {
+        Ok(h) => h,
+        Err(why) => {
+            return Ok(respond::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &format!("The request was refused because {why}."),
+                &id,
+            ));
+        }
+    };
     let ctx = Ctx {
-        id: request_id(),
+        id,
         peer,
         client_ip: headers::client_ip(peer.ip(), req.headers(), &gw.settings.trusted_proxies),
-        host: request_host(&req),
+        host,
         device,
         conn,
     };
@@ -79,19 +91,31 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-fn request_host(req: &Request<Incoming>) -> String {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    raw.to_ascii_lowercase()
+/// The host the request is for, lower-cased: the request target's authority (absolute form,
+/// HTTP/2's `:authority`) or the one `Host` header. Two names for the request are refused
+/// rather than one picked: the app is chosen by this name, and the upstream is given it as
+/// its `Host`, so an upstream routing by name can never be reached under another app's
+/// decision.
+pub(crate) fn request_host<B>(req: &Request<B>) -> Result<String, &'static str> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err("it has more than one Host header");
+    }
+    let header = match header.map(|h| h.to_str()) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => return Err("its Host header is not text"),
+        None => None,
+    };
+    let raw = match (req.uri().authority().map(|a| a.as_str()), header) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err("its Host header names another host than its request target");
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => "",
+    };
+    Ok(raw.to_ascii_lowercase())
 }
 
 async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
@@ -100,7 +124,7 @@ async fn route(gw: &Arc<Gateway>, ctx: &Ctx, req: Request<Incoming>) -> Response
     // Transfer-Encoding win, drops Content-Length and closes the connection after the
     // response, RFC 9112 §6.3; the body is re-framed towards the upstream.)
     let path = req.uri().path();
-    if let Err(e) = check_path(path) {
+    if let Err(e) = check_path_with(path, gw.settings.path_rules) {
         return respond::error(
             StatusCode::BAD_REQUEST,
             "Bad request",
@@ -314,17 +338,6 @@ pub(crate) fn session_usable(
     Ok(())
 }
 
-pub(crate) fn login_redirect(gw: &Gateway, ctx: &Ctx, path_and_query: &str) -> Response<Body> {
-    let rd = format!("https://{}{}", ctx.host, path_and_query);
-    let q: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("rd", &rd)
-        .finish();
-    respond::redirect(
-        StatusCode::FOUND,
-        &format!("https://{}/.tsuzuku/login?{q}", gw.settings.portal_host),
-    )
-}
-
 async fn protected(
     gw: &Arc<Gateway>,
     ctx: &Ctx,
@@ -342,7 +355,7 @@ async fn protected(
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "/".into());
             if req.method() == Method::GET || req.method() == Method::HEAD {
-                return login_redirect(gw, ctx, &pq);
+                return portal::login_redirect(gw, ctx, req.headers(), &pq);
             }
             return respond::error(
                 StatusCode::UNAUTHORIZED,

@@ -73,6 +73,8 @@ pub struct GatewaySettings {
     /// Whether a device that belongs to a user can sign that user in (`[gateway]
     /// device_sign_in`).
     pub device_sign_in: bool,
+    /// What request paths may contain (`[gateway] path_parameters`).
+    pub path_rules: tsuzuku_httpguard::path::PathRules,
 }
 
 /// Policies and apps as of one reload (or one applied control-plane snapshot).

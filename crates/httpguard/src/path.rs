@@ -5,6 +5,14 @@
 //! bypasses live (Pomerium, oauth2-proxy and Spring advisories): encoded dots or slashes,
 //! backslashes, NUL and control bytes, dot segments (also Tomcat's `..;` form), empty segments
 //! and percent-encodings that are not valid UTF-8 (overlong forms included).
+//!
+//! Every accepted path also has exactly one spelling, so that a policy written for
+//! `/admin/*` cannot be walked around by another spelling of the same path that an upstream
+//! decodes back (`/%61dmin/`, as WSGI, PHP and most frameworks do): a character that may stand
+//! in a path as itself must not be percent-encoded, hex digits are upper case (as browsers
+//! write them), and bytes outside ASCII arrive percent-encoded. Path parameters (`;` in a
+//! segment, which Tomcat, Jetty and Spring cut off before routing: `/admin;x/secret` is their
+//! `/admin/secret`) are refused unless [`PathRules::parameters`] allows them.
 
 #[cfg(test)]
 mod tests;
@@ -31,14 +39,45 @@ pub enum PathError {
     NotUtf8,
     #[error("the path is longer than {0} bytes")]
     TooLong(usize),
+    #[error("the path percent-encodes '{0}', which must be written as itself")]
+    NeedlessPercent(char),
+    #[error(
+        "the path has a percent-encoding in lower case at byte {0} (hex digits must be upper case)"
+    )]
+    LowercasePercent(usize),
+    #[error("the path has a byte outside ASCII at byte {0} (it must be percent-encoded)")]
+    RawNonAscii(usize),
+    #[error(
+        "the path has a ';' parameter, which application servers cut off before routing (allowed only with path_parameters)"
+    )]
+    Parameter,
+}
+
+/// What a request path may contain beyond the always-refused forms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathRules {
+    /// Whether `;` path parameters (`/a;jsessionid=1`) are let through. Off by default: a
+    /// policy sees `/admin;x/secret` where Tomcat, Jetty and Spring route `/admin/secret`.
+    pub parameters: bool,
 }
 
 /// Longest path accepted.
 pub const MAX_PATH: usize = 8192;
 
-/// Checks a raw (still percent-encoded) request path. On success the same string is what both
-/// the policy and the upstream see.
+/// Checks a raw (still percent-encoded) request path with the default [`PathRules`]. On
+/// success the same string is what both the policy and the upstream see.
 pub fn check_path(path: &str) -> Result<(), PathError> {
+    check_path_with(path, PathRules::default())
+}
+
+/// Whether `b` may stand in a path segment as itself (RFC 3986 `pchar` without `%`): an
+/// encoding of it is a second spelling that servers decode back.
+fn is_literal_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+/// [`check_path`] with explicit rules.
+pub fn check_path_with(path: &str, rules: PathRules) -> Result<(), PathError> {
     if path.len() > MAX_PATH {
         return Err(PathError::TooLong(MAX_PATH));
     }
@@ -53,9 +92,8 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
             b'\\' => return Err(PathError::Backslash),
             0..=0x1f | 0x7f => return Err(PathError::Control),
             b'%' => {
-                let hi = bytes.get(i + 1).and_then(|c| hex_val(*c));
-                let lo = bytes.get(i + 2).and_then(|c| hex_val(*c));
-                let (Some(hi), Some(lo)) = (hi, lo) else {
+                let (h, l) = (bytes.get(i + 1).copied(), bytes.get(i + 2).copied());
+                let (Some(hi), Some(lo)) = (h.and_then(hex_val), l.and_then(hex_val)) else {
                     return Err(PathError::BadPercent(i));
                 };
                 let v = hi << 4 | lo;
@@ -66,11 +104,21 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
                     b'%' => return Err(PathError::EncodedDelimiter('%')),
                     b';' => return Err(PathError::EncodedDelimiter(';')),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
+                    v if is_literal_pchar(v) => {
+                        return Err(PathError::NeedlessPercent(char::from(v)));
+                    }
                     _ => {}
+                }
+                if h.is_some_and(|c| c.is_ascii_lowercase())
+                    || l.is_some_and(|c| c.is_ascii_lowercase())
+                {
+                    return Err(PathError::LowercasePercent(i));
                 }
                 decoded.push(v);
                 i += 3;
             }
+            b';' if !rules.parameters => return Err(PathError::Parameter),
+            0x80.. => return Err(PathError::RawNonAscii(i)),
             _ => {
                 decoded.push(b);
                 i += 1;

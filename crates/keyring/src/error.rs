@@ -23,7 +23,7 @@ pub enum KeyringError {
     )]
     KeyFileRead {
         path: PathBuf,
-        #[source]
+        // Part of the message, not a `source`: printed once.
         error: std::io::Error,
     },
 
@@ -46,7 +46,7 @@ pub enum KeyringError {
     )]
     KeyFileCreate {
         path: PathBuf,
-        #[source]
+        // Part of the message, not a `source`: printed once.
         error: std::io::Error,
     },
 

@@ -45,6 +45,16 @@ pub struct DeviceFacts {
     pub reported_at: i64,
 }
 
+/// The data classes an app may carry, as policies compare them (`resource.data_class ==
+/// "confidential"`): exact, lowercase. An app with any other class would never match such a
+/// policy, so apps are created only with one of these ([`is_data_class`]).
+pub const DATA_CLASSES: [&str; 4] = ["public", "internal", "confidential", "restricted"];
+
+/// Whether `s` is one of [`DATA_CLASSES`], exactly (case matters: policies compare exactly).
+pub fn is_data_class(s: &str) -> bool {
+    DATA_CLASSES.contains(&s)
+}
+
 /// The application a request is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppFacts {

@@ -24,7 +24,10 @@ pub use compile::{PolicyDoc, validate};
 pub use engine::{Decision, PolicyEngine};
 pub use error::{DocProblem, PolicyError};
 pub use explain::{Explanation, PolicyEffect, PolicyOutcome, PolicyStatus};
-pub use facts::{AppFacts, DeviceFacts, RequestFacts, UserFacts, action_for_method, version_code};
+pub use facts::{
+    AppFacts, DATA_CLASSES, DeviceFacts, RequestFacts, UserFacts, action_for_method, is_data_class,
+    version_code,
+};
 pub use jiff::tz::TimeZone;
 pub use schema::schema_text;
 pub use summary::{Inputs, Summary};

@@ -199,6 +199,28 @@ fn schema_is_published_verbatim_in_policy_md() {
 }
 
 #[test]
+fn data_classes_are_the_documented_ones_exactly() {
+    let schema = schema_text();
+    for class in crate::DATA_CLASSES {
+        assert!(crate::is_data_class(class));
+        assert!(
+            schema.contains(&format!("\"{class}\"")),
+            "{class} not in the schema"
+        );
+    }
+    for not_one in [
+        "confidental",
+        "Confidential",
+        "INTERNAL",
+        "",
+        " public",
+        "secret",
+    ] {
+        assert!(!crate::is_data_class(not_one), "{not_one:?}");
+    }
+}
+
+#[test]
 fn schema_parses() {
     crate::schema::schema().unwrap();
 }

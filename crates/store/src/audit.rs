@@ -18,8 +18,10 @@
 //!
 //! The stored `detail` is the detail's canonical JSON text, which the event carries
 //! ([`tsuzuku_audit::Detail`]) and the chain hash covers: it is stored as it is, never encoded
-//! here. Reading a row re-encodes the stored JSON whatever its layout, so rows stored before
-//! (serde_json's own layout) verify too.
+//! here. Reading a row re-encodes the stored JSON whatever its layout; verification
+//! ([`Store::verify_audit`]) accepts only the canonical text or serde_json's own compact layout
+//! of the same value (rows stored before details were kept as canonical text), and reports any
+//! other text — a duplicate key, say — as altered (`Detail::from_stored`).
 
 use std::collections::BTreeMap;
 
@@ -39,7 +41,7 @@ mod wal;
 pub(crate) use appender::SqliteAppender;
 
 /// Rows read per query when verifying a whole chain.
-const VERIFY_PAGE: i64 = 1000;
+const VERIFY_PAGE: i64 = 10_000;
 
 /// A stored audit row before its kind and detail are decoded.
 struct AuditRow {
@@ -91,6 +93,114 @@ impl AuditRow {
             },
         })
     }
+}
+
+/// Checks one stored row with `verifier`, reading each column on its own so that a row
+/// written behind the log's back is reported (naming its seq) instead of stopping the check.
+/// Returns the row's seq, or `None` when it is no integer.
+fn verify_row(row: &AnyRow, tenant: &str, verifier: &mut Verifier) -> Option<i64> {
+    let Ok(seq) = row.try_get::<i64, _>("seq") else {
+        verifier.push_bad_seq(&shown(row, "seq"));
+        return None;
+    };
+    let mut reasons: Vec<String> = Vec::new();
+    let mut text = |col: &str| match row.try_get::<String, _>(col) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            reasons.push(format!("its {col} is not text but {}", shown(row, col)));
+            None
+        }
+    };
+    let prev_hash = text("prev_hash");
+    let hash = text("hash");
+    let kind_text = text("kind");
+    let detail_text = text("detail");
+    let time_ms = match row.try_get::<i64, _>("time_ms") {
+        Ok(v) => Some(v),
+        Err(_) => {
+            reasons.push(format!(
+                "its time_ms is not an integer but {}",
+                shown(row, "time_ms")
+            ));
+            None
+        }
+    };
+    let actor = match row.try_get::<Option<String>, _>("actor") {
+        Ok(v) => Some(v),
+        Err(_) => {
+            reasons.push(format!("its actor is not text but {}", shown(row, "actor")));
+            None
+        }
+    };
+    let kind = kind_text.and_then(|k| match k.parse() {
+        Ok(kind) => Some(kind),
+        Err(e) => {
+            reasons.push(format!("its kind: {e}"));
+            None
+        }
+    });
+    let detail = detail_text.and_then(|d| match Detail::from_stored(&d) {
+        Ok(detail) => Some(detail),
+        Err(e) => {
+            reasons.push(format!("its detail is not JSON: {e}"));
+            None
+        }
+    });
+    match (prev_hash, hash, time_ms, kind, actor, detail) {
+        (
+            Some(prev_hash),
+            Some(hash),
+            Some(time_ms),
+            Some(kind),
+            Some(actor),
+            Some((detail, exact)),
+        ) => {
+            let ev = ChainedEvent {
+                seq,
+                prev_hash,
+                hash,
+                event: AuditEvent {
+                    time_ms,
+                    kind,
+                    actor,
+                    tenant: tenant.to_owned(),
+                    detail,
+                },
+            };
+            if exact {
+                verifier.push(&ev);
+            } else {
+                verifier.push_not_canonical(&ev);
+            }
+        }
+        (prev_hash, hash, ..) => verifier.push_unreadable(
+            seq,
+            prev_hash.as_deref(),
+            hash.as_deref(),
+            &reasons.join("; "),
+        ),
+    }
+    Some(seq)
+}
+
+/// A stored value as an operator can recognise it in a report: integers and reals as numbers,
+/// text quoted (shortened past 40 characters), anything else by its kind.
+fn shown(row: &AnyRow, col: &str) -> String {
+    if let Ok(v) = row.try_get::<Option<i64>, _>(col) {
+        return v.map_or_else(|| "NULL".to_owned(), |v| v.to_string());
+    }
+    if let Ok(v) = row.try_get::<f64, _>(col) {
+        return v.to_string();
+    }
+    if let Ok(v) = row.try_get::<String, _>(col) {
+        let short: String = v.chars().take(40).collect();
+        let more = if short.len() < v.len() { "…" } else { "" };
+        return format!("{short:?}{more}");
+    }
+    if let Ok(v) = row.try_get::<Vec<u8>, _>(col) {
+        return format!("a blob of {} bytes", v.len());
+    }
+    "a value of another type".to_owned()
 }
 
 /// Events per multi-row INSERT (8 parameters each; well under SQLite's and PostgreSQL's limits).
@@ -386,33 +496,102 @@ impl Store {
         Ok((seq > 0).then_some((seq, hash)))
     }
 
-    /// Verifies this tenant's whole chain, up to the head recorded when the check starts
-    /// (events appended meanwhile are left for the next check), and compares its end with the
-    /// head row, which catches removal of the newest events. Rows that cannot even be decoded
-    /// count as altered.
+    /// Verifies every stored row of this tenant's chain, in sequence order, and compares the
+    /// chain's end with the head row (`audit_head`): rows past the head, a head the chain does
+    /// not reach (the newest events removed), a head whose hash is not its event's, and events
+    /// without a head row are all reported. So are rows numbered below 1 (or not numbered by
+    /// an integer at all), rows that cannot be read back as events (each named, and
+    /// verification goes on past them), and details not stored as the exact text the hash
+    /// covers (a duplicate key, say). Everything is read in one read transaction, so events
+    /// appended meanwhile are neither half-seen nor mistaken for tampering, and in pages of
+    /// [`VERIFY_PAGE`] rows, so memory use does not grow with the chain. Fails only when the
+    /// database cannot be read.
     pub async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
-        let head = self.audit_head().await?;
-        let upto = head.as_ref().map_or(i64::MAX, |(s, _)| *s);
+        self.verify_audit_in_pages(VERIFY_PAGE).await
+    }
+
+    /// [`Store::verify_audit`], reading `page` rows per query.
+    pub(crate) async fn verify_audit_in_pages(
+        &self,
+        page: i64,
+    ) -> Result<VerifyReport, StoreError> {
+        let page = page.max(1);
+        let what = "verifying the audit chain";
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
+        let conn = tx.acquire().await.map_err(|e| self.db(what, e))?;
+        if !conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            // PostgreSQL: one snapshot for every query of the transaction (SQLite's read
+            // transactions are snapshots already).
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.db(what, e))?;
+        }
         let mut verifier = Verifier::new();
-        let mut from = 1;
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE tenant_id = $1")
+            .bind(&*self.tenant)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.db("reading the audit chain head", e))?;
+        match head.as_ref().map(|row| {
+            let seq = row.try_get::<i64, _>("seq");
+            let hash = row.try_get::<String, _>("hash");
+            (seq, hash)
+        }) {
+            None => verifier.expect_head(None),
+            Some((Ok(seq), Ok(hash))) => verifier.expect_head(Some((seq, &hash))),
+            Some((seq, hash)) => {
+                let mut reasons = Vec::new();
+                if let Err(e) = seq {
+                    reasons.push(format!("its seq is not an integer: {e}"));
+                }
+                if let Err(e) = hash {
+                    reasons.push(format!("its hash is not text: {e}"));
+                }
+                verifier.expect_unreadable_head(&reasons.join("; "));
+            }
+        }
+        // Keyset pages by seq. A row whose seq is no integer (possible in SQLite only) sorts
+        // among or after the numbers; such rows after the last integer of a page are skipped
+        // by an OFFSET on the next page, so every row is read once.
+        let mut after: Option<i64> = None;
+        let mut skip: i64 = 0;
         loop {
-            let rows = self.audit_rows(from, upto, VERIFY_PAGE).await?;
-            let full_page = i64::try_from(rows.len()).is_ok_and(|n| n >= VERIFY_PAGE);
-            for row in rows {
-                from = row.seq.saturating_add(1);
-                let (seq, prev_hash, hash) = (row.seq, row.prev_hash.clone(), row.hash.clone());
-                match row.into_event(&self.tenant) {
-                    Ok(ev) => verifier.push(&ev),
-                    Err(_) => verifier.push_unreadable(seq, &prev_hash, &hash),
+            let sql = match after {
+                None => {
+                    "SELECT seq, prev_hash, hash, time_ms, kind, actor, detail FROM audit_events
+                     WHERE tenant_id = $1 ORDER BY seq LIMIT $2 OFFSET $3"
+                }
+                Some(_) => {
+                    "SELECT seq, prev_hash, hash, time_ms, kind, actor, detail FROM audit_events
+                     WHERE tenant_id = $1 AND seq > $4 ORDER BY seq LIMIT $2 OFFSET $3"
+                }
+            };
+            let mut q = sqlx::query(sql).bind(&*self.tenant).bind(page).bind(skip);
+            if let Some(after) = after {
+                q = q.bind(after);
+            }
+            let from = after.map_or_else(|| "the start".to_owned(), |s| format!("#{s}"));
+            let rows = q
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| self.db(&format!("reading audit events after {from}"), e))?;
+            let full_page = i64::try_from(rows.len()).is_ok_and(|n| n >= page);
+            for row in &rows {
+                match verify_row(row, &self.tenant, &mut verifier) {
+                    Some(seq) => {
+                        after = Some(seq);
+                        skip = 0;
+                    }
+                    None => skip = skip.saturating_add(1),
                 }
             }
             if !full_page {
                 break;
             }
         }
-        let mut report = verifier.finish();
-        report.check_head(head.as_ref().map(|(s, h)| (*s, h.as_str())));
-        Ok(report)
+        tx.rollback().await.map_err(|e| self.db(what, e))?;
+        Ok(verifier.finish())
     }
 
     async fn audit_rows(

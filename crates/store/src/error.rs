@@ -32,14 +32,15 @@ pub enum StoreError {
     /// Encryption at rest: the master key does not unwrap the data keys
     /// ([`tsuzuku_keyring::KeyringError::WrongMasterKey`]), a data key is damaged, or a sealed
     /// value does not open. The message says which key is needed.
-    #[error("{0}")]
+    #[error(transparent)]
     Keyring(#[from] tsuzuku_keyring::KeyringError),
     /// An encrypted value was read, or a key operation asked for, without a master key.
     #[error("no master key: {0}")]
     NoMasterKey(String),
     /// Any other database error.
+    /// The driver's error is part of the message, not a `source`: printed once.
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(sqlx::Error),
     /// Any other error of the SQLite connection that appends audit events (a driver of its
     /// own, see docs/STORAGE.md); the message says what was being done.
     #[error("database error: {0}")]

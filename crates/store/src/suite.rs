@@ -63,6 +63,10 @@ pub async fn run_all(url: &str) {
     tenant_isolation(&root).await;
     audit_append_and_read(&root).await;
     audit_tampering_is_detected(&root).await;
+    audit_verify_reads_every_row_and_the_head(&root).await;
+    audit_verify_reports_unreadable_rows_and_goes_on(&root).await;
+    audit_verify_flags_details_not_stored_canonically(&root).await;
+    audit_verify_is_not_fooled_by_concurrent_appends(&root).await;
     audit_concurrent_writers_keep_one_chain(&root, &second).await;
     audit_multi_tenant_batches(&root).await;
     audit_writer_loses_nothing(&root).await;
@@ -1616,9 +1620,10 @@ pub async fn audit_tampering_is_detected(root: &StoreRoot) {
         .execute(pool)
         .await
         .unwrap();
-    assert_eq!(
-        s.verify_audit().await.unwrap().problems,
-        vec![ChainProblem::Altered { seq: 3 }]
+    let problems = s.verify_audit().await.unwrap().problems;
+    assert!(
+        matches!(&problems[..], [ChainProblem::Unreadable { seq: 3, reason }] if reason.contains("\"bogus\"")),
+        "{problems:?}"
     );
     assert!(matches!(
         s.audit_events(1, 10).await,
@@ -1645,6 +1650,7 @@ pub async fn audit_tampering_is_detected(root: &StoreRoot) {
         .await
         .unwrap();
     }
+    // Read back by seq, a swap shows as both events altered (not as "reordered").
     let problems = s.verify_audit().await.unwrap().problems;
     assert!(
         problems.contains(&ChainProblem::Altered { seq: 2 }),
@@ -1668,6 +1674,298 @@ pub async fn audit_tampering_is_detected(root: &StoreRoot) {
         Err(StoreError::Corrupt(_))
     ));
     assert_eq!(s.audit_tail(10).await.unwrap().len(), 3);
+}
+
+/// Runs `sql` with `binds` (text or integers) on the raw pool; false if the database refuses it
+/// (PostgreSQL refuses text in a BIGINT column, which SQLite stores).
+async fn raw(root: &StoreRoot, sql: &str, binds: &[Bind<'_>]) -> bool {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+    for b in binds {
+        q = match b {
+            Bind::Text(t) => q.bind(t.to_string()),
+            Bind::Int(i) => q.bind(*i),
+        };
+    }
+    q.execute(root.raw_pool()).await.is_ok()
+}
+
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// A copy of the tenant's row `seq` inserted as `new_seq`, with its hash recomputed for that
+/// place after `prev_hash` (a forgery that links correctly).
+async fn forge_row(root: &StoreRoot, s: &Store, from_seq: i64, new_seq: i64, prev_hash: &str) {
+    let mut ev = s.audit_events(from_seq, 1).await.unwrap().remove(0);
+    ev.event.actor = Some("mallory".into());
+    let hash = chain_hash(new_seq, prev_hash, &ev.event);
+    assert!(
+        raw(
+            root,
+            "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                Bind::Text(s.tenant_id()),
+                Bind::Int(new_seq),
+                Bind::Text(prev_hash),
+                Bind::Text(&hash),
+                Bind::Int(ev.event.time_ms),
+                Bind::Text(ev.event.kind.as_str()),
+                Bind::Text("mallory"),
+                Bind::Text(ev.event.detail.as_str()),
+            ],
+        )
+        .await
+    );
+}
+
+/// Review findings (`audit verify` ignored the head row and read only rows numbered from 1):
+/// tail truncation, a deleted head row, a correctly hashed event appended past the head and a
+/// row numbered -5 all verified intact.
+pub async fn audit_verify_reads_every_row_and_the_head(root: &StoreRoot) {
+    // Events 5 and 6 deleted, the head row still says 6.
+    let s = tampered(root, "verify-truncate", 6).await;
+    assert!(
+        raw(
+            root,
+            "DELETE FROM audit_events WHERE tenant_id = $1 AND seq >= $2",
+            &[Bind::Text(s.tenant_id()), Bind::Int(5)]
+        )
+        .await
+    );
+    let report = s.verify_audit().await.unwrap();
+    assert_eq!(
+        report.problems,
+        vec![ChainProblem::HeadMismatch {
+            last_seq: 4,
+            head_seq: 6
+        }]
+    );
+    assert!(report.to_string().contains("events #5 to #6"), "{report}");
+
+    // The head row deleted.
+    let s = tampered(root, "verify-nohead", 6).await;
+    assert!(
+        raw(
+            root,
+            "DELETE FROM audit_head WHERE tenant_id = $1",
+            &[Bind::Text(s.tenant_id())]
+        )
+        .await
+    );
+    assert_eq!(
+        s.verify_audit().await.unwrap().problems,
+        vec![ChainProblem::HeadMissing { last_seq: 6 }]
+    );
+
+    // A forged event #7, hashed and linked correctly, while the head says 6.
+    let s = tampered(root, "verify-pasthead", 6).await;
+    let (_, head_hash) = s.audit_head().await.unwrap().unwrap();
+    forge_row(root, &s, 3, 7, &head_hash).await;
+    assert_eq!(
+        s.verify_audit().await.unwrap().problems,
+        vec![ChainProblem::PastHead {
+            first: 7,
+            last: 7,
+            head_seq: 6
+        }]
+    );
+
+    // The head row's hash replaced.
+    let s = tampered(root, "verify-headhash", 6).await;
+    let other = s.audit_events(5, 1).await.unwrap().remove(0).hash;
+    assert!(
+        raw(
+            root,
+            "UPDATE audit_head SET hash = $1 WHERE tenant_id = $2",
+            &[Bind::Text(&other), Bind::Text(s.tenant_id())]
+        )
+        .await
+    );
+    assert_eq!(
+        s.verify_audit().await.unwrap().problems,
+        vec![ChainProblem::HeadHashMismatch { seq: 6 }]
+    );
+
+    // Rows numbered -5 and 0.
+    let s = tampered(root, "verify-negative", 4).await;
+    forge_row(root, &s, 2, -5, GENESIS).await;
+    forge_row(root, &s, 2, 0, GENESIS).await;
+    let report = s.verify_audit().await.unwrap();
+    assert_eq!(
+        report.problems,
+        vec![
+            ChainProblem::BadSeq {
+                stored: "-5".into()
+            },
+            ChainProblem::BadSeq { stored: "0".into() },
+        ]
+    );
+    assert_eq!(report.checked, 6);
+    assert!(report.to_string().contains("a row numbered -5"), "{report}");
+}
+
+const GENESIS: &str = tsuzuku_audit::GENESIS_HASH;
+
+/// Review finding: an unreadable row (an unknown kind, a detail that is not JSON, a time that
+/// is not a number) stopped verification with "stored data is corrupt", and later problems went
+/// unreported. Each is a finding naming its event, and the check goes on.
+pub async fn audit_verify_reports_unreadable_rows_and_goes_on(root: &StoreRoot) {
+    let s = tampered(root, "verify-unreadable", 8).await;
+    let set = |col: &'static str, value: &'static str, seq: i64| {
+        let tenant = s.tenant_id().to_owned();
+        async move {
+            raw(
+                root,
+                &format!("UPDATE audit_events SET {col} = $1 WHERE tenant_id = $2 AND seq = $3"),
+                &[Bind::Text(value), Bind::Text(&tenant), Bind::Int(seq)],
+            )
+            .await
+        }
+    };
+    assert!(set("kind", "bogus", 2).await);
+    assert!(set("detail", "{\"app\":", 3).await);
+    // SQLite keeps text in an integer column; PostgreSQL refuses it.
+    let text_time = set("time_ms", "abc", 4).await;
+    assert!(
+        raw(
+            root,
+            "DELETE FROM audit_events WHERE tenant_id = $1 AND seq = $2",
+            &[Bind::Text(s.tenant_id()), Bind::Int(6)]
+        )
+        .await
+    );
+    let report = s.verify_audit().await.unwrap();
+    let p = &report.problems;
+    assert!(
+        matches!(&p[0], ChainProblem::Unreadable { seq: 2, reason } if reason.contains("bogus")),
+        "{report}"
+    );
+    assert!(
+        matches!(&p[1], ChainProblem::Unreadable { seq: 3, reason } if reason.contains("not JSON")),
+        "{report}"
+    );
+    let rest = if text_time {
+        assert!(
+            matches!(&p[2], ChainProblem::Unreadable { seq: 4, reason } if reason.contains("time_ms is not an integer but \"abc\"")),
+            "{report}"
+        );
+        &p[3..]
+    } else {
+        &p[2..]
+    };
+    assert_eq!(
+        rest,
+        [ChainProblem::Removed {
+            after_seq: 5,
+            missing_from: 6,
+            missing_to: 6
+        }],
+        "{report}"
+    );
+    assert_eq!(report.checked, 7);
+
+    // SQLite also keeps a seq that is no number: reported, and the rows after it still read.
+    let s = tampered(root, "verify-textseq", 3).await;
+    let (_, head_hash) = s.audit_head().await.unwrap().unwrap();
+    if raw(
+        root,
+        "UPDATE audit_events SET seq = $1 WHERE tenant_id = $2 AND seq = $3",
+        &[Bind::Text("abc"), Bind::Text(s.tenant_id()), Bind::Int(2)],
+    )
+    .await
+    {
+        forge_row(root, &s, 3, 4, &head_hash).await;
+        assert_eq!(
+            s.verify_audit().await.unwrap().problems,
+            vec![
+                ChainProblem::BadSeq {
+                    stored: "\"abc\"".into()
+                },
+                ChainProblem::Removed {
+                    after_seq: 1,
+                    missing_from: 2,
+                    missing_to: 2
+                },
+                ChainProblem::PastHead {
+                    first: 4,
+                    last: 4,
+                    head_seq: 3
+                },
+            ]
+        );
+    }
+}
+
+/// Review finding: a detail stored as `{"app":"FORGED",…,"app":"app3"}` verified intact
+/// (serde keeps the last key) while SQL's `json_extract` reads FORGED.
+pub async fn audit_verify_flags_details_not_stored_canonically(root: &StoreRoot) {
+    let s = tampered(root, "verify-dupkey", 4).await;
+    let ev = s.audit_events(3, 1).await.unwrap().remove(0);
+    let canonical = ev.event.detail.as_str();
+    let forged = format!(
+        "{{\"ctx\":\"FORGED\",{}",
+        canonical.strip_prefix('{').unwrap()
+    );
+    assert!(
+        raw(
+            root,
+            "UPDATE audit_events SET detail = $1 WHERE tenant_id = $2 AND seq = $3",
+            &[Bind::Text(&forged), Bind::Text(s.tenant_id()), Bind::Int(3)],
+        )
+        .await
+    );
+    let report = s.verify_audit().await.unwrap();
+    assert_eq!(
+        report.problems,
+        vec![ChainProblem::DetailNotCanonical { seq: 3 }],
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("event #3 was altered"),
+        "{report}"
+    );
+
+    // The canonical text put back verifies again: the check is exact.
+    assert!(
+        raw(
+            root,
+            "UPDATE audit_events SET detail = $1 WHERE tenant_id = $2 AND seq = $3",
+            &[
+                Bind::Text(canonical),
+                Bind::Text(s.tenant_id()),
+                Bind::Int(3)
+            ],
+        )
+        .await
+    );
+    let report = s.verify_audit().await.unwrap();
+    assert!(report.is_intact(), "{report}");
+}
+
+/// Verification reads one snapshot: events appended while it runs are neither reported past
+/// the head nor make the head look removed.
+pub async fn audit_verify_is_not_fooled_by_concurrent_appends(root: &StoreRoot) {
+    let s = tampered(root, "verify-concurrent", 50).await;
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..150 {
+                s.append_audit((0..5).map(|j| event(&s, 100 + i * 5 + j)).collect())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    while !writer.is_finished() {
+        let report = s.verify_audit().await.unwrap();
+        assert!(report.is_intact(), "{report}");
+    }
+    writer.await.unwrap();
+    let report = s.verify_audit().await.unwrap();
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.checked, 800);
 }
 
 /// Two independently opened roots (two processes, or two nodes) append to one tenant's

@@ -51,6 +51,10 @@ suite_tests!(
     tenant_isolation,
     audit_append_and_read,
     audit_tampering_is_detected,
+    audit_verify_reads_every_row_and_the_head,
+    audit_verify_reports_unreadable_rows_and_goes_on,
+    audit_verify_flags_details_not_stored_canonically,
+    audit_verify_is_not_fooled_by_concurrent_appends,
     audit_multi_tenant_batches,
     audit_writer_loses_nothing,
 );

@@ -615,7 +615,9 @@ pub enum AuditCmd {
     Verify,
     /// Print the newest events.
     Tail {
-        #[arg(short = 'n', long, default_value_t = 20)]
+        /// How many events (1 to 100000).
+        #[arg(short = 'n', long, default_value_t = 20,
+              value_parser = clap::value_parser!(i64).range(1..=100_000))]
         lines: i64,
         /// Only events of this kind (decision, login, logout, admin, policy, system).
         #[arg(long)]

@@ -7,6 +7,8 @@ mod demo;
 mod env;
 mod localca;
 mod output;
+#[cfg(test)]
+mod tests;
 
 use std::process::ExitCode;
 
@@ -33,13 +35,33 @@ fn main() -> ExitCode {
     };
     match rt.block_on(cmd::run(cli)) {
         Ok(code) => code,
+        // The reader of standard output stopped early (`| head`): not a failure.
+        Err(e) if e.downcast_ref::<output::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("tsuzuku: {}", chain.join(": "));
+            eprintln!("tsuzuku: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// One line: the error and its causes, joined by ": ". A cause whose text the message before
+/// it already contains is left out, so an error that both shows its source in its message and
+/// exposes it as `source` is not printed twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut previous = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !previous.is_empty() && previous.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        previous = text;
+    }
+    line
 }
 
 fn init_tracing() {

@@ -333,6 +333,82 @@ async fn quickstart_shows_credentials_once_and_reuses_the_directory() {
     assert!(verify.ok().starts_with("audit trail intact:"), "{verify:?}");
 }
 
+/// Review issue 7: quickstart on a directory made by `init` said "Reusing…" and created
+/// neither the admin user nor a policy, so nobody could sign in. It completes what is missing,
+/// says what it reused and what it created, and a second run changes nothing.
+#[tokio::test]
+async fn quickstart_completes_a_directory_made_by_init() {
+    let tmp = TestGateway::init(BIN).unwrap();
+    let data = tmp.data_dir().join("made-by-init");
+    let port = free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    run_in(&data, &["init", "--listen", &listen], None).ok();
+
+    let first = run_in(
+        &data,
+        &["quickstart", "--no-serve", "--listen", &listen],
+        None,
+    );
+    let text = first.ok();
+    assert!(text.contains("Reusing data directory"), "{text}");
+    assert!(
+        text.contains("Created: the admin user, the quick-start policy (version 1), the demo app"),
+        "{text}"
+    );
+    assert_eq!(text.matches("One-time password:").count(), 1, "{text}");
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("One-time password:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let uri = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("TOTP enrolment:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let admin = stored_user(&data, "admin").await;
+    assert!(password_matches(&admin, &password));
+    assert_eq!(
+        admin.totp_secret.as_deref(),
+        Some(totp_secret(&uri).as_str())
+    );
+    assert_eq!(admin.groups, vec!["admins".to_owned()]);
+    let hist = json(run_in(&data, &["--json", "policy", "history"], None).ok());
+    assert_eq!(
+        hist[0]["documents"],
+        serde_json::json!(["quickstart-admins"]),
+        "{hist}"
+    );
+    let apps = json(run_in(&data, &["--json", "app", "list"], None).ok());
+    assert_eq!(apps[0]["name"], "demo", "{apps}");
+    assert_eq!(apps[0]["data_class"], "internal", "{apps}");
+
+    // Again: everything is reused, no secret is shown, nothing new is stored.
+    let second = run_in(
+        &data,
+        &["quickstart", "--no-serve", "--listen", &listen],
+        None,
+    );
+    let again = second.ok();
+    assert!(
+        again.contains("Reused:  the admin user, policy version 1"),
+        "{again}"
+    );
+    assert!(!again.contains("Created:"), "{again}");
+    assert!(!again.contains("One-time password"), "{again}");
+    let admin_after = stored_user(&data, "admin").await;
+    assert_eq!(admin_after.password_hash, admin.password_hash);
+    assert_eq!(
+        json(run_in(&data, &["--json", "policy", "history"], None).ok())
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. configuration errors
 // ---------------------------------------------------------------------------------------------
@@ -510,6 +586,48 @@ const MFA: &str = r#"forbid (principal, action == Tsuzuku::Action::"write", reso
 unless { principal.mfa };
 "#;
 
+/// Review issue 4: an error's cause was printed twice, once in its message and once as its
+/// source (`--config /tmp`: "…Is a directory (os error 21): Is a directory (os error 21)").
+#[test]
+fn config_that_is_a_directory_names_the_os_error_once() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let dir = gw.data_dir().join("a-directory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = run(&gw, &["--config", dir.to_str().unwrap(), "user", "list"]);
+    let line = out.one_line_error();
+    assert!(
+        line.contains(&format!("cannot read config file {}", dir.display())),
+        "{line}"
+    );
+    assert_eq!(line.matches("os error 21").count(), 1, "{line}");
+}
+
+/// Review issue 6: `init --portal-host Auth.Example.com` blamed a config file that did not
+/// exist; `site include nosuch` said "is not excluded"; `audit tail -n 0` printed one event.
+#[test]
+fn errors_name_the_flag_or_the_missing_thing() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let fresh = gw.data_dir().join("fresh");
+    let out = run_in(&fresh, &["init", "--portal-host", "Auth.Example.com"], None);
+    let line = out.one_line_error();
+    assert!(
+        line.contains("--portal-host \"Auth.Example.com\" is not valid"),
+        "{line}"
+    );
+    assert!(!line.contains("config file"), "{line}");
+    assert!(!fresh.join("tsuzuku.toml").exists());
+
+    let out = run(&gw, &["site", "include", "nosuch"]);
+    let line = out.one_line_error();
+    assert!(line.contains("no gateway site named \"nosuch\""), "{line}");
+
+    let out = run(&gw, &["audit", "tail", "-n", "0"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(out.stderr.contains("--lines"), "{out:?}");
+    assert!(out.stderr.contains("1..=100000"), "{out:?}");
+}
+
 #[test]
 fn policy_validate_reports_the_cedar_validator_message_for_the_document() {
     let gw = TestGateway::init(BIN).unwrap();
@@ -629,6 +747,131 @@ fn audit_tail_shows_the_newest_events_of_the_kind_asked_for() {
     assert_eq!(lines[0]["kind"], "policy", "{out:?}");
 }
 
+/// Review issue 1: `tsuzuku audit tail -n 50 | head -1` panicked ("failed printing to stdout:
+/// Broken pipe", exit 101). A reader that goes away is a quiet success, for tables and JSON.
+#[test]
+fn output_to_a_closed_pipe_is_a_quiet_success() {
+    let gw = TestGateway::init(BIN).unwrap();
+    for i in 0..3 {
+        run(&gw, &["user", "add", &format!("pipe{i}")]).ok();
+    }
+    let commands: [&[&str]; 5] = [
+        &["audit", "tail", "-n", "50"],
+        &["--json", "audit", "tail", "-n", "50"],
+        &["user", "list"],
+        &["--json", "user", "list"],
+        &["user", "passwd", "pipe0"],
+    ];
+    for args in commands {
+        let mut child = std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(gw.data())
+            .args(args)
+            .env("USER", OPERATOR)
+            .env_remove("TSUZUKU_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        no_panic(&stderr);
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
+/// Review: `--json` was ignored by the commands that change something; each prints one JSON
+/// object on stdout, keyed like the audit event it records (`user`, `app`, `site`, `version`).
+#[tokio::test]
+async fn changing_commands_print_one_json_object_under_json() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let j = |args: &[&str]| {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = run(&gw, &full);
+        let v = json(out.ok());
+        assert!(v.is_object(), "{args:?}: {v}");
+        v
+    };
+    run(&gw, &["user", "add", "alice"]).ok();
+    let v = j(&["user", "passwd", "alice"]);
+    assert_eq!(v["user"], "alice");
+    assert_eq!(v["password"].as_str().unwrap().len(), 20, "{v}");
+    assert!(password_matches(
+        &stored_user(&gw.data(), "alice").await,
+        v["password"].as_str().unwrap()
+    ));
+    assert_eq!(j(&["user", "disable", "alice"])["disabled"], true);
+    assert_eq!(j(&["user", "enable", "alice"])["disabled"], false);
+
+    let v = j(&[
+        "app",
+        "add",
+        "wiki",
+        "--host",
+        "wiki.example.com",
+        "--upstream",
+        "http://10.0.0.5:8080",
+        "--data-class",
+        "restricted",
+    ]);
+    assert_eq!(v["app"], "wiki");
+    assert_eq!(v["data_class"], "restricted");
+    assert_eq!(j(&["app", "remove", "wiki"])["removed"], true);
+
+    let policy = write_file(&gw.data_dir().join("p"), "allow.cedar", ALLOW_V1);
+    let v = j(&["policy", "validate", &policy]);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["documents"], serde_json::json!(["allow"]));
+    let v = j(&["policy", "apply", &policy]);
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["previous"], 0);
+    assert!(v["diff"].as_str().unwrap().contains("+++ b/allow"), "{v}");
+    let v = j(&["policy", "diff", &policy]);
+    assert_eq!(v["against"], 1);
+    assert_eq!(v["changed"], false);
+    let v = j(&["policy", "diff", "--from", "0", "--to", "1"]);
+    assert_eq!(v["changed"], true);
+    let other = write_file(&gw.data_dir().join("p"), "other.cedar", ALLOW_V1);
+    assert_eq!(j(&["policy", "apply", &other])["version"], 2);
+    let v = j(&["policy", "rollback", "1"]);
+    assert_eq!(v["version"], 3);
+    assert_eq!(v["restored"], 1);
+
+    let v = j(&[
+        "site",
+        "add",
+        "tokyo",
+        "--host",
+        "gw.example.com",
+        "--endpoint",
+        "192.0.2.10:443",
+    ]);
+    assert_eq!(v["site"], "tokyo");
+    assert_eq!(v["endpoints"], serde_json::json!(["192.0.2.10:443"]));
+    let v = j(&[
+        "site",
+        "exclude",
+        "tokyo",
+        "--for",
+        "1h",
+        "--reason",
+        "maintenance",
+    ]);
+    assert!(v["excluded_until_ms"].as_i64().unwrap() > 0, "{v}");
+    assert!(j(&["site", "include", "tokyo"])["excluded_until_ms"].is_null());
+    assert_eq!(j(&["site", "remove", "tokyo"])["removed"], true);
+
+    let v = j(&["keys", "assertion-rotate"]);
+    assert!(v["key"].as_str().is_some_and(|k| !k.is_empty()), "{v}");
+    let v = j(&["keys", "snapshot-rotate"]);
+    assert_eq!(v["created"], true, "{v}");
+}
+
 #[test]
 fn policy_apply_versions_history_diff_and_audit() {
     let gw = TestGateway::init(BIN).unwrap();
@@ -704,8 +947,12 @@ fn policy_apply_versions_history_diff_and_audit() {
         preview.contains("\n   principal in Tsuzuku::Group::\"employees\",\n"),
         "{preview}"
     );
-    // Files identical to the active set: an empty diff.
-    assert_eq!(run(&gw, &["policy", "diff", &v1[0], &v1[1]]).ok(), "");
+    // Files identical to the active set: no diff, and it says so (review issue 5: it printed
+    // nothing at all).
+    assert_eq!(
+        run(&gw, &["policy", "diff", &v1[0], &v1[1]]).ok(),
+        "no changes against version 1\n"
+    );
     assert_eq!(
         json(run(&gw, &["--json", "policy", "history"]).ok())
             .as_array()
@@ -771,6 +1018,15 @@ fn policy_apply_versions_history_diff_and_audit() {
     assert!(line.one_line_error().contains("--from"));
     let line = run(&gw, &["policy", "diff", &v1[0], "--from", "1"]);
     assert!(line.one_line_error().contains("not both"));
+    // Review issue 5: `--to` alone named the wrong mistake ("not both"); it names --from.
+    let line = run(&gw, &["policy", "diff", "--to", "1"]);
+    let line = line.one_line_error();
+    assert!(line.contains("--to 1 needs --from"), "{line}");
+    assert!(!line.contains("not both"), "{line}");
+    assert_eq!(
+        run(&gw, &["policy", "diff", "--from", "2", "--to", "2"]).ok(),
+        "no changes between version 2 and version 2\n"
+    );
 
     // The active documents.
     let list = json(run(&gw, &["--json", "policy", "list"]).ok());
@@ -856,7 +1112,7 @@ fn policy_rollback_reactivates_an_earlier_version_as_a_new_one() {
     assert_eq!(hist[0]["documents"], serde_json::json!(["allow", "hours"]));
     assert_eq!(
         run(&gw, &["policy", "diff", "--from", "1", "--to", "3"]).ok(),
-        ""
+        "no changes between version 1 and version 3\n"
     );
 
     // Rolling back to what is already active, or to a version that never was, is refused.
@@ -1445,7 +1701,7 @@ fn app_commands_validate_input_and_record_every_change() {
                 "--data-class",
                 "top secret",
             ],
-            "data class \"top secret\" is not valid",
+            "data class \"top secret\" is not one of public, internal, confidential, restricted",
         ),
     ];
     for (args, expected) in &refused {
@@ -1533,6 +1789,90 @@ fn app_commands_validate_input_and_record_every_change() {
 // ---------------------------------------------------------------------------------------------
 // 7. tamper detection
 // ---------------------------------------------------------------------------------------------
+
+/// Review issues 2 and 3: `app add` took a misspelt or capitalised data class (a policy on
+/// `data_class == "confidential"` then never applied), an upstream with a port out of range
+/// or without a host, and a host with `:443`, which no Host header ever matches.
+#[test]
+fn app_add_refuses_unknown_data_classes_bad_upstreams_and_hosts_no_request_matches() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let refused: [(&[&str], &str); 7] = [
+        (
+            &["--data-class", "confidental"],
+            "data class \"confidental\" is not one of public, internal, confidential, restricted",
+        ),
+        (
+            &["--data-class", "Confidential"],
+            "data class \"Confidential\" is not one of public, internal, confidential, restricted",
+        ),
+        (
+            &["--upstream", "http://10.0.0.5:99999"],
+            "upstream \"http://10.0.0.5:99999\" has port \"99999\": use a port from 1 to 65535",
+        ),
+        (
+            &["--upstream", "http://:80"],
+            "upstream \"http://:80\" has no host",
+        ),
+        (
+            &["--upstream", "http://10.0.0.5:"],
+            "has port \"\": use a port from 1 to 65535",
+        ),
+        (
+            &["--upstream", "http://bad_name:80"],
+            "\"bad_name\" is not a host name or IP address",
+        ),
+        (
+            &["--host", "crm.example.com:443"],
+            "host \"crm.example.com:443\": browsers leave the default port 443 out",
+        ),
+    ];
+    for (change, expected) in refused {
+        let mut args = vec!["app", "add", "crm"];
+        args.extend_from_slice(change);
+        if !change.contains(&"--host") {
+            args.extend_from_slice(&["--host", "crm.example.com"]);
+        }
+        if !change.contains(&"--upstream") {
+            args.extend_from_slice(&["--upstream", "http://10.0.0.5:8080"]);
+        }
+        let out = run(&gw, &args);
+        let line = out.one_line_error();
+        assert!(
+            line.contains(expected),
+            "{args:?}: expected {expected:?} in {line}"
+        );
+    }
+    assert_eq!(
+        json(run(&gw, &["--json", "app", "list"]).ok()),
+        serde_json::json!([]),
+        "refused adds changed nothing"
+    );
+    // Every documented class, a port other than 443 and an IPv6 upstream are fine.
+    for (i, class) in ["public", "internal", "confidential", "restricted"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("app{i}");
+        let host = format!("app{i}.example.com:8443");
+        run(
+            &gw,
+            &[
+                "app",
+                "add",
+                &name,
+                "--host",
+                &host,
+                "--upstream",
+                "http://[2001:db8::5]:8080",
+                "--data-class",
+                class,
+            ],
+        )
+        .ok();
+    }
+    let apps = json(run(&gw, &["--json", "app", "list"]).ok());
+    assert_eq!(apps.as_array().unwrap().len(), 4, "{apps}");
+}
 
 #[tokio::test]
 async fn audit_verify_names_the_event_altered_in_the_database() {
@@ -1637,5 +1977,186 @@ async fn audit_verify_names_the_event_altered_in_the_database() {
     assert!(
         out.ok().starts_with("audit trail intact: 4 events"),
         "{out:?}"
+    );
+}
+
+/// A copy of data directory `src` (no process has it open), for one tampering each.
+fn copy_data(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_data(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+/// Runs raw SQL on the store of `data`, as someone with write access to the database would.
+async fn tamper(data: &Path, statements: &[&str]) {
+    let root = open_store(data).await;
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(root.raw_pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    root.close().await;
+}
+
+/// `audit verify` on `data` must exit 2 and name every expected finding on stderr.
+#[track_caller]
+fn assert_tampering(data: &Path, expected: &[&str]) {
+    let out = run_in(data, &["audit", "verify"], None);
+    assert_eq!(out.code, 2, "tampering exits 2: {out:#?}");
+    no_panic(&out.stderr);
+    for e in expected {
+        assert!(out.stderr.contains(e), "expected {e:?} in {out:#?}");
+    }
+}
+
+/// Review findings: `audit verify` ignored the stored head row and read only events numbered
+/// from 1 (tail truncation, a deleted head row, a forged event past the head and a row
+/// numbered -5 all exited 0 "intact"), stopped with exit 1 at the first unreadable row, and
+/// passed a detail with a duplicate key that SQL reads differently. Each is now a finding
+/// naming the event, with exit code 2; `--json` prints the head to keep elsewhere.
+#[tokio::test]
+async fn audit_verify_checks_the_head_row_every_row_and_the_stored_text() {
+    let gw = TestGateway::init(BIN).unwrap();
+    for name in ["u1", "u2", "u3", "u4", "u5", "u6"] {
+        run(&gw, &["user", "add", name, "--group", "staff"]).ok();
+    }
+    let out = run(&gw, &["audit", "verify"]);
+    let text = out.ok();
+    assert!(
+        text.starts_with("audit trail intact: 6 events, head #6 "),
+        "{out:?}"
+    );
+    let v = json(run(&gw, &["--json", "audit", "verify"]).ok());
+    assert_eq!(v["intact"], true, "{v:#}");
+    assert_eq!(v["head"]["seq"], 6, "{v:#}");
+    let head_hash = v["head"]["hash"].as_str().unwrap().to_owned();
+    assert_eq!(head_hash.len(), 64, "{v:#}");
+    assert!(text.trim_end().ends_with(&head_hash), "{text}");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let case = |name: &str| {
+        let data = scratch.path().join(name);
+        copy_data(&gw.data(), &data);
+        data
+    };
+    let t = tsuzuku_store::DEFAULT_TENANT;
+
+    // Tail truncation: events 5 and 6 deleted, the head row still says 6.
+    let data = case("truncated");
+    tamper(
+        &data,
+        &[&format!(
+            "DELETE FROM audit_events WHERE tenant_id = '{t}' AND seq >= 5"
+        )],
+    )
+    .await;
+    assert_tampering(&data, &["recorded head is event #6", "events #5 to #6"]);
+
+    // The head row deleted (the next append would be refused: run an audit verification).
+    let data = case("headless");
+    tamper(
+        &data,
+        &[&format!("DELETE FROM audit_head WHERE tenant_id = '{t}'")],
+    )
+    .await;
+    assert_tampering(&data, &["events up to #6 but no recorded head"]);
+
+    // A forged event #7, hashed and linked correctly, behind a head that says 6.
+    let data = case("forged");
+    let root = open_store(&data).await;
+    let mut ev = root
+        .tenant(t)
+        .audit_events(2, 1)
+        .await
+        .unwrap()
+        .remove(0)
+        .event;
+    root.close().await;
+    ev.detail =
+        serde_json::json!({"action": "user.add", "user": "mallory", "groups": ["admins"]}).into();
+    let hash = tsuzuku_audit::chain_hash(7, &head_hash, &ev);
+    let insert = |seq: i64, hash: &str, prev: &str| {
+        format!(
+            "INSERT INTO audit_events (tenant_id, seq, prev_hash, hash, time_ms, kind, actor, detail) \
+             VALUES ('{t}', {seq}, '{prev}', '{hash}', {}, 'admin', 'mallory', '{}')",
+            ev.time_ms,
+            ev.detail.as_str()
+        )
+    };
+    tamper(&data, &[&insert(7, &hash, &head_hash)]).await;
+    assert_tampering(&data, &["event #7 past the recorded head, event #6"]);
+
+    // A row numbered -5 (which `audit tail` shows).
+    let data = case("negative");
+    tamper(&data, &[&insert(-5, &hash, tsuzuku_audit::GENESIS_HASH)]).await;
+    assert_tampering(&data, &["a row numbered -5"]);
+
+    // Unreadable rows are findings, and verification goes on to the removal after them.
+    let data = case("unreadable");
+    tamper(
+        &data,
+        &[
+            &format!("UPDATE audit_events SET kind = 'bogus' WHERE tenant_id = '{t}' AND seq = 2"),
+            &format!(
+                "UPDATE audit_events SET detail = '{{\"x\":' WHERE tenant_id = '{t}' AND seq = 3"
+            ),
+            &format!("UPDATE audit_events SET time_ms = 'abc' WHERE tenant_id = '{t}' AND seq = 4"),
+            &format!("DELETE FROM audit_events WHERE tenant_id = '{t}' AND seq = 5"),
+        ],
+    )
+    .await;
+    assert_tampering(
+        &data,
+        &[
+            "event #2 was altered: its stored row cannot be read",
+            "\"bogus\"",
+            "event #3 was altered: its stored row cannot be read as an event (its detail is not JSON",
+            "event #4 was altered: its stored row cannot be read as an event (its time_ms is not an integer but \"abc\")",
+            "event #5 was removed",
+        ],
+    );
+    let out = run_in(&data, &["--json", "audit", "verify"], None);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(json(&out.stdout)["problems"].as_array().unwrap().len(), 4);
+
+    // A duplicate key: serde keeps the last value, SQL's json_extract reads the first.
+    let data = case("duplicate-key");
+    let root = open_store(&data).await;
+    let original: String =
+        sqlx::query_scalar("SELECT detail FROM audit_events WHERE tenant_id = $1 AND seq = 3")
+            .bind(t)
+            .fetch_one(root.raw_pool())
+            .await
+            .unwrap();
+    let forged = format!(
+        "{{\"action\":\"FORGED\",{}",
+        original.strip_prefix('{').unwrap()
+    );
+    sqlx::query("UPDATE audit_events SET detail = $1 WHERE tenant_id = $2 AND seq = 3")
+        .bind(&forged)
+        .bind(t)
+        .execute(root.raw_pool())
+        .await
+        .unwrap();
+    let seen: String = sqlx::query_scalar(
+        "SELECT json_extract(detail, '$.action') FROM audit_events WHERE tenant_id = $1 AND seq = 3",
+    )
+    .bind(t)
+    .fetch_one(root.raw_pool())
+    .await
+    .unwrap();
+    assert_eq!(seen, "FORGED", "what a SQL query of the database reads");
+    root.close().await;
+    assert_tampering(
+        &data,
+        &["event #3 was altered: its stored detail is not the exact text"],
     );
 }

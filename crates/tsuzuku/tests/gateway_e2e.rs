@@ -181,7 +181,7 @@ async fn sign_in_with_password_and_totp_then_every_request_is_decided_and_audite
         &gw,
         "/reports/2026?x=1",
         &format!(
-            "X-Tsuzuku-User: mallory\r\nX-Tsuzuku-Assertion: forged\r\nCookie: theme=dark; {cookie}\r\n"
+            "X-Tsuzuku-User: mallory\r\nX-Tsuzuku-Assertion: forged\r\nX_Tsuzuku_User: mallory\r\nX_Forwarded_For: 6.6.6.6\r\nCookie: theme=dark; {cookie}\r\n"
         ),
     )
     .await;
@@ -189,6 +189,9 @@ async fn sign_in_with_password_and_totp_then_every_request_is_decided_and_audite
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["path"], "/reports/2026");
     assert_eq!(echo["headers"]["x-tsuzuku-user"], "alice");
+    // Underscored look-alikes, which CGI-style apps read as the same header, are dropped.
+    assert!(echo["headers"].get("x_tsuzuku_user").is_none(), "{echo}");
+    assert!(echo["headers"].get("x_forwarded_for").is_none(), "{echo}");
     let upstream_cookie = echo["headers"]["cookie"].as_str().unwrap_or("");
     assert_eq!(
         upstream_cookie, "theme=dark",
@@ -328,10 +331,35 @@ async fn refusals_bad_paths_redirects_cookies_and_unknown_hosts() {
         "/%c0%ae%c0%ae/",
         "//admin",
         "/public/..;/admin",
+        // Second spellings an upstream decodes back to a path a policy may forbid.
+        "/%61dmin/secret",
+        "/admin;x/secret",
+        "/caf%c3%a9",
     ] {
         let (status, page) = raw_get(&gw, p, &format!("Cookie: {cookie}\r\n")).await;
         assert_eq!(status, 400, "{p}");
         assert!(page.contains("refused because"), "{p}: {page}");
+    }
+    // A request naming two hosts is refused, not routed by one and forwarded with the other.
+    let host = gw.host("app");
+    for (target, extra) in [
+        ("/fine".to_owned(), "Host: other.localhost\r\n".to_owned()),
+        (format!("https://{host}/fine"), String::new()),
+    ] {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\n{extra}Cookie: {cookie}\r\nConnection: close\r\n\r\n",
+            if extra.is_empty() {
+                "other.localhost".to_owned()
+            } else {
+                host.clone()
+            }
+        );
+        let out = gw
+            .raw("app", req.as_bytes(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{req:?}: {text}");
     }
     // Login redirects only to configured apps.
     let fresh = gw.client(&["auth", "app"]).unwrap();
@@ -866,7 +894,8 @@ async fn a_session_made_on_one_node_works_on_another_and_survives_the_first_node
         )
         .await
         .unwrap();
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     // Node 1 dies (SIGKILL): node 2 goes on without a new sign-in.
     gw.kill9().await.unwrap();
     let out = gw

@@ -57,9 +57,10 @@ async fn setup() -> (TestGateway, OidcProvider, Upstream) {
     (gw, idp, up)
 }
 
-/// Opens the app, follows the sign-in page's SSO button, signs in at the provider.
-async fn sso(gw: &TestGateway, c: &reqwest::Client, login: &str) -> reqwest::Response {
-    let r = c.get(gw.url("app", "/deals")).send().await.unwrap();
+/// Opens `start` on the app host, follows the sign-in page's SSO button, signs in at the
+/// provider, and returns the gateway's answer to the callback.
+async fn sso(gw: &TestGateway, c: &reqwest::Client, start: &str, login: &str) -> reqwest::Response {
+    let r = c.get(start).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let login_url = location(&r).unwrap();
     let page = c
@@ -89,6 +90,27 @@ async fn sso(gw: &TestGateway, c: &reqwest::Client, login: &str) -> reqwest::Res
     c.get(&cb.url).send().await.unwrap()
 }
 
+/// The handoff link the callback's answer `r` leads to: directly, or, for a sign-in that
+/// reached the portal without the app host's browser binding, through `/.tsuzuku/signin` and
+/// back through the portal.
+async fn handoff_of(gw: &TestGateway, c: &reqwest::Client, r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    let mut next = location(&r).unwrap();
+    for _ in 0..2 {
+        if next.starts_with(&gw.url("app", "/.tsuzuku/handoff?")) {
+            break;
+        }
+        let r = c.get(&next).send().await.unwrap();
+        assert!(r.status().is_redirection(), "{next}: {}", r.status());
+        next = location(&r).unwrap();
+    }
+    assert!(
+        next.starts_with(&gw.url("app", "/.tsuzuku/handoff?")),
+        "{next}"
+    );
+    next
+}
+
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -105,13 +127,25 @@ fn url_encode(s: &str) -> String {
 async fn sso_sign_in_takes_groups_from_the_provider_and_policies_use_them() {
     let (gw, _idp, _up) = setup().await;
     let c = gw.client(&["auth", "app"]).unwrap();
-    let r = sso(&gw, &c, "alice").await;
+    // Started as the app host starts a sign-in: the browser binding set there comes back
+    // through the provider, so the callback goes straight to the handoff.
+    let r = sso(
+        &gw,
+        &c,
+        &gw.url("app", "/.tsuzuku/signin?rd=%2Fdeals"),
+        "alice",
+    )
+    .await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
     let handoff = location(&r).unwrap();
     assert!(
         handoff.starts_with(&gw.url("app", "/.tsuzuku/handoff?")),
         "{handoff}"
     );
+    // Opened in another browser, the handoff link signs nobody in.
+    let other = gw.client(&["auth", "app"]).unwrap();
+    let r = other.get(&handoff).send().await.unwrap();
+    assert_eq!(r.status(), 400);
     let r = c.get(&handoff).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r).unwrap(), "/deals");
@@ -141,9 +175,9 @@ async fn sso_sign_in_takes_groups_from_the_provider_and_policies_use_them() {
 async fn sso_user_outside_the_group_is_denied_by_policy() {
     let (gw, _idp, _up) = setup().await;
     let c = gw.client(&["auth", "app"]).unwrap();
-    let r = sso(&gw, &c, "bob").await;
-    assert_eq!(r.status(), 303);
-    let r = c.get(location(&r).unwrap()).send().await.unwrap();
+    let r = sso(&gw, &c, &gw.url("app", "/deals"), "bob").await;
+    let handoff = handoff_of(&gw, &c, r).await;
+    let r = c.get(&handoff).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let r = c.get(gw.url("app", "/deals")).send().await.unwrap();
     assert_eq!(r.status(), 403);

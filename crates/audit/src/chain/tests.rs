@@ -397,20 +397,170 @@ fn link_to_a_head_equals_link_to_the_event() {
 }
 
 #[test]
-fn unreadable_events_count_as_altered_and_keep_the_sequence() {
+fn unreadable_events_are_reported_by_reason_and_keep_the_sequence() {
     let c = chain(13, 5);
     let mut v = Verifier::new();
     for (i, e) in c.iter().enumerate() {
-        if i == 2 {
-            v.push_unreadable(e.seq, &e.prev_hash, &e.hash);
-        } else {
-            v.push(e);
+        match i {
+            2 => v.push_unreadable(
+                e.seq,
+                Some(&e.prev_hash),
+                Some(&e.hash),
+                "its kind \"bogus\" is unknown",
+            ),
+            // A hash that cannot be read leaves the next link unchecked, not blamed.
+            3 => v.push_unreadable(e.seq, Some(&e.prev_hash), None, "its hash is not text"),
+            _ => v.push(e),
         }
     }
     let report = v.finish();
-    assert_eq!(report.problems, vec![ChainProblem::Altered { seq: 3 }]);
+    assert_eq!(
+        report.problems,
+        vec![
+            ChainProblem::Unreadable {
+                seq: 3,
+                reason: "its kind \"bogus\" is unknown".into()
+            },
+            ChainProblem::Unreadable {
+                seq: 4,
+                reason: "its hash is not text".into()
+            },
+        ]
+    );
+    assert!(
+        report.problems[0]
+            .to_string()
+            .starts_with("event #3 was altered: its stored row cannot be read as an event"),
+        "{report}"
+    );
     assert_eq!(report.checked, 5);
     assert_eq!(report.head, Some((5, c[4].hash.clone())));
+}
+
+/// Review finding: a row numbered -5 was shown by `audit tail` and never verified.
+#[test]
+fn rows_numbered_below_one_or_not_at_all_are_reported() {
+    let c = chain(14, 3);
+    let mut v = Verifier::new();
+    let mut forged = c[0].clone();
+    forged.seq = -5;
+    v.push(&forged);
+    v.push_bad_seq("abc");
+    for e in &c {
+        v.push(e);
+    }
+    let report = v.finish();
+    assert_eq!(
+        report.problems,
+        vec![
+            ChainProblem::BadSeq {
+                stored: "-5".into()
+            },
+            ChainProblem::BadSeq {
+                stored: "abc".into()
+            },
+        ]
+    );
+    assert!(report.problems[0].to_string().contains("a row numbered -5"));
+    assert_eq!(report.checked, 5);
+}
+
+/// Review finding: `audit verify` ignored the stored head. A verifier told the head reports
+/// the end of the chain against it.
+#[test]
+fn the_end_of_the_chain_is_checked_against_the_expected_head() {
+    let c = chain(15, 8);
+    let run = |events: &[ChainedEvent], head: Option<(i64, &str)>| {
+        let mut v = Verifier::new();
+        v.expect_head(head);
+        for e in events {
+            v.push(e);
+        }
+        v.finish().problems
+    };
+    let head6 = (6, c[5].hash.as_str());
+    assert_eq!(run(&c[..6], Some(head6)), vec![]);
+    assert_eq!(run(&[], Some((0, GENESIS_HASH))), vec![]);
+    assert_eq!(run(&[], None), vec![]);
+    // Tail truncation: 5 and 6 deleted, the head still says 6.
+    let p = run(&c[..4], Some(head6));
+    assert_eq!(
+        p,
+        vec![ChainProblem::HeadMismatch {
+            last_seq: 4,
+            head_seq: 6
+        }]
+    );
+    assert!(p[0].to_string().contains("(events #5 to #6)"), "{}", p[0]);
+    // The head row deleted.
+    let p = run(&c[..6], None);
+    assert_eq!(p, vec![ChainProblem::HeadMissing { last_seq: 6 }]);
+    // Events appended behind the log's back, correctly hashed, past the head.
+    let p = run(&c, Some(head6));
+    assert_eq!(
+        p,
+        vec![ChainProblem::PastHead {
+            first: 7,
+            last: 8,
+            head_seq: 6
+        }]
+    );
+    assert!(
+        p[0].to_string()
+            .starts_with("events #7 to #8 past the recorded head")
+    );
+    assert_eq!(
+        run(&c[..6], Some((0, GENESIS_HASH))),
+        vec![ChainProblem::PastHead {
+            first: 1,
+            last: 6,
+            head_seq: 0
+        }]
+    );
+    // The head's event is not the one recorded.
+    assert_eq!(
+        run(&c[..6], Some((6, c[4].hash.as_str()))),
+        vec![ChainProblem::HeadHashMismatch { seq: 6 }]
+    );
+    assert_eq!(
+        run(&[], Some((0, c[0].hash.as_str()))),
+        vec![ChainProblem::HeadHashMismatch { seq: 0 }]
+    );
+    // A head that cannot be read.
+    let mut v = Verifier::new();
+    v.expect_unreadable_head("its seq is not a number");
+    v.push(&c[0]);
+    assert_eq!(
+        v.finish().problems,
+        vec![ChainProblem::HeadUnreadable {
+            reason: "its seq is not a number".into()
+        }]
+    );
+}
+
+/// Review finding: a detail with a duplicate key verified intact.
+#[test]
+fn a_detail_not_stored_as_its_canonical_text_is_altered() {
+    let c = chain(16, 3);
+    let mut v = Verifier::new();
+    v.push(&c[0]);
+    v.push_not_canonical(&c[1]);
+    let mut changed = c[2].clone();
+    set_detail(&mut changed.event, "i", json!(-1));
+    v.push_not_canonical(&changed);
+    let report = v.finish();
+    assert_eq!(
+        report.problems,
+        vec![
+            ChainProblem::DetailNotCanonical { seq: 2 },
+            ChainProblem::Altered { seq: 3 }
+        ]
+    );
+    assert!(
+        report.problems[0]
+            .to_string()
+            .starts_with("event #2 was altered: its stored detail is not the exact text")
+    );
 }
 
 #[test]

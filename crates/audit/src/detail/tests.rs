@@ -329,3 +329,37 @@ fn a_map_key_that_is_not_text_or_a_number_is_an_error() {
     let map: std::collections::BTreeMap<(i32, i32), i32> = [((1, 2), 3)].into_iter().collect();
     assert!(Detail::from_serialize(&map).is_err());
 }
+
+/// Review finding: a detail stored as `{"app":"FORGED",…,"app":"app3"}` parsed to the last
+/// value (serde) and verified, while SQLite's `json_extract` read the first. Only the texts
+/// Tsuzuku writes read back as exact.
+#[test]
+fn only_the_text_tsuzuku_writes_reads_back_as_exact() {
+    let value = json!({"allowed": true, "app": "app3", "path": AWKWARD, "n": 1.5});
+    let canonical = Detail::from_value(&value);
+    let (back, exact) = Detail::from_stored(canonical.as_str()).unwrap();
+    assert!(exact);
+    assert_eq!(back, canonical);
+    // serde_json's own layout (rows stored before details were canonical text): `\b` and `\f`
+    // escapes instead of `\u0008` and `\u000c`.
+    let serde_layout = serde_json::to_string(&value).unwrap();
+    assert_ne!(serde_layout, canonical.as_str());
+    let (back, exact) = Detail::from_stored(&serde_layout).unwrap();
+    assert!(exact, "{serde_layout}");
+    assert_eq!(back, canonical);
+
+    let tail = canonical.as_str().strip_prefix('{').unwrap();
+    for forged in [
+        format!(r#"{{"app":"FORGED",{tail}"#),
+        format!(r#"{{"allowed":true,"app":"FORGED",{}"#, &tail[15..]),
+        canonical.as_str().replace(',', ", "),
+        canonical.as_str().replace("app3", "\\u0061pp3"),
+        canonical.as_str().replace("1.5", "15e-1"),
+    ] {
+        let (back, exact) = Detail::from_stored(&forged).unwrap();
+        assert!(!exact, "{forged}");
+        // It still parses, to the value serde keeps.
+        assert_eq!(back.to_value()["allowed"], true, "{forged}");
+    }
+    assert!(Detail::from_stored("{\"app\":").is_err());
+}

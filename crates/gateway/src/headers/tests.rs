@@ -165,6 +165,37 @@ fn forwarded_for_is_used_from_trusted_proxies() {
     assert_eq!(client_ip(peer, &garbage, &trusted), peer);
 }
 
+/// A client's unparseable entry left of the proxy's own must not make the trusted proxy the
+/// client (it used to empty the whole list), nor may a port hide the address.
+#[test]
+fn a_client_s_garbage_in_forwarded_for_does_not_hide_its_address() {
+    let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+    let peer: IpAddr = "127.0.0.1".parse().unwrap();
+    let client: IpAddr = "203.0.113.5".parse().unwrap();
+    for xff in [
+        "x, 203.0.113.5",
+        "203.0.113.5:4711",
+        "127.0.0.9, x, 203.0.113.5",
+        "[::1]:80, 203.0.113.5",
+    ] {
+        let h = map(&[("x-forwarded-for", xff)]);
+        assert_eq!(client_ip(peer, &h, &trusted), client, "{xff}");
+    }
+    // Several header lines are one list, the last line the right-most.
+    let mut h = map(&[("x-forwarded-for", "garbage")]);
+    h.append(
+        "x-forwarded-for",
+        http::HeaderValue::from_static("203.0.113.5"),
+    );
+    assert_eq!(client_ip(peer, &h, &trusted), client);
+    // Garbage right of the trusted hops stops the walk at the last trusted address.
+    let h = map(&[("x-forwarded-for", "203.0.113.5, zz, 127.0.0.7")]);
+    assert_eq!(
+        client_ip(peer, &h, &trusted),
+        "127.0.0.7".parse::<IpAddr>().unwrap()
+    );
+}
+
 #[test]
 fn upstream_forwarding_headers_are_rebuilt() {
     let mut h = map(&[
@@ -193,6 +224,40 @@ fn upgrade_detection() {
         ("upgrade", "websocket")
     ])));
     assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+    // Only WebSocket is tunnelled: after an `h2c` switch the gateway would decide nothing.
+    for other in ["h2c", "websocket, h2c", "HTTP/2.0", ""] {
+        assert!(
+            !wants_upgrade(&map(&[("connection", "upgrade"), ("upgrade", other)])),
+            "{other}"
+        );
+    }
+    assert!(!is_websocket(&map(&[
+        ("upgrade", "websocket"),
+        ("upgrade", "h2c")
+    ])));
+    assert!(is_websocket(&map(&[("upgrade", "WebSocket")])));
+}
+
+/// Names with underscores that CGI-style servers read as the gateway's own headers.
+#[test]
+fn underscored_lookalikes_of_identity_and_forwarding_headers_are_dropped() {
+    let mut h = map(&[
+        ("x_tsuzuku_user", "admin"),
+        ("x_tsuzuku-groups", "admins"),
+        ("x_forwarded_for", "6.6.6.6"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x_custom_header", "kept"),
+    ]);
+    to_upstream_from_client(&mut h);
+    for gone in [
+        "x_tsuzuku_user",
+        "x_tsuzuku-groups",
+        "x_forwarded_for",
+        "x_real_ip",
+    ] {
+        assert!(!h.contains_key(gone), "{gone}");
+    }
+    assert_eq!(h.get("x_custom_header").unwrap(), "kept");
 }
 
 #[test]

@@ -108,6 +108,60 @@ async fn a_busy_kept_connection_sends_others_to_the_pool() {
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
+/// An upstream that records each request line as it arrived on the wire (hyper's server
+/// would hide an absolute-form target) and answers `ok`, keeping the connection.
+async fn recording_upstream() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&lines);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut tcp = tokio::io::BufReader::new(tcp);
+                loop {
+                    let mut line = String::new();
+                    if tcp.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    seen.lock().unwrap().push(line.trim_end().to_owned());
+                    // The rest of the head; the test's requests have no body.
+                    loop {
+                        let mut h = String::new();
+                        if tcp.read_line(&mut h).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tcp.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), lines)
+}
+
+/// The upstream gets the request target in origin form (`GET /x HTTP/1.1`), on a new kept
+/// connection and on a reused one: an absolute URI would name the upstream's own address to
+/// an app that routes by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_sends_the_path_in_origin_form() {
+    let (url, lines) = recording_upstream().await;
+    let (pool, affinity) = (pool(), Arc::new(Affinity::default()));
+    ok_n(&pool, &affinity, &url, 2).await;
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["GET /x HTTP/1.1", "GET /x HTTP/1.1"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_does_not_answer_is_an_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -139,3 +139,31 @@ fn a_decision_detail_is_written_directly_as_canonical_text() {
         assert_eq!(value["source_ip"], "::ffff:10.0.0.7");
     }
 }
+
+/// The app is chosen by the one name a request gives; two different names, or two `Host`
+/// headers, are refused rather than one picked (the upstream gets that name as its `Host`).
+#[test]
+fn a_request_naming_two_hosts_is_refused() {
+    let req = |uri: &str, hosts: &[&str]| {
+        let mut b = Request::get(uri);
+        for h in hosts {
+            b = b.header(http::header::HOST, *h);
+        }
+        b.body(()).unwrap()
+    };
+    assert_eq!(
+        request_host(&req("/x", &["App.Example"])).unwrap(),
+        "app.example"
+    );
+    assert_eq!(
+        request_host(&req("https://app.example/x", &[])).unwrap(),
+        "app.example"
+    );
+    assert_eq!(
+        request_host(&req("https://app.example/x", &["APP.example"])).unwrap(),
+        "app.example"
+    );
+    assert!(request_host(&req("https://pub.example/x", &["secret.example"])).is_err());
+    assert!(request_host(&req("/x", &["pub.example", "secret.example"])).is_err());
+    assert!(request_host(&req("/x", &["pub.example", "pub.example"])).is_err());
+}

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use rand::Rng as _;
-use tsuzuku_audit::{EventKind, verify};
+use tsuzuku_audit::EventKind;
 use tsuzuku_identity::{password, totp};
 use tsuzuku_store::{NewApp, NewUser, Store, User};
 
 use crate::cli::{AppCmd, AuditCmd, SiteCmd, UserCmd};
 use crate::env::{self, Env};
-use crate::output::{print, time};
+use crate::outln;
+use crate::output::{done, print, time};
 
 /// A random 20-character password from an unambiguous alphabet.
 pub fn generate_password() -> String {
@@ -103,7 +104,7 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
                 None => None,
             };
             if env.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "user": user.username,
@@ -111,14 +112,14 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
                         "password": generated.then_some(&pw),
                         "totp_uri": uri,
                     })
-                );
+                )?;
             } else {
-                println!("Added user {}", user.username);
+                outln!("Added user {}", user.username)?;
                 if generated {
-                    println!("  password: {pw}");
+                    outln!("  password: {pw}")?;
                 }
                 if let Some(u) = uri {
-                    println!("  TOTP enrolment: {u}");
+                    outln!("  TOTP enrolment: {u}")?;
                 }
             }
         }
@@ -164,7 +165,7 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
                 &["user", "name", "groups", "totp", "source", "state"],
                 rows,
                 json,
-            );
+            )?;
         }
         UserCmd::Disable { username } => {
             let u = find_user(&store, &username).await?;
@@ -176,7 +177,11 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
                 serde_json::json!({"action": "user.disable", "user": u.username}),
             )
             .await?;
-            println!("Disabled {} and ended their sessions", u.username);
+            done(
+                env.json,
+                &format!("Disabled {} and ended their sessions", u.username),
+                serde_json::json!({"user": u.username, "disabled": true, "sessions_ended": true}),
+            )?;
         }
         UserCmd::Enable { username } => {
             let u = find_user(&store, &username).await?;
@@ -188,7 +193,11 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
                 serde_json::json!({"action": "user.enable", "user": u.username}),
             )
             .await?;
-            println!("Enabled {}", u.username);
+            done(
+                env.json,
+                &format!("Enabled {}", u.username),
+                serde_json::json!({"user": u.username, "disabled": false}),
+            )?;
         }
         UserCmd::ResetMfa { username } => {
             let u = find_user(&store, &username).await?;
@@ -203,12 +212,12 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
             .await?;
             let uri = totp::provisioning_uri(&secret, &u.username, "Tsuzuku")?;
             if env.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"user": u.username, "totp_uri": uri})
-                );
+                )?;
             } else {
-                println!("New TOTP enrolment for {}: {uri}", u.username);
+                outln!("New TOTP enrolment for {}: {uri}", u.username)?;
             }
         }
         UserCmd::Passwd {
@@ -232,15 +241,21 @@ pub async fn user(env: &Env, c: UserCmd) -> Result<ExitCode> {
                 serde_json::json!({"action": "user.passwd", "user": u.username}),
             )
             .await?;
-            println!("Set a new password for {}", u.username);
+            let mut text = format!("Set a new password for {}", u.username);
             if generated {
-                println!("  password: {pw}");
+                text.push_str(&format!("\n  password: {pw}"));
             }
+            done(
+                env.json,
+                &text,
+                serde_json::json!({"user": u.username, "password": generated.then_some(&pw), "sessions_ended": true}),
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Checks an upstream: `http://HOST[:PORT]`, nothing else, with a host and a port in range.
 fn check_upstream(u: &str) -> Result<()> {
     let rest = u.strip_prefix("http://").with_context(|| {
         format!("upstream {u:?} must be an http:// URL such as http://10.0.0.5:8080")
@@ -253,8 +268,84 @@ fn check_upstream(u: &str) -> Result<()> {
     if !ok {
         bail!("upstream {u:?} must be scheme, host and port only, such as http://10.0.0.5:8080");
     }
+    let (host, port) = match rest.strip_prefix('[') {
+        // An IPv6 address: http://[2001:db8::5]:8080
+        Some(r) => {
+            let (ip, after) = r.split_once(']').with_context(|| {
+                format!("upstream {u:?}: an IPv6 address needs its closing ']'")
+            })?;
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                bail!("upstream {u:?}: {ip:?} is not an IPv6 address");
+            }
+            match after.strip_prefix(':') {
+                Some(p) => (ip, Some(p)),
+                None if after.is_empty() => (ip, None),
+                None => bail!("upstream {u:?} must be scheme, host and port only"),
+            }
+        }
+        None => match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
+    };
+    if host.is_empty() {
+        bail!(
+            "upstream {u:?} has no host: give a host name or IP address, such as http://10.0.0.5:8080"
+        );
+    }
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        bail!(
+            "upstream {u:?} has port {p:?}: use a port from 1 to 65535, such as http://10.0.0.5:8080"
+        );
+    }
+    let ipv6 = rest.starts_with('[');
+    if !ipv6 && !tsuzuku_config::is_dns_name(host) {
+        bail!("upstream {u:?}: {host:?} is not a host name or IP address");
+    }
     u.parse::<http::Uri>()
         .with_context(|| format!("upstream {u:?} is not a valid URL"))?;
+    Ok(())
+}
+
+/// `host[:port]` as browsers send it in the Host header: lowercase, without the default
+/// HTTPS port 443.
+fn effective_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    match host.strip_suffix(":443") {
+        Some(h) => h.to_owned(),
+        None => host,
+    }
+}
+
+/// Every check of a new app, wherever it is created (`app add`, the quick start's demo app):
+/// name, host (not the portal's, matched as the gateway matches Host headers), upstream and
+/// data class.
+pub fn check_new_app(portal_host: &str, app: &NewApp) -> Result<()> {
+    check_name("app name", &app.name)?;
+    let host = &app.host;
+    if !tsuzuku_config::valid_host_port(host) {
+        bail!(
+            "host {host:?} is not valid: use a lowercase host name with an optional :port, such as wiki.example.com"
+        );
+    }
+    if let Some(bare) = host.strip_suffix(":443") {
+        bail!(
+            "host {host:?}: browsers leave the default port 443 out of the Host header, so no request would match it; use {bare:?}"
+        );
+    }
+    if effective_host(host) == effective_host(portal_host) {
+        bail!("host {host:?} is the sign-in portal's host; give the app its own host name");
+    }
+    check_upstream(&app.upstream)?;
+    if !tsuzuku_policy::is_data_class(&app.data_class) {
+        bail!(
+            "data class {:?} is not one of {} (policies compare it exactly)",
+            app.data_class,
+            tsuzuku_policy::DATA_CLASSES.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -269,40 +360,30 @@ pub async fn app(env: &Env, c: AppCmd) -> Result<ExitCode> {
             critical,
             isolated,
         } => {
-            check_name("app name", &name)?;
-            if !tsuzuku_config::valid_host_port(&host) {
-                bail!(
-                    "host {host:?} is not valid: use a lowercase host name with an optional :port, such as wiki.example.com"
-                );
-            }
-            if host == env.config.gateway.portal_host {
-                bail!("host {host:?} is the sign-in portal's host; give the app its own host name");
-            }
-            check_upstream(&upstream)?;
-            check_name("data class", &data_class)?;
-            let a = store
-                .create_app(
-                    NewApp {
-                        name,
-                        host,
-                        upstream,
-                        data_class,
-                        critical,
-                        isolated,
-                    },
-                    tsuzuku_gateway::now_unix(),
-                )
-                .await?;
+            let new = NewApp {
+                name,
+                host,
+                upstream,
+                data_class,
+                critical,
+                isolated,
+            };
+            check_new_app(&env.config.gateway.portal_host, &new)?;
+            let a = store.create_app(new, tsuzuku_gateway::now_unix()).await?;
             env::audit(
                 &store,
                 EventKind::Admin,
                 serde_json::json!({"action": "app.add", "app": a.name, "host": a.host, "upstream": a.upstream, "data_class": a.data_class, "critical": a.critical, "isolated": a.isolated}),
             )
             .await?;
-            println!(
-                "Added app {} at https://{}/ -> {}",
-                a.name, a.host, a.upstream
-            );
+            done(
+                env.json,
+                &format!(
+                    "Added app {} at https://{}/ -> {}",
+                    a.name, a.host, a.upstream
+                ),
+                serde_json::json!({"app": a.name, "host": a.host, "upstream": a.upstream, "data_class": a.data_class, "critical": a.critical, "isolated": a.isolated}),
+            )?;
         }
         AppCmd::List => {
             let apps = store.list_apps().await?;
@@ -340,7 +421,7 @@ pub async fn app(env: &Env, c: AppCmd) -> Result<ExitCode> {
                 ],
                 rows,
                 json,
-            );
+            )?;
         }
         AppCmd::Remove { name } => {
             if !store.delete_app(&name).await? {
@@ -352,7 +433,11 @@ pub async fn app(env: &Env, c: AppCmd) -> Result<ExitCode> {
                 serde_json::json!({"action": "app.remove", "app": name}),
             )
             .await?;
-            println!("Removed app {name}");
+            done(
+                env.json,
+                &format!("Removed app {name}"),
+                serde_json::json!({"app": name, "removed": true}),
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -362,32 +447,29 @@ pub async fn audit(env: &Env, c: AuditCmd) -> Result<ExitCode> {
     let store = env.store().await?;
     match c {
         AuditCmd::Verify => {
-            let mut all = Vec::new();
-            let mut from = 1;
-            loop {
-                let page = store.audit_events(from, 5000).await?;
-                let Some(last) = page.last() else { break };
-                from = last.seq + 1;
-                all.extend(page);
-            }
-            let report = verify(all);
+            // Every stored row of the tenant, in pages, against the head row (tail truncation,
+            // a removed head row, rows past the head, rows numbered below 1, unreadable rows:
+            // each a problem naming its event).
+            let report = store.verify_audit().await?;
             if env.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "checked": report.checked,
-                        "head": report.head,
+                        "head": report.head.as_ref().map(|(seq, hash)| {
+                            serde_json::json!({"seq": seq, "hash": hash})
+                        }),
                         "intact": report.is_intact(),
                         "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     })
-                );
+                )?;
             } else if report.is_intact() {
                 match &report.head {
-                    Some((seq, hash)) => println!(
+                    Some((seq, hash)) => outln!(
                         "audit trail intact: {} events, head #{seq} {hash}",
                         report.checked
-                    ),
-                    None => println!("audit trail intact: no events yet"),
+                    )?,
+                    None => outln!("audit trail intact: no events yet")?,
                 }
             } else {
                 for p in &report.problems {
@@ -424,13 +506,13 @@ pub async fn audit(env: &Env, c: AuditCmd) -> Result<ExitCode> {
             };
             if env.json {
                 for e in &events {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({
                             "seq": e.seq, "time_ms": e.event.time_ms, "kind": e.event.kind.as_str(),
                             "actor": e.event.actor, "detail": e.event.detail, "hash": e.hash,
                         })
-                    );
+                    )?;
                 }
             } else {
                 let rows = events
@@ -450,7 +532,7 @@ pub async fn audit(env: &Env, c: AuditCmd) -> Result<ExitCode> {
                     &["#", "time", "kind", "actor", "what"],
                     rows,
                     serde_json::Value::Null,
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -487,12 +569,12 @@ pub async fn site(env: &Env, c: SiteCmd) -> Result<ExitCode> {
         SiteCmd::Status => {
             let role = root.role();
             if env.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"role": role.to_string(), "writable": role.is_writable(), "readable": role.is_readable()})
-                );
+                )?;
             } else {
-                println!("store: {role}");
+                outln!("store: {role}")?;
             }
         }
         SiteCmd::Promote => {
@@ -504,7 +586,7 @@ pub async fn site(env: &Env, c: SiteCmd) -> Result<ExitCode> {
                 serde_json::json!({"action": "site.promote", "role": role.to_string()}),
             )
             .await?;
-            println!("promoted: store is now {role}");
+            outln!("promoted: store is now {role}")?;
         }
         other => return gateway_site(env, root.tenant(&env.config.store.tenant), other).await,
     }
@@ -562,7 +644,11 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                 serde_json::json!({"action": "site.add", "site": name, "host": host, "endpoints": endpoints, "preference": preference, "dr": dr}),
             )
             .await?;
-            println!("added gateway site {name}");
+            done(
+                env.json,
+                &format!("added gateway site {name}"),
+                serde_json::json!({"site": name, "host": host, "endpoints": endpoints, "preference": preference, "capacity_rps": capacity_rps, "dr": dr}),
+            )?;
         }
         SiteCmd::Remove { name } => {
             if !store.remove_gateway_site(&name).await? {
@@ -574,7 +660,11 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                 serde_json::json!({"action": "site.remove", "site": name}),
             )
             .await?;
-            println!("removed gateway site {name}");
+            done(
+                env.json,
+                &format!("removed gateway site {name}"),
+                serde_json::json!({"site": name, "removed": true}),
+            )?;
         }
         SiteCmd::Exclude {
             name,
@@ -598,12 +688,24 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                 serde_json::json!({"action": "site.exclude", "site": name, "until_ms": until_ms, "reason": reason}),
             )
             .await?;
-            println!(
-                "excluded gateway site {name} until {} ({reason}); connectors move off it at their next site-list refresh",
-                time(until_ms / 1000)
-            );
+            done(
+                env.json,
+                &format!(
+                    "excluded gateway site {name} until {} ({reason}); connectors move off it at their next site-list refresh",
+                    time(until_ms / 1000)
+                ),
+                serde_json::json!({"site": name, "excluded_until_ms": until_ms, "reason": reason}),
+            )?;
         }
         SiteCmd::Include { name } => {
+            if !store
+                .list_gateway_sites()
+                .await?
+                .iter()
+                .any(|s| s.name == name)
+            {
+                bail!("no gateway site named {name:?}; see `tsuzuku site list`");
+            }
             if !store.include_gateway_site(&name).await? {
                 bail!("gateway site {name:?} is not excluded");
             }
@@ -613,7 +715,11 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                 serde_json::json!({"action": "site.include", "site": name}),
             )
             .await?;
-            println!("gateway site {name} is no longer excluded");
+            done(
+                env.json,
+                &format!("gateway site {name} is no longer excluded"),
+                serde_json::json!({"site": name, "excluded_until_ms": null}),
+            )?;
         }
         SiteCmd::List => {
             let sites = store.list_gateway_sites().await?;
@@ -666,7 +772,7 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                 ],
                 rows,
                 json,
-            );
+            )?;
         }
         SiteCmd::Status | SiteCmd::Promote => {}
     }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::{out, outln};
 use anyhow::{Context as _, Result, bail};
 use tsuzuku_connector::{Connector, ConnectorConfig, Site};
 
@@ -131,7 +132,7 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                 ..Default::default()
             };
             let every = super::dr::parse_duration("--posture-every", &a.device.posture_every)?;
-            println!("device: {}", id.device_id);
+            outln!("device: {}", id.device_id)?;
             Some((id, pem.clone(), collector, every))
         }
     };
@@ -174,8 +175,9 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
         Some((rx, task)) => (Some(rx), Some(AbortOnDrop(task))),
         None => (None, None),
     };
-    println!("PAC {}", connector.pac_url());
-    println!("READY {}", connector.proxy_addr());
+    // A running connector keeps running when nobody reads its output any more.
+    let _ = outln!("PAC {}", connector.pac_url());
+    let _ = outln!("READY {}", connector.proxy_addr());
     let mut last = String::new();
     let mut last_dr = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -185,14 +187,14 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                 let status = connector.status();
                 let now = format!("{:?}", status.selection.site);
                 if now != last {
-                    println!("site: {} ({})", status.selection.site.as_deref().unwrap_or("none"), status.selection.reason);
+                    let _ = outln!("site: {} ({})", status.selection.site.as_deref().unwrap_or("none"), status.selection.reason);
                     last = now;
                 }
                 if let Some(dr) = connector.dr_status() {
                     dr_tx.send_replace(Some(dr.clone()));
                     let phase = dr_phase_line(&dr);
                     if phase != last_dr {
-                        println!("{phase}");
+                        let _ = outln!("{phase}");
                         last_dr = phase;
                     }
                 }
@@ -209,12 +211,12 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
                 // A running connector takes the list's DR gateway and critical apps too.
                 if let Some((gw, critical)) = list_dr_targets(&a.dr, &list)? {
                     match connector.set_dr_targets(gw, critical) {
-                        Ok(true) => if let Some(dr) = connector.dr_status() { println!("dr targets: {}", dr.targets) },
+                        Ok(true) => if let Some(dr) = connector.dr_status() { let _ = outln!("dr targets: {}", dr.targets); },
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = %e, "the site list's DR gateway or critical apps cannot be used; keeping the previous ones"),
                     }
                 }
-                println!("site list: version {} ({} sites, {} excluded, {} shedding)", list.version, list.sites.len(), list.exclusions.len(), list.sheds.len());
+                let _ = outln!("site list: version {} ({} sites, {} excluded, {} shedding)", list.version, list.sites.len(), list.exclusions.len(), list.sheds.len());
             }
             () = super::shutdown_signal() => break,
         }
@@ -461,7 +463,7 @@ pub async fn status(proxy: SocketAddr) -> Result<ExitCode> {
             head.lines().next().unwrap_or("nothing")
         );
     }
-    print!("{body}");
+    out!("{body}")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,6 +10,7 @@ use tsuzuku_control::{Publisher, ServeOptions};
 
 use crate::env::Env;
 use crate::output;
+use crate::{out, outln};
 
 /// Reads the node token file, creating it (32 random bytes, hex, mode 0600) if missing.
 pub fn read_or_create_token(path: &Path) -> Result<String> {
@@ -79,7 +80,8 @@ pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -
         .with_context(|| format!("cannot listen on {} (control.listen)", c.control.listen))?;
     let _refresher = publisher.spawn(Duration::from_millis(c.control.publish_interval_ms));
     tracing::info!(listen = %c.control.listen, kid = publisher.kid(), "control plane serving");
-    println!("READY https://{}", listener.local_addr()?);
+    // A server keeps serving when nobody reads its output any more.
+    let _ = outln!("READY https://{}", listener.local_addr()?);
     tsuzuku_control::serve(
         publisher,
         listener,
@@ -99,10 +101,10 @@ pub async fn serve(env: &Env, shutdown: impl std::future::Future<Output = ()>) -
 pub async fn snapshot_public(env: &Env) -> Result<ExitCode> {
     let store = env.store().await?;
     let signer = tsuzuku_control::signing_key(&store, tsuzuku_gateway::now_unix()).await?;
-    print!("{}", signer.public_pem()?);
+    out!("{}", signer.public_pem()?)?;
     // During a rotation, the prepared next key too: trust files must hold both.
     for next in store.keys(NEXT_SNAPSHOT_KEY_PURPOSE).await? {
-        print!("{}", next.public);
+        out!("{}", next.public)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -141,15 +143,19 @@ pub async fn assertion_rotate(env: &Env) -> Result<ExitCode> {
         serde_json::json!({"action": "keys.assertion_rotate", "new": signer.kid(), "previous": keys.first().map(|k| k.kid.clone()), "retired": retired}),
     )
     .await?;
-    println!(
-        "identity assertions are signed with key {} from each gateway's next reload or snapshot; the previous key stays in the JWKS{}",
-        signer.kid(),
-        if retired.is_empty() {
-            String::new()
-        } else {
-            format!("; retired {}", retired.join(", "))
-        }
-    );
+    output::done(
+        env.json,
+        &format!(
+            "identity assertions are signed with key {} from each gateway's next reload or snapshot; the previous key stays in the JWKS{}",
+            signer.kid(),
+            if retired.is_empty() {
+                String::new()
+            } else {
+                format!("; retired {}", retired.join(", "))
+            }
+        ),
+        serde_json::json!({"key": signer.kid(), "previous": keys.first().map(|k| k.kid.clone()), "retired": retired}),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -164,10 +170,14 @@ pub async fn snapshot_rotate(env: &Env, activate: bool) -> Result<ExitCode> {
     let next = store.keys(NEXT_SNAPSHOT_KEY_PURPOSE).await?;
     if !activate {
         if let Some(k) = next.first() {
-            println!(
-                "the next snapshot key {} is already prepared; trust it everywhere, then run `tsuzuku keys snapshot-rotate --activate`",
-                k.kid
-            );
+            output::done(
+                env.json,
+                &format!(
+                    "the next snapshot key {} is already prepared; trust it everywhere, then run `tsuzuku keys snapshot-rotate --activate`",
+                    k.kid
+                ),
+                serde_json::json!({"active": current.kid(), "next": k.kid, "created": false}),
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
         let signer = tsuzuku_snapshot::SnapshotSigner::generate();
@@ -186,10 +196,14 @@ pub async fn snapshot_rotate(env: &Env, activate: bool) -> Result<ExitCode> {
             serde_json::json!({"action": "keys.snapshot_prepare", "current": current.kid(), "next": signer.kid()}),
         )
         .await?;
-        println!(
-            "prepared the next snapshot key {}; put the output of `tsuzuku keys snapshot-public` (both keys) in every gateway's snapshot.trust and every connector's --control-trust file (they re-read it), then run `tsuzuku keys snapshot-rotate --activate`",
-            signer.kid()
-        );
+        output::done(
+            env.json,
+            &format!(
+                "prepared the next snapshot key {}; put the output of `tsuzuku keys snapshot-public` (both keys) in every gateway's snapshot.trust and every connector's --control-trust file (they re-read it), then run `tsuzuku keys snapshot-rotate --activate`",
+                signer.kid()
+            ),
+            serde_json::json!({"active": current.kid(), "next": signer.kid(), "created": true}),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(k) = next.into_iter().next() else {
@@ -220,15 +234,19 @@ pub async fn snapshot_rotate(env: &Env, activate: bool) -> Result<ExitCode> {
         serde_json::json!({"action": "keys.snapshot_activate", "active": k.kid, "retired": retired}),
     )
     .await?;
-    println!(
-        "snapshot key {} is active from the control plane's next refresh; retired {}. Remove the old key from the trust files when every gateway and connector has taken a snapshot or site list signed with the new one",
-        k.kid,
-        if retired.is_empty() {
-            "nothing".to_owned()
-        } else {
-            retired.join(", ")
-        }
-    );
+    output::done(
+        env.json,
+        &format!(
+            "snapshot key {} is active from the control plane's next refresh; retired {}. Remove the old key from the trust files when every gateway and connector has taken a snapshot or site list signed with the new one",
+            k.kid,
+            if retired.is_empty() {
+                "nothing".to_owned()
+            } else {
+                retired.join(", ")
+            }
+        ),
+        serde_json::json!({"active": k.kid, "retired": retired}),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,7 +258,7 @@ pub async fn status(env: &Env) -> Result<ExitCode> {
     let now = tsuzuku_gateway::now_ms();
     let secs = |ms: i64| (now.saturating_sub(ms) / 1000).max(0);
     if !env.json {
-        println!("store: {role}");
+        outln!("store: {role}")?;
     }
     let rows = nodes
         .iter()
@@ -295,7 +313,7 @@ pub async fn status(env: &Env) -> Result<ExitCode> {
         ],
         rows,
         json,
-    );
+    )?;
     if !env.json {
         output::print(
             false,
@@ -319,7 +337,7 @@ pub async fn status(env: &Env) -> Result<ExitCode> {
                 })
                 .collect(),
             serde_json::Value::Null,
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

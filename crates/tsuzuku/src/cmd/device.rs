@@ -10,6 +10,7 @@ use tsuzuku_connector::device::DeviceIdentity;
 
 use crate::cli::DeviceCmd;
 use crate::env::{self, Env};
+use crate::outln;
 use crate::output::{print, time};
 
 pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
@@ -55,12 +56,12 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
             )
             .await?;
             if env.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"token": token, "company_issued": company_issued, "user": user, "expires_at": expires})
-                );
+                )?;
             } else {
-                println!("{token}");
+                outln!("{token}")?;
                 eprintln!(
                     "one-time enrolment token, valid until {}{}{}; on the device: tsuzuku connect enroll --control URL --token TOKEN",
                     time(expires),
@@ -114,7 +115,7 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
                 ],
                 rows,
                 json,
-            );
+            )?;
         }
         DeviceCmd::Revoke { device } => {
             if !store.revoke_device(&device, now).await? {
@@ -128,9 +129,9 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
                 serde_json::json!({"action": "device.revoke", "device": device}),
             )
             .await?;
-            println!(
+            outln!(
                 "revoked device {device}; gateways refuse it from their next reload or snapshot"
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -161,11 +162,11 @@ pub async fn enroll(
     let id = DeviceIdentity::enroll(&control, ca.as_deref(), token.trim(), &name, &device_dir)
         .await
         .context("enrolment failed")?;
-    println!(
+    outln!(
         "enrolled as {} ({}company-issued); identity kept in {}",
         id.device_id,
         if id.company_issued { "" } else { "not " },
         device_dir.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

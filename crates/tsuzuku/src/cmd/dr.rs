@@ -13,6 +13,7 @@ use tsuzuku_dr::lookup::{Answer, Transport, TxtLookup};
 use tsuzuku_dr::record::{self, DrState, InternetMode, RecordFields};
 
 use crate::cli::{DrCheckArgs, DrCmd, DrInternetArg, DrRecordArgs, DrStateArg};
+use crate::outln;
 
 const PRIVATE_FILE: &str = "dr-signing-key.pem";
 const PUBLIC_FILE: &str = "dr-public-key.pem";
@@ -100,24 +101,24 @@ fn keygen(dir: &Path, json: bool) -> Result<ExitCode> {
     std::fs::write(&public_path, public_pem.as_bytes())
         .with_context(|| format!("writing {}", public_path.display()))?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "key_id": id.to_string(),
                 "private_key": private_path,
                 "public_key": public_path,
             })
-        );
+        )?;
     } else {
-        println!("DR key id:    {id}");
-        println!(
+        outln!("DR key id:    {id}")?;
+        outln!(
             "Private key:  {} (mode 0600: keep it offline, it can switch every connector)",
             private_path.display()
-        );
-        println!(
+        )?;
+        outln!(
             "Public key:   {} (give it to connectors as a trusted DR key)",
             public_path.display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -177,7 +178,7 @@ fn record(a: DrRecordArgs, json: bool) -> Result<ExitCode> {
     let dnsmasq = format!("txt-record={name},{}", quoted.join(","));
     let id = keys::key_id(&key.verifying_key());
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "value": value,
@@ -189,30 +190,30 @@ fn record(a: DrRecordArgs, json: bool) -> Result<ExitCode> {
                 "not_before": not_before,
                 "not_after": not_after,
             })
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "DR record: s={state}{}, valid {} to {}, signed by key {id}",
         internet
             .map(|m| format!(", internet {m}"))
             .unwrap_or_default(),
         show_time(not_before),
         show_time(not_after)
-    );
-    println!();
-    println!(
+    )?;
+    outln!()?;
+    outln!(
         "TXT value ({} bytes, {} string(s) of at most 255 bytes):",
         value.len(),
         strings.len()
-    );
-    println!("{value}");
-    println!();
-    println!("Zone file:");
-    println!("{zone}");
-    println!();
-    println!("dnsmasq (a line for dnsmasq.conf or a file given with --conf-file):");
-    println!("{dnsmasq}");
+    )?;
+    outln!("{value}")?;
+    outln!()?;
+    outln!("Zone file:")?;
+    outln!("{zone}")?;
+    outln!()?;
+    outln!("dnsmasq (a line for dnsmasq.conf or a file given with --conf-file):")?;
+    outln!("{dnsmasq}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -275,10 +276,10 @@ async fn check(a: DrCheckArgs, json: bool) -> Result<ExitCode> {
                 if let Some(o) = v.as_object_mut() {
                     o.insert("nxdomain".into(), serde_json::json!(nxdomain));
                 }
-                println!("{v}");
+                outln!("{v}")?;
             } else {
-                println!("No DR record at {name}: {what}.");
-                println!("Connectors conclude: normal mode (a withdrawn record ends DR mode).");
+                outln!("No DR record at {name}: {what}.")?;
+                outln!("Connectors conclude: normal mode (a withdrawn record ends DR mode).")?;
             }
             return Ok(ExitCode::from(2));
         }
@@ -315,40 +316,40 @@ async fn check(a: DrCheckArgs, json: bool) -> Result<ExitCode> {
         );
     };
     if json {
-        println!("{}", conclusion_json(name, &c));
+        outln!("{}", conclusion_json(name, &c))?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(r) = &c.record else {
         bail!("internal: a verified conclusion without its record");
     };
     let f = r.fields();
-    println!(
+    outln!(
         "DR record at {name} (via {transport}): verified, signed by key {}",
         r.key_id()
-    );
-    println!(
+    )?;
+    outln!(
         "  s={}{}, issued {}, valid {} to {}",
         f.state,
         f.internet.map(|m| format!(", m={m}")).unwrap_or_default(),
         show_time(f.issued_at),
         show_time(f.not_before),
         show_time(f.not_after)
-    );
+    )?;
     if !f.groups.is_empty() || !f.devices.is_empty() {
-        println!(
+        outln!(
             "  drill for groups [{}] devices [{}]",
             f.groups.iter().cloned().collect::<Vec<_>>().join(", "),
             f.devices.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
+        )?;
     }
     match &c.dr {
-        Some(dr) => println!(
+        Some(dr) => outln!(
             "Connectors conclude: DR mode{} — internet {} until {}",
             if dr.drill { " (drill)" } else { "" },
             dr.internet,
             show_time(dr.until)
-        ),
-        None => println!("Connectors conclude: normal mode ({c})"),
+        )?,
+        None => outln!("Connectors conclude: normal mode ({c})")?,
     }
     for e in &rejections {
         eprintln!("warning: another TXT record at {name} was rejected: {e}");

@@ -9,6 +9,7 @@ use anyhow::Result;
 use tsuzuku_control::drill::episodes;
 
 use crate::env::Env;
+use crate::outln;
 use crate::output;
 
 fn show_ms(ms: Option<i64>) -> String {
@@ -69,9 +70,9 @@ pub async fn run(env: &Env, since: &str) -> Result<ExitCode> {
         })).collect::<Vec<_>>(),
     });
     if !env.json && list.is_empty() {
-        println!(
+        outln!(
             "no connector was in DR mode in the last {since} (connectors report their DR state with --control)"
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     output::print(
@@ -86,6 +87,6 @@ pub async fn run(env: &Env, since: &str) -> Result<ExitCode> {
         ],
         rows,
         json,
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use tsuzuku_store::keyring::MasterKey;
 
 use crate::cli::KeysCmd;
 use crate::env::{self, Env};
+use crate::outln;
 
 pub async fn run(env: &Env, c: KeysCmd) -> Result<ExitCode> {
     match c {
@@ -60,45 +61,47 @@ async fn status(env: &Env) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "master_key_id": status.master_id,
                 "master_key_source": source,
                 "tenants": tenants,
             })
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     match &status.master_id {
-        Some(id) => println!("master key: {id} ({source})"),
-        None => println!("master key: none ({source}); values are stored as given"),
+        Some(id) => outln!("master key: {id} ({source})")?,
+        None => outln!("master key: none ({source}); values are stored as given")?,
     }
     if status.tenants.is_empty() {
-        println!("no data keys and no values to encrypt yet");
+        outln!("no data keys and no values to encrypt yet")?;
     }
     let mut plaintext = 0;
     for t in &status.tenants {
-        println!(
+        outln!(
             "tenant {}: {} encrypted, {} plaintext value(s)",
-            t.tenant, t.sealed, t.plaintext
-        );
+            t.tenant,
+            t.sealed,
+            t.plaintext
+        )?;
         for k in &t.data_keys {
-            println!(
+            outln!(
                 "  data key {} (wrapped by master key {}, created {})",
                 k.id,
                 k.master_id,
                 jiff::Timestamp::from_second(k.created_at)
                     .map(|t| t.to_string())
                     .unwrap_or_else(|_| k.created_at.to_string())
-            );
+            )?;
         }
         plaintext += t.plaintext;
     }
     if plaintext > 0 && status.master_id.is_some() {
-        println!(
+        outln!(
             "{plaintext} value(s) predate encryption; `tsuzuku keys seal-existing` encrypts them"
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -157,7 +160,7 @@ async fn rotate(env: &Env, file: Option<PathBuf>, var: Option<String>) -> Result
     )
     .await?;
     if env.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "old_master_id": rotation.old_master_id,
@@ -165,25 +168,25 @@ async fn rotate(env: &Env, file: Option<PathBuf>, var: Option<String>) -> Result
                 "data_keys": rotation.data_keys.len(),
                 "config": format!("[keys]\n{config_line}"),
             })
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "re-wrapped {} data key(s): master key {} -> {} ({new_source})",
         rotation.data_keys.len(),
         rotation.old_master_id,
         rotation.new_master_id
-    );
-    println!("now set in the configuration (replacing the current master key setting):");
-    println!();
-    println!("  [keys]");
-    println!("  {config_line}");
-    println!();
-    println!(
+    )?;
+    outln!("now set in the configuration (replacing the current master key setting):")?;
+    outln!()?;
+    outln!("  [keys]")?;
+    outln!("  {config_line}")?;
+    outln!()?;
+    outln!(
         "and restart the nodes one by one; running nodes keep working meanwhile. Keep the old \
          master key ({}) as long as you keep database backups made before now.",
         rotation.old_master_id
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -197,9 +200,9 @@ async fn seal_existing(env: &Env) -> Result<ExitCode> {
     )
     .await?;
     if env.json {
-        println!("{}", serde_json::json!({"sealed": sealed}));
+        outln!("{}", serde_json::json!({"sealed": sealed}))?;
     } else {
-        println!("encrypted {sealed} value(s) that were stored in plaintext");
+        outln!("encrypted {sealed} value(s) that were stored in plaintext")?;
     }
     Ok(ExitCode::SUCCESS)
 }

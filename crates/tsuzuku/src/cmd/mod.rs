@@ -25,6 +25,7 @@ use tsuzuku_store::{NewApp, NewUser, PolicyDoc};
 
 use crate::cli::{Cli, Command, InitArgs, QuickstartArgs, ServeArgs};
 use crate::env::{self, Env};
+use crate::outln;
 use crate::{demo, localca};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -33,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Quickstart(a) => quickstart(&cli.data_dir, a).await,
         Command::Init(a) => {
             init(&cli.data_dir, &a).await?;
-            println!("Initialised {}", cli.data_dir.display());
+            outln!("Initialised {}", cli.data_dir.display())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {
@@ -110,10 +111,14 @@ async fn init(dir: &std::path::Path, a: &InitArgs) -> Result<Env> {
     } else {
         format!(":{port}")
     };
-    config.gateway.portal_host = a
-        .portal_host
-        .clone()
-        .unwrap_or_else(|| format!("auth.localhost{suffix}"));
+    config.gateway.portal_host = match &a.portal_host {
+        // Checked here so that the error names the flag, not a file not written yet.
+        Some(h) if !tsuzuku_config::valid_host_port(h) => bail!(
+            "--portal-host {h:?} is not valid: use a lowercase host name with an optional :port, such as auth.example.com"
+        ),
+        Some(h) => h.clone(),
+        None => format!("auth.localhost{suffix}"),
+    };
     config.gateway.timezone = jiff::tz::TimeZone::system()
         .iana_name()
         .filter(|n| jiff::tz::TimeZone::get(n).is_ok())
@@ -170,6 +175,10 @@ permit (
 ) when { principal.mfa };
 "#;
 
+/// Makes a data directory ready for the quick start: whatever `init` or an earlier run left is
+/// reused, whatever is missing (the directory, the admin user, a policy, the demo app) is
+/// created, and the output says which. Run twice, it changes nothing but the demo app's
+/// upstream port.
 async fn quickstart(dir: &std::path::Path, a: QuickstartArgs) -> Result<ExitCode> {
     let fresh = !dir.join("tsuzuku.toml").exists();
     let env = if fresh {
@@ -186,66 +195,80 @@ async fn quickstart(dir: &std::path::Path, a: QuickstartArgs) -> Result<ExitCode
         Env::load(dir, None, false)?
     };
     let store = env.store().await?;
+    let mut reused: Vec<String> = Vec::new();
+    let mut created: Vec<String> = Vec::new();
     if fresh {
-        let pw = admin::generate_password();
-        let secret = totp::generate_secret();
-        let user = store
-            .create_user(
-                NewUser {
-                    username: "admin".into(),
-                    display_name: "Administrator".into(),
-                    email: None,
-                    password_hash: Some(password::hash(&pw)?),
-                    totp_secret: Some(secret.clone()),
-                    groups: vec!["admins".into()],
-                },
-                tsuzuku_gateway::now_unix(),
-            )
-            .await?;
-        env::audit(
-            &store,
-            EventKind::Admin,
-            serde_json::json!({"action": "user.add", "user": user.username, "groups": user.groups, "totp": true, "via": "quickstart"}),
-        )
-        .await?;
-        let doc = PolicyDoc {
-            id: "quickstart-admins".into(),
-            text: QUICKSTART_POLICY.into(),
-        };
-        tsuzuku_policy::validate(&[tsuzuku_policy::PolicyDoc {
-            id: &doc.id,
-            text: &doc.text,
-        }])?;
-        let v = store
-            .save_policy(
-                0,
-                &env::actor(),
-                "quick start",
-                vec![doc],
-                tsuzuku_gateway::now_unix(),
-            )
-            .await?;
-        env::audit(
-            &store,
-            EventKind::Policy,
-            serde_json::json!({"action": "policy.apply", "version": v, "via": "quickstart"}),
-        )
-        .await?;
-        println!("Created data directory {}", dir.display());
-        println!();
-        println!("  Admin user:        admin");
-        println!("  One-time password: {pw}");
-        println!(
-            "  TOTP enrolment:    {}",
-            totp::provisioning_uri(&secret, "admin", "Tsuzuku")?
-        );
-        println!(
-            "  (shown only now: add the TOTP URI to an authenticator app and keep the password safe;"
-        );
-        println!("   `tsuzuku user passwd admin` sets a new password)");
+        outln!("Created data directory {}", dir.display())?;
     } else {
-        println!("Reusing data directory {}", dir.display());
+        outln!("Reusing data directory {}", dir.display())?;
     }
+
+    // The admin user: its one-time password and TOTP enrolment are shown only when created.
+    let admin_credentials = match store.get_user_by_name("admin").await? {
+        Some(_) => {
+            reused.push("the admin user".into());
+            None
+        }
+        None => {
+            let pw = admin::generate_password();
+            let secret = totp::generate_secret();
+            let user = store
+                .create_user(
+                    NewUser {
+                        username: "admin".into(),
+                        display_name: "Administrator".into(),
+                        email: None,
+                        password_hash: Some(password::hash(&pw)?),
+                        totp_secret: Some(secret.clone()),
+                        groups: vec!["admins".into()],
+                    },
+                    tsuzuku_gateway::now_unix(),
+                )
+                .await?;
+            env::audit(
+                &store,
+                EventKind::Admin,
+                serde_json::json!({"action": "user.add", "user": user.username, "groups": user.groups, "totp": true, "via": "quickstart"}),
+            )
+            .await?;
+            created.push("the admin user".into());
+            Some((pw, secret))
+        }
+    };
+
+    // A policy: the active set is kept if there is one; otherwise admins with MFA may use
+    // every app.
+    match store.current_policy().await? {
+        Some(p) if !p.docs.is_empty() => reused.push(format!("policy version {}", p.version)),
+        current => {
+            let base = current.map_or(0, |p| p.version);
+            let doc = PolicyDoc {
+                id: "quickstart-admins".into(),
+                text: QUICKSTART_POLICY.into(),
+            };
+            tsuzuku_policy::validate(&[tsuzuku_policy::PolicyDoc {
+                id: &doc.id,
+                text: &doc.text,
+            }])?;
+            let v = store
+                .save_policy(
+                    base,
+                    &env::actor(),
+                    "quick start",
+                    vec![doc],
+                    tsuzuku_gateway::now_unix(),
+                )
+                .await?;
+            env::audit(
+                &store,
+                EventKind::Policy,
+                serde_json::json!({"action": "policy.apply", "version": v, "via": "quickstart"}),
+            )
+            .await?;
+            created.push(format!("the quick-start policy (version {v})"));
+        }
+    }
+
     // The demo app listens on a fresh port each run; point its registration there.
     let demo_listener = demo::bind("127.0.0.1:0".parse()?).await?;
     let demo_addr = demo_listener.local_addr()?;
@@ -258,56 +281,81 @@ async fn quickstart(dir: &std::path::Path, a: QuickstartArgs) -> Result<ExitCode
     let demo_host = format!("demo.localhost{suffix}");
     let existing = store.get_app_by_name("demo").await?;
     let upstream = format!("http://{demo_addr}");
-    if existing
-        .as_ref()
-        .map(|a| a.upstream != upstream)
-        .unwrap_or(true)
-    {
-        if existing.is_some() {
-            store.delete_app("demo").await?;
+    match &existing {
+        Some(app) if app.upstream == upstream => reused.push("the demo app".into()),
+        _ => {
+            let new = NewApp {
+                name: "demo".into(),
+                host: demo_host.clone(),
+                upstream: upstream.clone(),
+                data_class: "internal".into(),
+                critical: false,
+                isolated: false,
+            };
+            admin::check_new_app(&env.config.gateway.portal_host, &new)?;
+            if existing.is_some() {
+                store.delete_app("demo").await?;
+                env::audit(
+                    &store,
+                    EventKind::Admin,
+                    serde_json::json!({"action": "app.remove", "app": "demo", "via": "quickstart"}),
+                )
+                .await?;
+                reused.push("the demo app (registered again at its new local port)".into());
+            } else {
+                created.push("the demo app".into());
+            }
+            store.create_app(new, tsuzuku_gateway::now_unix()).await?;
             env::audit(
                 &store,
                 EventKind::Admin,
-                serde_json::json!({"action": "app.remove", "app": "demo", "via": "quickstart"}),
+                serde_json::json!({"action": "app.add", "app": "demo", "host": demo_host, "upstream": upstream, "via": "quickstart"}),
             )
             .await?;
         }
-        store
-            .create_app(
-                NewApp {
-                    name: "demo".into(),
-                    host: demo_host.clone(),
-                    upstream: upstream.clone(),
-                    data_class: "internal".into(),
-                    critical: false,
-                    isolated: false,
-                },
-                tsuzuku_gateway::now_unix(),
-            )
-            .await?;
-        env::audit(
-            &store,
-            EventKind::Admin,
-            serde_json::json!({"action": "app.add", "app": "demo", "host": demo_host, "upstream": upstream, "via": "quickstart"}),
-        )
-        .await?;
+    }
+
+    if !fresh {
+        if !reused.is_empty() {
+            outln!("  Reused:  {}", reused.join(", "))?;
+        }
+        if !created.is_empty() {
+            outln!("  Created: {}", created.join(", "))?;
+        }
+    }
+    if let Some((pw, secret)) = admin_credentials {
+        outln!()?;
+        outln!("  Admin user:        admin")?;
+        outln!("  One-time password: {pw}")?;
+        outln!(
+            "  TOTP enrolment:    {}",
+            totp::provisioning_uri(&secret, "admin", "Tsuzuku")?
+        )?;
+        outln!(
+            "  (shown only now: add the TOTP URI to an authenticator app and keep the password safe;"
+        )?;
+        outln!("   `tsuzuku user passwd admin` sets a new password)")?;
+    } else {
+        outln!(
+            "  (the admin's password was shown when it was created; `tsuzuku user passwd admin` sets a new one)"
+        )?;
     }
     let ca = env.data_dir.join("tls").join("ca.pem");
-    println!();
-    println!(
+    outln!()?;
+    outln!(
         "  Sign-in portal:    https://{}/",
         env.config.gateway.portal_host
-    );
-    println!("  Demo app:          https://{demo_host}/");
-    println!(
+    )?;
+    outln!("  Demo app:          https://{demo_host}/")?;
+    outln!(
         "  Trust this CA:     {}",
         std::path::absolute(&ca).unwrap_or(ca).display()
-    );
-    println!(
+    )?;
+    outln!(
         "  Health:            https://{}/healthz",
         env.config.gateway.listen
-    );
-    println!();
+    )?;
+    outln!()?;
     if a.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
@@ -371,17 +419,25 @@ async fn serve(
     // standby not yet promoted) they go to a local spool and are shipped later (OPS-1).
     let spool_name = match &a.node_id {
         Some(n) => n.clone(),
-        None => format!("gateway-{}", c.gateway.listen.port()),
+        // Two gateways may share a data directory on one machine, listening on different
+        // addresses with the same port: each has a spool of its own.
+        None if c.gateway.listen.ip().is_unspecified() => {
+            format!("gateway-{}", c.gateway.listen.port())
+        }
+        None => format!(
+            "gateway-{}-{}",
+            c.gateway.listen.ip().to_string().replace(':', "_"),
+            c.gateway.listen.port()
+        ),
     };
     let spool_path = env
         .data_dir
         .join("audit-spool")
         .join(format!("{spool_name}.jsonl"));
-    let backend = Arc::new(
-        Spooled::open(store.clone(), spool_path.clone())
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("audit spool {}", spool_path.display()))?,
-    );
+    // The spool is locked while this process runs: a second process on the same data dir and
+    // port (or node id) stops here, before its drainer could ship the same events again, with
+    // a one-line error naming the spool.
+    let backend = Arc::new(Spooled::open(store.clone(), spool_path)?);
     let _drainer = backend.spawn_drainer(Duration::from_secs(1));
     let (audit, audit_task) = AuditWriter::spawn(backend, 4096);
     let oidc_settings = match &c.oidc {
@@ -426,6 +482,9 @@ async fn serve(
         sso_label: c.oidc.as_ref().map(|o| o.display_name.clone()),
         posture_max_age_secs: i64::try_from(c.gateway.posture_max_age_secs).unwrap_or(300),
         device_sign_in: c.gateway.device_sign_in,
+        path_rules: tsuzuku_httpguard::path::PathRules {
+            parameters: c.gateway.path_parameters,
+        },
     };
     // One attempt before serving; if the provider is down, keep trying in the background.
     let mut oidc = None;
@@ -495,7 +554,8 @@ async fn serve(
         });
     }
     tracing::info!(listen = %c.gateway.listen, portal = %c.gateway.portal_host, node = %gw.settings().node_id, "gateway serving");
-    println!("READY https://{}", listener.local_addr()?);
+    // A server keeps serving when nobody reads its output any more.
+    let _ = outln!("READY https://{}", listener.local_addr()?);
     tsuzuku_gateway::serve(gw, listener, tls, shutdown_signal()).await?;
     // Every queued audit event is written before the process exits.
     let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;

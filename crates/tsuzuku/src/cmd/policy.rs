@@ -10,7 +10,8 @@ use tsuzuku_store::{PolicyDoc, Store};
 
 use crate::cli::PolicyCmd;
 use crate::env::{self, Env};
-use crate::output::{print, time};
+use crate::output::{done, print, time};
+use crate::{out, outln};
 
 /// Reads policy files; each becomes a document named after the file stem.
 fn read_docs(files: &[PathBuf]) -> Result<Vec<PolicyDoc>> {
@@ -131,16 +132,16 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
             let docs = read_docs(&files)?;
             check(&docs)?;
             let e = engine(&docs, tz)?;
-            println!(
-                "valid: {} document(s), {} polic{}",
-                docs.len(),
-                e.policy_ids().len(),
-                if e.policy_ids().len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                }
-            );
+            let policies = e.policy_ids().len();
+            done(
+                env.json,
+                &format!(
+                    "valid: {} document(s), {policies} polic{}",
+                    docs.len(),
+                    if policies == 1 { "y" } else { "ies" }
+                ),
+                serde_json::json!({"valid": true, "documents": docs.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), "policies": policies}),
+            )?;
         }
         PolicyCmd::Apply { files, message } => {
             let store = env.store().await?;
@@ -149,8 +150,15 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
             let (base, old) = current_docs(&store).await?;
             let change = diff(&old, &docs);
             let v = save(&store, base, &old, docs, &message, "policy.apply").await?;
-            print!("{change}");
-            println!("applied as version {v} (was {base})");
+            if env.json {
+                outln!(
+                    "{}",
+                    serde_json::json!({"version": v, "previous": base, "diff": change})
+                )?;
+            } else {
+                out!("{change}")?;
+                outln!("applied as version {v} (was {base})")?;
+            }
         }
         PolicyCmd::List => {
             let store = env.store().await?;
@@ -161,9 +169,9 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
                 .collect();
             let json = serde_json::json!({"version": v, "documents": docs.iter().map(|d| serde_json::json!({"id": d.id, "text": d.text})).collect::<Vec<_>>()});
             if !env.json {
-                println!("active version: {v}");
+                outln!("active version: {v}")?;
             }
-            print(env.json, &["document", "lines"], rows, json);
+            print(env.json, &["document", "lines"], rows, json)?;
         }
         PolicyCmd::Diff { files, from, to } => {
             let store = env.store().await?;
@@ -183,15 +191,47 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
                         })
                 }
             };
-            let (old, new) = match (files.is_empty(), from, to) {
-                (false, None, None) => (cur_docs, read_docs(&files)?),
-                (true, Some(f), t) => (load(f).await?, load(t.unwrap_or(cur)).await?),
+            let (old, new, unchanged, versions) = match (files.is_empty(), from, to) {
+                (false, None, None) => (
+                    cur_docs,
+                    read_docs(&files)?,
+                    format!("no changes against version {cur}"),
+                    serde_json::Map::from_iter([("against".to_owned(), cur.into())]),
+                ),
+                (true, Some(f), t) => {
+                    let t = t.unwrap_or(cur);
+                    (
+                        load(f).await?,
+                        load(t).await?,
+                        format!("no changes between version {f} and version {t}"),
+                        serde_json::Map::from_iter([
+                            ("from".to_owned(), f.into()),
+                            ("to".to_owned(), t.into()),
+                        ]),
+                    )
+                }
                 (true, None, None) => bail!(
                     "give policy files to compare with the active set, or --from VERSION [--to VERSION]"
                 ),
-                _ => bail!("give either policy files or --from/--to, not both"),
+                (true, None, Some(t)) => bail!(
+                    "--to {t} needs --from: give the version to compare from, e.g. --from {} --to {t}",
+                    (t - 1).max(0)
+                ),
+                (false, _, _) => bail!(
+                    "give either policy files or --from/--to, not both: files are compared with the active version"
+                ),
             };
-            print!("{}", diff(&old, &new));
+            let change = diff(&old, &new);
+            if env.json {
+                let mut j = versions;
+                j.insert("changed".into(), (!change.is_empty()).into());
+                j.insert("diff".into(), change.into());
+                outln!("{}", serde_json::Value::Object(j))?;
+            } else if change.is_empty() {
+                outln!("{unchanged}")?;
+            } else {
+                out!("{change}")?;
+            }
         }
         PolicyCmd::History => {
             let store = env.store().await?;
@@ -214,7 +254,7 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
                 &["version", "when", "who", "documents", "why"],
                 rows,
                 json,
-            );
+            )?;
         }
         PolicyCmd::Rollback { version, message } => {
             let store = env.store().await?;
@@ -229,7 +269,11 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
                 format!("rollback to version {version}: {message}")
             };
             let v = save(&store, base, &old, target.docs, &comment, "policy.rollback").await?;
-            println!("version {version} is active again, as version {v}");
+            done(
+                env.json,
+                &format!("version {version} is active again, as version {v}"),
+                serde_json::json!({"version": v, "previous": base, "restored": version}),
+            )?;
         }
         PolicyCmd::Test {
             user,
@@ -292,9 +336,9 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
             };
             let x = e.explain(&uf, None, &af, &rf);
             if env.json {
-                println!("{}", serde_json::to_string_pretty(&explanation_json(&x))?);
+                outln!("{}", serde_json::to_string_pretty(&explanation_json(&x))?)?;
             } else {
-                println!("{x}");
+                outln!("{x}")?;
             }
             return Ok(if x.decision.allowed {
                 ExitCode::SUCCESS
