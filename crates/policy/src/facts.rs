@@ -45,6 +45,10 @@ pub struct DeviceFacts {
     pub reported_at: i64,
 }
 
+/// The ways the gateway records a sign-in (`UserFacts::auth_method`, `principal.auth_method`):
+/// a password, a password and a TOTP code, single sign-on, an enrolled device's certificate.
+pub const AUTH_METHODS: [&str; 4] = ["password", "password+totp", "oidc", "device"];
+
 /// The data classes an app may carry, as policies compare them (`resource.data_class ==
 /// "confidential"`): exact, lowercase. An app with any other class would never match such a
 /// policy, so apps are created only with one of these ([`is_data_class`]).

@@ -25,8 +25,8 @@ pub use engine::{Decision, PolicyEngine};
 pub use error::{DocProblem, PolicyError};
 pub use explain::{Explanation, PolicyEffect, PolicyOutcome, PolicyStatus};
 pub use facts::{
-    AppFacts, DATA_CLASSES, DeviceFacts, RequestFacts, UserFacts, action_for_method, is_data_class,
-    version_code,
+    AUTH_METHODS, AppFacts, DATA_CLASSES, DeviceFacts, RequestFacts, UserFacts, action_for_method,
+    is_data_class, version_code,
 };
 pub use jiff::tz::TimeZone;
 pub use schema::schema_text;

@@ -249,12 +249,32 @@ pub enum PolicyCmd {
         /// Time of the request (RFC 3339, e.g. 2026-11-23T10:00:00+09:00); default now.
         #[arg(long)]
         at: Option<String>,
-        /// Treat the user as signed in with MFA.
+        /// Treat the user as signed in with MFA (implied by --auth-method password+totp).
         #[arg(long)]
         mfa: bool,
-        /// Authentication method to assume (password, password+totp, oidc).
+        /// Authentication method to assume (password, password+totp, oidc, device).
         #[arg(long)]
         auth_method: Option<String>,
+        /// Seconds since the user signed in (policies see `auth_age_secs`); default 0.
+        #[arg(long, default_value_t = 0)]
+        auth_age: u64,
+        /// The request comes from an enrolled device (a personal one unless --company-issued).
+        /// The other device flags imply it; without any, the request has no device, as from a
+        /// browser without a device certificate.
+        #[arg(long)]
+        device: bool,
+        /// The device is company-issued (managed).
+        #[arg(long)]
+        company_issued: bool,
+        /// The device's operating system and its version, e.g. windows 10.0.22631.
+        #[arg(long, num_args = 2, value_names = ["OS", "VERSION"])]
+        os: Vec<String>,
+        /// The device's system disk is encrypted.
+        #[arg(long)]
+        disk_encrypted: bool,
+        /// The device runs antivirus of this version (e.g. 4.18.24030.9).
+        #[arg(long, value_name = "VERSION")]
+        antivirus: Option<String>,
         /// Policy files to test instead of the active set.
         #[arg(long = "file")]
         files: Vec<PathBuf>,

@@ -1213,8 +1213,9 @@ fn policy_test_explains_iij_example_decisions() {
     // example 2 (working hours) does not object, but examples 3 and 4 both need device
     // posture: 3 forbids non-isolated apps unless the device is a company-issued PC with a
     // current antivirus, 4 forbids everything unless the device is company-issued or the app
-    // is isolated and the login used MFA. `policy test` (like the gateway core today) knows no
-    // device, so `context has device` is false and both forbids apply — with MFA too.
+    // is isolated and the login used MFA. Without the device flags `policy test` gives no device
+    // (a browser without a device certificate), so `context has device` is false and both
+    // forbids apply — with MFA too.
     let out = run(
         &gw,
         &[
@@ -1277,6 +1278,67 @@ fn policy_test_explains_iij_example_decisions() {
     let (code, v) = decide(&gw, "emp", "browser", monday_10, &[]);
     assert_eq!(code, 3);
     assert_eq!(determining(&v), ["4-unmanaged-isolated-mfa"]);
+
+    // With a device (the device flags): a company PC with the current antivirus reaches the
+    // non-isolated app; one version older, example 3 forbids it; a personal device reaches
+    // the isolated app after a two-factor login and nothing else.
+    let pc = |av: &'static str| {
+        [
+            "--company-issued",
+            "--os",
+            "windows",
+            "10.0.22631",
+            "--disk-encrypted",
+            "--antivirus",
+            av,
+        ]
+    };
+    let (code, v) = decide(&gw, "emp", "attendance", monday_10, &pc("4.18.24030.9"));
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(determining(&v), ["1-allowed-apps"]);
+    let device = &v["context"]["context"]["device"];
+    assert_eq!(device["company_issued"], true, "{v:#}");
+    assert_eq!(device["antivirus_version"], 400182403000009_i64, "{v:#}");
+    assert_eq!(device["os"], "windows", "{v:#}");
+    let (code, v) = decide(&gw, "emp", "attendance", monday_10, &pc("4.18.24030.8"));
+    assert_eq!(code, 3);
+    assert_eq!(determining(&v), ["3-managed-pc"]);
+    let (code, v) = decide(&gw, "emp", "attendance", monday_10, &["--device", "--mfa"]);
+    assert_eq!(code, 3);
+    assert_eq!(
+        determining(&v),
+        ["3-managed-pc", "4-unmanaged-isolated-mfa"]
+    );
+    let (code, v) = decide(&gw, "emp", "browser", monday_10, &["--device", "--mfa"]);
+    assert_eq!(code, 0, "{v:#}");
+    // A second factor is MFA, as the gateway records it, and the sign-in's age is given.
+    let (_, v) = decide(
+        &gw,
+        "emp",
+        "browser",
+        monday_10,
+        &["--auth-method", "password+totp", "--auth-age", "600"],
+    );
+    assert_eq!(v["context"]["principal"]["mfa"], true, "{v:#}");
+    assert_eq!(v["context"]["principal"]["auth_age_secs"], 600, "{v:#}");
+    // Inputs the gateway never produces are refused, naming the flag.
+    for (flag, bad) in [
+        ("--auth-method", "bogus"),
+        ("--method", "G E T"),
+        ("--path", "noslash"),
+        ("--path", "/a/../b"),
+        ("--antivirus", "x.y"),
+    ] {
+        let out = run(
+            &gw,
+            &[
+                "policy", "test", "--user", "emp", "--app", "browser", flag, bad,
+            ],
+        );
+        assert_eq!(out.code, 1, "{flag} {bad}: {out:?}");
+        assert!(out.stderr.contains(flag), "{flag} {bad}: {out:?}");
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    }
 
     // Outside working hours: 18:00 in Tokyo is denied by the working-hours policy alone.
     let (code, v) = decide(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use tsuzuku_audit::EventKind;
-use tsuzuku_policy::{AppFacts, PolicyEngine, RequestFacts, UserFacts};
+use tsuzuku_policy::{AUTH_METHODS, AppFacts, DeviceFacts, PolicyEngine, RequestFacts, UserFacts};
 use tsuzuku_store::{PolicyDoc, Store};
 
 use crate::cli::PolicyCmd;
@@ -284,6 +284,12 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
             at,
             mfa,
             auth_method,
+            auth_age,
+            device,
+            company_issued,
+            os,
+            disk_encrypted,
+            antivirus,
             files,
         } => {
             let store = env.store().await?;
@@ -314,13 +320,46 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
             };
             let method_name = auth_method
                 .unwrap_or_else(|| if mfa { "password+totp" } else { "password" }.to_owned());
+            if !AUTH_METHODS.contains(&method_name.as_str()) {
+                bail!(
+                    "--auth-method {method_name:?} is not one the gateway records: use one of {}",
+                    AUTH_METHODS.join(", ")
+                );
+            }
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                bail!("--method {method:?} is not an HTTP method such as GET or POST");
+            }
+            if let Err(e) = tsuzuku_httpguard::path::check_path(&path) {
+                bail!("--path {path:?} is one the gateway refuses: {e}");
+            }
+            let auth_age = i64::try_from(auth_age).context("--auth-age is too large")?;
             let uf = UserFacts {
                 id: u.id.clone(),
                 username: u.username.clone(),
                 groups: u.groups.clone(),
+                // As the gateway records it: a second factor is MFA.
+                mfa: mfa || method_name == "password+totp",
                 auth_method: method_name,
-                mfa,
-                auth_time: now,
+                auth_time: now.saturating_sub(auth_age),
+            };
+            let any_device =
+                device || company_issued || !os.is_empty() || disk_encrypted || antivirus.is_some();
+            let df = match any_device {
+                false => None,
+                true => Some(DeviceFacts {
+                    enrolled: true,
+                    company_issued,
+                    os: os.first().cloned().unwrap_or_default(),
+                    os_version: os.get(1).cloned().unwrap_or_default(),
+                    disk_encrypted,
+                    antivirus_running: antivirus.is_some(),
+                    antivirus_version: match &antivirus {
+                        Some(v) => tsuzuku_policy::version_code(v)
+                            .with_context(|| format!("--antivirus {v:?}"))?,
+                        None => 0,
+                    },
+                    reported_at: now,
+                }),
             };
             let af = AppFacts {
                 name: a.name.clone(),
@@ -334,7 +373,7 @@ pub async fn run(env: &Env, c: PolicyCmd) -> Result<ExitCode> {
                 source_ip: ip,
                 now_unix: now,
             };
-            let x = e.explain(&uf, None, &af, &rf);
+            let x = e.explain(&uf, df.as_ref(), &af, &rf);
             if env.json {
                 outln!("{}", serde_json::to_string_pretty(&explanation_json(&x))?)?;
             } else {
