@@ -6,11 +6,10 @@
 //! backslashes, NUL and control bytes, dot segments (also Tomcat's `..;` form), empty segments
 //! and percent-encodings that are not valid UTF-8 (overlong forms included).
 //!
-//! Every accepted path also has exactly one spelling, so that a policy written for
-//! `/admin/*` cannot be walked around by another spelling of the same path that an upstream
-//! decodes back (`/%61dmin/`, as WSGI, PHP and most frameworks do): a character that may stand
-//! in a path as itself must not be percent-encoded, hex digits are upper case (as browsers
-//! write them), and bytes outside ASCII arrive percent-encoded. Path parameters (`;` in a
+//! An accepted path also has no second spelling that every server decodes back to the same
+//! path, so that a policy written for `/admin/*` cannot be walked around (`/%61dmin/`): letters,
+//! digits and `-._~` are never percent-encoded, hex digits are upper case (as browsers and
+//! every common encoder write them), and bytes outside ASCII arrive percent-encoded. Path parameters (`;` in a
 //! segment, which Tomcat, Jetty and Spring cut off before routing: `/admin;x/secret` is their
 //! `/admin/secret`) are refused unless [`PathRules::parameters`] allows them.
 
@@ -39,7 +38,9 @@ pub enum PathError {
     NotUtf8,
     #[error("the path is longer than {0} bytes")]
     TooLong(usize),
-    #[error("the path percent-encodes '{0}', which must be written as itself")]
+    #[error(
+        "the path percent-encodes '{0}', a letter, digit or '-._~' that must be written as itself"
+    )]
     NeedlessPercent(char),
     #[error(
         "the path has a percent-encoding in lower case at byte {0} (hex digits must be upper case)"
@@ -70,10 +71,13 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     check_path_with(path, PathRules::default())
 }
 
-/// Whether `b` may stand in a path segment as itself (RFC 3986 `pchar` without `%`): an
-/// encoding of it is a second spelling that servers decode back.
-fn is_literal_pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+/// Whether `b` is unreserved (RFC 3986 §2.3: letters, digits, `-._~`), whose encoding is by
+/// definition the same character (§6.2.2.2): a second spelling every server decodes back.
+/// Encodings of the other characters a path may hold as themselves (`@`, `:`, `+`, `=`, …) are
+/// let through: RFC 3986 makes them different from the character (`%2B` is not `+`), and
+/// JavaScript's `encodeURIComponent` writes them so in path segments (`/users/a%40b.example`).
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
 }
 
 /// [`check_path`] with explicit rules.
@@ -104,7 +108,7 @@ pub fn check_path_with(path: &str, rules: PathRules) -> Result<(), PathError> {
                     b'%' => return Err(PathError::EncodedDelimiter('%')),
                     b';' => return Err(PathError::EncodedDelimiter(';')),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
-                    v if is_literal_pchar(v) => {
+                    v if is_unreserved(v) => {
                         return Err(PathError::NeedlessPercent(char::from(v)));
                     }
                     _ => {}

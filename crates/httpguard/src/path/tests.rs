@@ -66,9 +66,7 @@ fn a_second_spelling_of_a_path_is_refused() {
         ("/%41dmin", PathError::NeedlessPercent('A')),
         ("/admin%2Dpanel", PathError::NeedlessPercent('-')),
         ("/a%7Eb", PathError::NeedlessPercent('~')),
-        ("/a%3Ab", PathError::NeedlessPercent(':')),
-        ("/a%40b", PathError::NeedlessPercent('@')),
-        ("/a%2Bb", PathError::NeedlessPercent('+')),
+        ("/v%31/x", PathError::NeedlessPercent('1')),
         ("/caf%c3%a9", PathError::LowercasePercent(4)),
         ("/a%3fb", PathError::LowercasePercent(2)),
         ("/caf\u{e9}", PathError::RawNonAscii(4)),
@@ -79,7 +77,9 @@ fn a_second_spelling_of_a_path_is_refused() {
     for (path, want) in cases {
         assert_eq!(check_path(path), Err(want.clone()), "{path}");
     }
-    // Characters that cannot stand in a path as themselves stay encoded, in upper case.
+    // Characters that cannot stand in a path as themselves stay encoded, in upper case; so do
+    // reserved characters, which encoded are not the character (RFC 3986) and which
+    // encodeURIComponent writes so.
     for ok in [
         "/a%20b",
         "/a%3Fb",
@@ -87,6 +87,10 @@ fn a_second_spelling_of_a_path_is_refused() {
         "/a%22b",
         "/a%7Cb",
         "/caf%C3%A9",
+        "/users/a%40b.example",
+        "/a%3Ab",
+        "/a%2Bb",
+        "/q%3Dx%26y",
     ] {
         assert_eq!(check_path(ok), Ok(()), "{ok}");
     }
