@@ -223,7 +223,34 @@ pub async fn user_conflicts(root: &StoreRoot) {
     let s = fresh_tenant(root, "conflicts");
     s.create_user(new_user("carol"), NOW).await.unwrap();
     assert_conflict_names(s.create_user(new_user("carol"), NOW).await, "carol");
+    // A name differing only in letter case would pass for the same person.
+    assert_conflict_names(s.create_user(new_user("Carol"), NOW).await, "carol");
+    assert_conflict_names(
+        s.upsert_oidc_user("https://idp", "sub-c", "CAROL", "C", None, vec![], NOW)
+            .await,
+        "carol",
+    );
     assert_eq!(s.list_users().await.unwrap().len(), 1);
+    // Names that would break a table or a log line are refused, naming what is wrong.
+    for (bad, why) in [
+        ("eve\nmallory", "control character"),
+        ("eve\t", "control character"),
+        (" eve", "space"),
+        ("eve ", "space"),
+    ] {
+        match s.create_user(new_user(bad), NOW).await {
+            Err(StoreError::Invalid(msg)) => assert!(msg.contains(why), "{bad:?}: {msg}"),
+            other => panic!("{bad:?}: expected Invalid, got {other:?}"),
+        }
+    }
+    let long = "a".repeat(129);
+    assert!(matches!(
+        s.create_user(new_user(&long), NOW).await,
+        Err(StoreError::Invalid(_))
+    ));
+    s.create_user(new_user("dave.o'brien@example.com"), NOW)
+        .await
+        .unwrap();
 }
 
 pub async fn login_failures_and_lockout(root: &StoreRoot) {

@@ -96,11 +96,30 @@ pub(crate) fn groups_json(groups: &[String]) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("groups {groups:?} cannot be stored: {e}")))
 }
 
+/// Longest username accepted, in bytes.
+const MAX_USERNAME: usize = 128;
+
 fn check_username(username: &str) -> Result<(), StoreError> {
     if username.trim().is_empty() {
         return Err(StoreError::Invalid(
             "username is empty; give the user a name".into(),
         ));
+    }
+    if username.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "username {username:?} contains a control character (a line break, a tab, ...)"
+        )));
+    }
+    if username.trim() != username {
+        return Err(StoreError::Invalid(format!(
+            "username {username:?} starts or ends with a space; give it without"
+        )));
+    }
+    if username.len() > MAX_USERNAME {
+        return Err(StoreError::Invalid(format!(
+            "username is {} bytes long; at most {MAX_USERNAME} are accepted",
+            username.len()
+        )));
     }
     Ok(())
 }
@@ -113,6 +132,26 @@ impl Store {
         ))
     }
 
+    /// Refuses a new username that differs from an existing one only in letter case (`Eve`
+    /// beside `eve`): people, logs and policies' readers would take them for one account.
+    async fn refuse_case_twin(&self, username: &str) -> Result<(), StoreError> {
+        let twin: Option<String> = sqlx::query_scalar(
+            "SELECT username FROM users WHERE tenant_id = $1 AND lower(username) = lower($2)
+                 AND username <> $2",
+        )
+        .bind(&*self.tenant)
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.db(&format!("checking username {username:?}"), e))?;
+        match twin {
+            Some(other) => Err(StoreError::Conflict(format!(
+                "username {username:?} differs from the existing user {other:?} only in letter case; choose another username"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn username_taken(&self, username: &str) -> StoreError {
         StoreError::Conflict(format!(
             "username {username:?} is already taken in tenant {:?}; choose another username",
@@ -123,6 +162,7 @@ impl Store {
     /// Creates a local user. A taken username is a [`StoreError::Conflict`].
     pub async fn create_user(&self, new: NewUser, now: i64) -> Result<User, StoreError> {
         check_username(&new.username)?;
+        self.refuse_case_twin(&new.username).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let display_name = self
             .seal_value(DISPLAY_NAME, &id, Some(&new.display_name))
@@ -417,6 +457,7 @@ impl Store {
                 .seal_value(DISPLAY_NAME, &id, Some(display_name))
                 .await?;
             let sealed_email = self.seal_value(EMAIL, &id, email.as_deref()).await?;
+            self.refuse_case_twin(username).await?;
             let inserted = sqlx::query(
                 "INSERT INTO users (tenant_id, id, username, display_name, email, groups_json,
                     disabled, failed_logins, oidc_issuer, oidc_subject, created_at)

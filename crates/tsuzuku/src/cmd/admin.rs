@@ -560,7 +560,40 @@ fn summary(d: &serde_json::Value) -> String {
             s("reason")
         );
     }
-    d.to_string()
+    // Any other event: its fields as `key=value`, long values and the whole line cut short
+    // (a policy change carries whole policy texts; `--json` has everything).
+    let Some(fields) = d.as_object() else {
+        return clip(&d.to_string(), SUMMARY_CHARS);
+    };
+    let parts: Vec<String> = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => return None,
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => format!("[{} items]", a.len()),
+                serde_json::Value::Object(_) => "{…}".to_owned(),
+                other => other.to_string(),
+            };
+            Some(format!("{k}={}", clip(&text, 40)))
+        })
+        .collect();
+    clip(&parts.join(" "), SUMMARY_CHARS)
+}
+
+/// Longest "what" of an `audit tail` row, in characters.
+const SUMMARY_CHARS: usize = 160;
+
+/// `text` on one line (control characters as spaces), at most `max` characters, `…` marking a
+/// cut.
+fn clip(text: &str, max: usize) -> String {
+    let one_line = text.chars().map(|c| if c.is_control() { ' ' } else { c });
+    let mut out: String = one_line.clone().take(max).collect();
+    if one_line.count() > max {
+        out.pop();
+        out.push('…');
+    }
+    out
 }
 
 pub async fn site(env: &Env, c: SiteCmd) -> Result<ExitCode> {
@@ -778,3 +811,6 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests;
