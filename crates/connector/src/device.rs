@@ -158,7 +158,7 @@ impl DeviceIdentity {
             .map_err(|e| DeviceSetupError::Tls(e.to_string()))?;
         let unreachable = |e: reqwest::Error| DeviceSetupError::Unreachable {
             url: url.clone(),
-            reason: e.to_string(),
+            reason: crate::error_chain(&e.without_url()),
         };
         let resp = client
             .post(&url)

@@ -47,6 +47,22 @@ pub mod tls;
 #[cfg(test)]
 mod testsupport;
 
+/// An error and its causes on one line, each cause once (an HTTP client's "error sending
+/// request" says nothing until its causes say "invalid peer certificate: UnknownIssuer").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}
+
 pub use connector::{Connector, ConnectorConfig, ConnectorError};
 pub use dr::{DrConfig, DrGateway, DrStatus, DrWatcher, Phase};
 pub use pac::{AppDomains, Internet};

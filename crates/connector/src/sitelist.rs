@@ -230,15 +230,10 @@ async fn fetch(
     if let Some(a) = after {
         url.push_str(&format!("&after={a}"));
     }
-    let resp = client.get(&url).send().await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut cur = std::error::Error::source(&e);
-        while let Some(c) = cur {
-            msg.push_str(&format!(": {c}"));
-            cur = c.source();
-        }
-        SiteListError::Fetch(format!("unreachable: {msg}"))
-    })?;
+    let resp =
+        client.get(&url).send().await.map_err(|e| {
+            SiteListError::Fetch(format!("unreachable: {}", crate::error_chain(&e)))
+        })?;
     match resp.status().as_u16() {
         204 => Ok(None),
         200 => {

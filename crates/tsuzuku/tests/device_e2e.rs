@@ -68,6 +68,20 @@ async fn posture_decides_access_on_the_same_session_and_revocation_ends_it() {
             .output()
             .unwrap()
     };
+    // Without the control plane's CA the refusal says why: the certificate, not just "error
+    // sending request".
+    let untrusted = std::process::Command::new(BIN)
+        .args(["connect", "enroll", "--control"])
+        .arg(format!("https://127.0.0.1:{cport}"))
+        .args(["--token", &token, "--name", "laptop-7", "--device-dir"])
+        .arg(work.path().join("untrusted"))
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("cannot be reached"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     let out = enrol(&device_dir);
     assert!(
         out.status.success(),

@@ -535,7 +535,7 @@ impl ListClient {
         let transport = |e: reqwest::Error| FetchError::Transport {
             from: from.clone(),
             // Without the URL: reqwest's message would repeat it.
-            reason: error_chain(&e.without_url()),
+            reason: crate::error_chain(&e.without_url()),
         };
         let resp = match source {
             ListSource::Http(url) => self.http.get(url.clone()).send().await,
@@ -605,21 +605,6 @@ impl ListClient {
             Err(Limited::Http(e)) => Err(transport(e)),
         }
     }
-}
-
-/// The error and its causes, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cause = c.source();
-    }
-    s
 }
 
 enum Limited {
