@@ -88,6 +88,31 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens `<spool>.lock` and takes its exclusive lock, held while the returned file lives.
+fn lock_spool(path: &Path) -> Result<std::fs::File, SpoolOpenError> {
+    let lock_path = beside(path, ".lock");
+    let io = |what| {
+        let path = lock_path.clone();
+        move |source| SpoolOpenError::Io { path, what, source }
+    };
+    let owner = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io("opening its lock file"))?;
+    match owner.try_lock() {
+        Ok(()) => Ok(owner),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolOpenError::InUse {
+            spool: path.to_path_buf(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("locking")(e)),
+    }
+}
+
 fn shipping_path(spool: &Path) -> PathBuf {
     spool.with_extension("shipping")
 }
@@ -118,27 +143,7 @@ impl<B: AuditBackend> Spooled<B> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("creating its directory", &path))?;
         }
-        let lock_path = beside(&path, ".lock");
-        let owner = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io("opening its lock file", &lock_path))?;
-        match owner.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(SpoolOpenError::InUse {
-                    spool: path,
-                    lock: lock_path,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(io("locking", &lock_path)(e));
-            }
-        }
+        let owner = lock_spool(&path)?;
         let pending = spooled_events(&path).map_err(io("reading", &path))?;
         Ok(Self {
             inner,
@@ -149,6 +154,62 @@ impl<B: AuditBackend> Spooled<B> {
             pending: AtomicBool::new(pending),
             _owner: owner,
         })
+    }
+
+    /// Takes over a spool this process used under another name (before spools were named per
+    /// listen address they were named by port alone), so that none of its events is stranded:
+    /// while no process holds `legacy`'s lock and this spool holds no events, `legacy`'s files
+    /// (the spool, its shipping file, its rejected lines) become this spool's. Returns whether
+    /// anything was taken over. Call it before the first append or drain.
+    pub fn adopt(&self, legacy: &Path) -> Result<bool, SpoolOpenError> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolOpenError::Io { path, what, source }
+        };
+        let legacy_rejected = beside(legacy, ".rejected");
+        let has_rejected = legacy_rejected
+            .try_exists()
+            .map_err(io("reading", &legacy_rejected))?;
+        if legacy == self.path
+            || !(spooled_events(legacy).map_err(io("reading", legacy))? || has_rejected)
+        {
+            return Ok(false);
+        }
+        let _held = match lock_spool(legacy) {
+            Ok(f) => f,
+            // A live process uses it: it ships it.
+            Err(SpoolOpenError::InUse { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if spooled_events(&self.path).map_err(io("reading", &self.path))? {
+            tracing::warn!(legacy = %legacy.display(), spool = %self.path.display(),
+                "both an older spool and this one hold events; the older one is left for an operator to ship");
+            return Ok(false);
+        }
+        let mut moves = vec![
+            (legacy.to_path_buf(), self.path.clone()),
+            (shipping_path(legacy), shipping_path(&self.path)),
+        ];
+        if !self
+            .rejected
+            .try_exists()
+            .map_err(io("reading", &self.rejected))?
+        {
+            moves.push((legacy_rejected, self.rejected.clone()));
+        }
+        for (from, to) in moves {
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("taking over an older spool", &from)(e)),
+            }
+        }
+        sync_dir(&self.path).map_err(io("syncing its directory", &self.path))?;
+        let pending = spooled_events(&self.path).map_err(io("reading", &self.path))?;
+        self.pending.store(pending, Ordering::SeqCst);
+        tracing::info!(legacy = %legacy.display(), spool = %self.path.display(),
+            "took over the audit spool of an earlier version; its events are shipped from here");
+        Ok(true)
     }
 
     /// Whether events are waiting in the spool (its file or the one moved aside for shipping).

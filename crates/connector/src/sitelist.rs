@@ -253,7 +253,11 @@ async fn fetch(
     }
 }
 
-/// Start-up: the newer of the disk copy and one fetch within `timeout`.
+/// Start-up: the newer of the disk copy and one fetch within `timeout`. `Ok(None)` when neither
+/// gives a list.
+///
+/// Errors: [`SiteListError::Empty`] when there is no disk copy and the control plane answered
+/// with a list that has no (ordinary) gateway sites — it answered, but there is nothing to use.
 pub async fn initial(
     source: &SiteListSource,
     timeout: Duration,
@@ -273,6 +277,7 @@ pub async fn initial(
             Ok(Some(list))
         }
         Ok(Ok(None)) => Ok(cached),
+        Ok(Err(SiteListError::Empty)) if cached.is_none() => Err(SiteListError::Empty),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "no site list from the control plane at start");
             Ok(cached)

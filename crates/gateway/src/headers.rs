@@ -45,6 +45,38 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Removes an upstream's `Set-Cookie` for any of Tsuzuku's own cookies (`__Host-tsuzuku_…`,
+/// in any letter case, as browsers match the prefix): an app must not be able to plant the
+/// gateway's session or the nonce that binds a sign-in to a browser.
+pub fn strip_own_set_cookies(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let own = |v: &HeaderValue| {
+        let name = v
+            .as_bytes()
+            .split(|b| *b == b'=')
+            .next()
+            .unwrap_or_default();
+        name.trim_ascii()
+            .get(..OWN_COOKIE_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(OWN_COOKIE_PREFIX.as_bytes()))
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(own) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !own(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`. One pass over the
 /// names present: a request has a handful, and looking each of the nine up costs more.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

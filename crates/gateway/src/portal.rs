@@ -38,7 +38,7 @@ use crate::respond;
 use crate::service::{Authn, Ctx, authenticate};
 use crate::standby;
 use crate::state::{Body, Gateway, now_ms, now_unix};
-use tsuzuku_httpguard::redirect::{ReturnTo, check_local_path, parse_return_to};
+use tsuzuku_httpguard::redirect::{ReturnTo, check_local_path_with, parse_return_to_with};
 
 /// Largest sign-in form accepted.
 const MAX_FORM: usize = 16 * 1024;
@@ -174,7 +174,7 @@ pub(crate) fn login_redirect(
 fn signin(gw: &Gateway, ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     let q = query(req);
     let rd = q.get("rd").map(String::as_str).unwrap_or("/");
-    match check_local_path(rd) {
+    match check_local_path_with(rd, gw.settings.path_rules) {
         Ok(path) => login_redirect(gw, ctx, req.headers(), &path),
         Err(_) => respond::error(
             StatusCode::BAD_REQUEST,
@@ -202,7 +202,7 @@ fn return_to(gw: &Gateway, rd: &str) -> Result<Option<ReturnTo>, String> {
     if rd.is_empty() {
         return Ok(None);
     }
-    parse_return_to(rd, |h| is_known_host(gw, h))
+    parse_return_to_with(rd, gw.settings.path_rules, |h| is_known_host(gw, h))
         .map(Some)
         .map_err(|e| e.to_string())
 }
@@ -601,10 +601,6 @@ async fn finish_login(
     target: Option<ReturnTo>,
 ) -> Response<Body> {
     let now = now_unix();
-    // Rotate: whatever session cookie the browser had is ended, a fresh one is made.
-    if let Some(old) = headers::cookie(hdrs, SESSION_COOKIE) {
-        let _ = gw.store.delete_session(&hash_token(old)).await;
-    }
     let login_id = new_token();
     let token = new_token();
     let session = Session {
@@ -642,6 +638,11 @@ async fn finish_login(
             tracing::warn!(request_id = %ctx.id, error = %e, "could not withdraw the session of a refused sign-in (its token was never handed out)");
         }
         return unrecorded(ctx);
+    }
+    // Rotate: whatever session cookie the browser had is ended (only now that the new sign-in
+    // is recorded: a refused one leaves the browser as it was), and the fresh one replaces it.
+    if let Some(old) = headers::cookie(hdrs, SESSION_COOKIE) {
+        let _ = gw.store.delete_session(&hash_token(old)).await;
     }
     let cookie = set_cookie(SESSION_COOKIE, &token, None);
     let bind = headers::cookie(hdrs, BIND_COOKIE).filter(|b| is_bind(b));
@@ -728,7 +729,7 @@ async fn handoff(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Respo
     let q = query(req);
     let code = q.get("code").map(String::as_str).unwrap_or("");
     let rd = q.get("rd").map(String::as_str).unwrap_or("/");
-    let Ok(path) = check_local_path(rd) else {
+    let Ok(path) = check_local_path_with(rd, gw.settings.path_rules) else {
         return respond::error(
             StatusCode::BAD_REQUEST,
             "Bad sign-in link",

@@ -166,6 +166,7 @@ pub(crate) async fn forward(
 
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_own_set_cookies(&mut parts.headers);
     parts.headers.insert(
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000; includeSubDomains"),

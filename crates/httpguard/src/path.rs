@@ -6,12 +6,14 @@
 //! backslashes, NUL and control bytes, dot segments (also Tomcat's `..;` form), empty segments
 //! and percent-encodings that are not valid UTF-8 (overlong forms included).
 //!
-//! An accepted path also has no second spelling that every server decodes back to the same
-//! path, so that a policy written for `/admin/*` cannot be walked around (`/%61dmin/`): letters,
-//! digits and `-._~` are never percent-encoded, hex digits are upper case (as browsers and
-//! every common encoder write them), and bytes outside ASCII arrive percent-encoded. Path parameters (`;` in a
-//! segment, which Tomcat, Jetty and Spring cut off before routing: `/admin;x/secret` is their
-//! `/admin/secret`) are refused unless [`PathRules::parameters`] allows them.
+//! A policy written for a plain prefix such as `/admin/*` cannot be walked around by another
+//! spelling an upstream decodes back (`/%61dmin/`): letters, digits, `-` and `_` are never
+//! accepted percent-encoded (no encoder writes them so), and bytes outside ASCII arrive
+//! percent-encoded. Path parameters (`;` in a segment, which Tomcat, Jetty and Spring cut off
+//! before routing: `/admin;x/secret` is their `/admin/secret`) are refused unless
+//! [`PathRules::parameters`] allows them. What stays open by design, because real links use it:
+//! hex digits in either case (Apache and .NET write lower case) and encoded `~` and reserved
+//! characters (`%7E`, `%40`); a policy naming such a character should match both spellings.
 
 #[cfg(test)]
 mod tests;
@@ -39,13 +41,9 @@ pub enum PathError {
     #[error("the path is longer than {0} bytes")]
     TooLong(usize),
     #[error(
-        "the path percent-encodes '{0}', a letter, digit or '-._~' that must be written as itself"
+        "the path percent-encodes '{0}', a letter, digit, '-' or '_' that must be written as itself"
     )]
     NeedlessPercent(char),
-    #[error(
-        "the path has a percent-encoding in lower case at byte {0} (hex digits must be upper case)"
-    )]
-    LowercasePercent(usize),
     #[error("the path has a byte outside ASCII at byte {0} (it must be percent-encoded)")]
     RawNonAscii(usize),
     #[error(
@@ -71,13 +69,14 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     check_path_with(path, PathRules::default())
 }
 
-/// Whether `b` is unreserved (RFC 3986 §2.3: letters, digits, `-._~`), whose encoding is by
-/// definition the same character (§6.2.2.2): a second spelling every server decodes back.
-/// Encodings of the other characters a path may hold as themselves (`@`, `:`, `+`, `=`, …) are
-/// let through: RFC 3986 makes them different from the character (`%2B` is not `+`), and
-/// JavaScript's `encodeURIComponent` writes them so in path segments (`/users/a%40b.example`).
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+/// Whether `b` is a letter, digit, `-` or `_`: unreserved (RFC 3986 §2.3), so its encoding is
+/// by definition the same character (§6.2.2.2), a second spelling every server decodes back,
+/// and one no encoder writes (`.` is refused as a delimiter already). `~`, which Java's
+/// `URLEncoder` writes as `%7E`, and the reserved characters a path may hold as themselves
+/// (`@`, `:`, `+`, `=`, …, which RFC 3986 makes different from their encodings and which
+/// JavaScript's `encodeURIComponent` encodes in path segments) are let through encoded.
+fn is_never_encoded(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
 /// [`check_path`] with explicit rules.
@@ -96,8 +95,9 @@ pub fn check_path_with(path: &str, rules: PathRules) -> Result<(), PathError> {
             b'\\' => return Err(PathError::Backslash),
             0..=0x1f | 0x7f => return Err(PathError::Control),
             b'%' => {
-                let (h, l) = (bytes.get(i + 1).copied(), bytes.get(i + 2).copied());
-                let (Some(hi), Some(lo)) = (h.and_then(hex_val), l.and_then(hex_val)) else {
+                let hi = bytes.get(i + 1).copied().and_then(hex_val);
+                let lo = bytes.get(i + 2).copied().and_then(hex_val);
+                let (Some(hi), Some(lo)) = (hi, lo) else {
                     return Err(PathError::BadPercent(i));
                 };
                 let v = hi << 4 | lo;
@@ -108,15 +108,10 @@ pub fn check_path_with(path: &str, rules: PathRules) -> Result<(), PathError> {
                     b'%' => return Err(PathError::EncodedDelimiter('%')),
                     b';' => return Err(PathError::EncodedDelimiter(';')),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
-                    v if is_unreserved(v) => {
+                    v if is_never_encoded(v) => {
                         return Err(PathError::NeedlessPercent(char::from(v)));
                     }
                     _ => {}
-                }
-                if h.is_some_and(|c| c.is_ascii_lowercase())
-                    || l.is_some_and(|c| c.is_ascii_lowercase())
-                {
-                    return Err(PathError::LowercasePercent(i));
                 }
                 decoded.push(v);
                 i += 3;

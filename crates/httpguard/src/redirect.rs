@@ -7,7 +7,7 @@
 //! characters — is refused instead of being "fixed", so no parser difference can turn it into an
 //! open redirect.
 
-use crate::path::check_path;
+use crate::path::{PathRules, check_path_with};
 
 #[cfg(test)]
 mod tests;
@@ -41,9 +41,20 @@ impl ReturnTo {
     }
 }
 
-/// Validates an absolute return address against the set of known hosts.
+/// Validates an absolute return address against the set of known hosts, its path by the
+/// default [`PathRules`].
 pub fn parse_return_to(
     raw: &str,
+    is_known_host: impl Fn(&str) -> bool,
+) -> Result<ReturnTo, RedirectError> {
+    parse_return_to_with(raw, PathRules::default(), is_known_host)
+}
+
+/// [`parse_return_to`] with the path rules the gateway serves requests by, so that every path
+/// a request may have can also be returned to after sign-in.
+pub fn parse_return_to_with(
+    raw: &str,
+    rules: PathRules,
     is_known_host: impl Fn(&str) -> bool,
 ) -> Result<ReturnTo, RedirectError> {
     if raw.len() > 4096 {
@@ -59,15 +70,24 @@ pub fn parse_return_to(
     if !is_known_host(host) {
         return Err(RedirectError::UnknownHost(host.chars().take(100).collect()));
     }
-    let path = check_local_path(path)?;
+    let path = check_local_path_with(path, rules)?;
     Ok(ReturnTo {
         host: host.to_owned(),
         path,
     })
 }
 
-/// Validates a same-origin path (with optional query) to redirect to.
+/// Validates a same-origin path (with optional query) to redirect to, by the default
+/// [`PathRules`].
 pub fn check_local_path(path_and_query: &str) -> Result<String, RedirectError> {
+    check_local_path_with(path_and_query, PathRules::default())
+}
+
+/// [`check_local_path`] with explicit path rules.
+pub fn check_local_path_with(
+    path_and_query: &str,
+    rules: PathRules,
+) -> Result<String, RedirectError> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
@@ -75,7 +95,7 @@ pub fn check_local_path(path_and_query: &str) -> Result<String, RedirectError> {
     if path.starts_with("//") || path.starts_with("/\\") {
         return Err(RedirectError::Path("it starts with two slashes".into()));
     }
-    check_path(path).map_err(|e| RedirectError::Path(e.to_string()))?;
+    check_path_with(path, rules).map_err(|e| RedirectError::Path(e.to_string()))?;
     if let Some(q) = query
         && q.bytes()
             .any(|b| b < 0x21 || b == 0x7f || b == b'\\' || b == b'#')

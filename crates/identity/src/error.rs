@@ -20,6 +20,17 @@ pub enum IdentityError {
         max: usize,
     },
 
+    /// A new password is shorter than [`crate::password::MIN_NEW_PASSWORD_CHARS`].
+    #[error(
+        "password is {chars} characters long, fewer than the {min} required: use a longer password"
+    )]
+    PasswordTooShort {
+        /// Length of the rejected password in characters.
+        chars: usize,
+        /// The minimum in characters.
+        min: usize,
+    },
+
     /// A stored password hash is not a PHC string argon2 can read.
     #[error(
         "stored password hash is not a valid Argon2 PHC string ({reason}): reset the user's password"

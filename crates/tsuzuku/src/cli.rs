@@ -75,7 +75,7 @@ pub enum DeviceCmd {
         /// Devices enrolled with this token are company-issued (managed).
         #[arg(long)]
         company_issued: bool,
-        /// How long the token can be used (e.g. 30m, 24h, 7d).
+        /// How long the token can be used (e.g. 30m, 24h, 7d; at most 30d).
         #[arg(long = "valid-for", default_value = "24h")]
         valid_for: String,
         /// The user the device belongs to (a user name): where `[gateway] device_sign_in` is
@@ -149,7 +149,8 @@ pub enum UserCmd {
         /// Group membership (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
-        /// Read the password from standard input instead of generating one.
+        /// Read the password from standard input instead of generating one (at least 12
+        /// characters, at most 1024 bytes; trailing line breaks are dropped).
         #[arg(long)]
         password_stdin: bool,
         /// Enrol a TOTP authenticator and print its otpauth:// URI.
@@ -167,6 +168,8 @@ pub enum UserCmd {
     /// Set a new password (generated, or from standard input) and end the user's sessions.
     Passwd {
         username: String,
+        /// Read the password from standard input instead of generating one (at least 12
+        /// characters, at most 1024 bytes).
         #[arg(long)]
         password_stdin: bool,
     },

@@ -628,6 +628,190 @@ fn errors_name_the_flag_or_the_missing_thing() {
     assert!(out.stderr.contains("1..=100000"), "{out:?}");
 }
 
+/// CLI review: `site list --json` left out `dr` and `capacity_rps`, so a script could not tell
+/// the DR gateway site; `site add` took `--dr --capacity-rps` (a DR site takes no part in load
+/// shedding) and the same `--endpoint` twice; `site exclude` took an empty `--reason`.
+#[test]
+fn site_list_json_has_every_field_and_site_commands_refuse_meaningless_input() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["site", "add"];
+        args.extend_from_slice(extra);
+        run(&gw, &args)
+    };
+    add(&[
+        "tokyo",
+        "--host",
+        "gw.example.com",
+        "--endpoint",
+        "192.0.2.10:443",
+        "--capacity-rps",
+        "5000",
+        "--preference",
+        "1",
+    ])
+    .ok();
+    add(&[
+        "dr",
+        "--host",
+        "dr.example.com",
+        "--endpoint",
+        "198.51.100.7:443",
+        "--dr",
+    ])
+    .ok();
+
+    let out = add(&[
+        "dr2",
+        "--host",
+        "dr.example.com",
+        "--endpoint",
+        "198.51.100.8:443",
+        "--dr",
+        "--capacity-rps",
+        "100",
+    ]);
+    let line = out.one_line_error();
+    assert!(line.contains("--capacity-rps 100 with --dr"), "{line}");
+    for (dup, twice) in [
+        (
+            ["192.0.2.20:443", "192.0.2.20:443"],
+            "\"192.0.2.20:443\" is given twice",
+        ),
+        (
+            ["[2001:db8::1]:443", "[2001:db8:0::1]:443"],
+            "\"[2001:db8:0::1]:443\" is the same address as --endpoint \"[2001:db8::1]:443\"",
+        ),
+    ] {
+        let out = add(&[
+            "osaka",
+            "--host",
+            "gw.example.com",
+            "--endpoint",
+            dup[0],
+            "--endpoint",
+            "192.0.2.21:443",
+            "--endpoint",
+            dup[1],
+        ]);
+        let line = out.one_line_error();
+        assert!(line.contains(&format!("--endpoint {twice}")), "{line}");
+    }
+    for reason in ["", "  \t "] {
+        let out = run(
+            &gw,
+            &[
+                "site", "exclude", "tokyo", "--for", "1h", "--reason", reason,
+            ],
+        );
+        let line = out.one_line_error();
+        assert!(
+            line.contains(&format!("--reason {reason:?} is empty")),
+            "{line}"
+        );
+    }
+
+    let list = json(run(&gw, &["--json", "site", "list"]).ok());
+    assert_eq!(
+        list,
+        serde_json::json!([
+            {"name": "tokyo", "preference": 1, "host": "gw.example.com",
+             "endpoints": ["192.0.2.10:443"], "capacity_rps": 5000, "dr": false,
+             "excluded_until_ms": null, "exclusion_reason": null},
+            {"name": "dr", "preference": 100, "host": "dr.example.com",
+             "endpoints": ["198.51.100.7:443"], "capacity_rps": null, "dr": true,
+             "excluded_until_ms": null, "exclusion_reason": null},
+        ]),
+        "only the two good sites, with every field"
+    );
+    let actions: Vec<String> = audit_events(&gw.data(), "admin")
+        .iter()
+        .map(|e| e["detail"]["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["site.add", "site.add"], "refusals change nothing");
+}
+
+/// CLI review: `device token --valid-for 99999d` made a one-time enrolment token good for 270
+/// years. At most 30 days (docs/DEVICES.md).
+#[test]
+fn enrolment_tokens_are_valid_for_at_most_30_days() {
+    let gw = TestGateway::init(BIN).unwrap();
+    for long in ["99999d", "31d", "721h"] {
+        let out = run(&gw, &["device", "token", "--valid-for", long]);
+        let line = out.one_line_error();
+        assert!(
+            line.contains(&format!(
+                "--valid-for {long:?} is longer than the 30-day maximum"
+            )),
+            "{line}"
+        );
+        assert!(out.stdout.is_empty(), "no token printed: {out:?}");
+    }
+    let v = json(run(&gw, &["--json", "device", "token", "--valid-for", "30d"]).ok());
+    let expires = v["expires_at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((expires - now - 30 * 86_400).abs() < 60, "{v}");
+    let tokens = audit_events(&gw.data(), "admin")
+        .iter()
+        .filter(|e| e["detail"]["action"] == "device.token")
+        .count();
+    assert_eq!(tokens, 1, "only the 30-day token was made");
+}
+
+/// CLI review: `user add --password-stdin` took a 5-character password. A chosen password
+/// needs 12 characters and at most 1024 bytes; generated ones (20 characters) always pass.
+#[tokio::test]
+async fn chosen_passwords_need_12_characters_and_at_most_1024_bytes() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let data = gw.data();
+    let too_long = "x".repeat(1025);
+    for (pw, says) in [
+        (
+            "abcde\n",
+            "password is 5 characters long, fewer than the 12 required",
+        ),
+        ("abcdefghijk", "password is 11 characters long"),
+        (too_long.as_str(), "password is 1025 bytes long"),
+    ] {
+        let out = run_stdin(&gw, &["user", "add", "carol", "--password-stdin"], pw);
+        let line = out.one_line_error();
+        assert!(
+            line.contains(&format!("--password-stdin: {says}")),
+            "{line}"
+        );
+    }
+    run(&gw, &["user", "add", "dave"]).ok();
+    let out = run_stdin(
+        &gw,
+        &["user", "passwd", "dave", "--password-stdin"],
+        "short\n",
+    );
+    assert!(
+        out.one_line_error()
+            .contains("--password-stdin: password is 5 characters long"),
+        "{out:?}"
+    );
+    // Exactly 12 characters (two bytes each for some) is enough.
+    run_stdin(
+        &gw,
+        &["user", "add", "carol", "--password-stdin"],
+        "ééé-abcd-xyz\n",
+    )
+    .ok();
+    assert!(password_matches(
+        &stored_user(&data, "carol").await,
+        "ééé-abcd-xyz"
+    ));
+    assert_eq!(
+        admin_actions(&data),
+        pairs(&[("user.add", "dave"), ("user.add", "carol")]),
+        "refused passwords change nothing"
+    );
+}
+
 #[test]
 fn policy_validate_reports_the_cedar_validator_message_for_the_document() {
     let gw = TestGateway::init(BIN).unwrap();
@@ -1574,11 +1758,11 @@ async fn user_commands_validate_input_and_record_every_change() {
     let out = run_stdin(
         &gw,
         &["user", "passwd", "alice", "--password-stdin"],
-        "alice-New-2\n",
+        "alice-New-pw-2\n",
     );
-    assert!(!out.ok().contains("alice-New-2"));
+    assert!(!out.ok().contains("alice-New-pw-2"));
     let alice = stored_user(&data, "alice").await;
-    assert!(password_matches(&alice, "alice-New-2"));
+    assert!(password_matches(&alice, "alice-New-pw-2"));
     assert!(!password_matches(&alice, &alice_pw));
     let out = run(&gw, &["user", "passwd", "alice"]);
     let generated = out
@@ -1621,7 +1805,7 @@ async fn user_commands_validate_input_and_record_every_change() {
     for secret in [
         alice_pw.as_str(),
         "bob-Secret-1",
-        "alice-New-2",
+        "alice-New-pw-2",
         generated.as_str(),
         &totp_secret(&bob_uri),
         &totp_secret(new_uri),

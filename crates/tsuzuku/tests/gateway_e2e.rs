@@ -334,7 +334,7 @@ async fn refusals_bad_paths_redirects_cookies_and_unknown_hosts() {
         // Second spellings an upstream decodes back to a path a policy may forbid.
         "/%61dmin/secret",
         "/admin;x/secret",
-        "/caf%c3%a9",
+        "/caf\u{e9}",
     ] {
         let (status, page) = raw_get(&gw, p, &format!("Cookie: {cookie}\r\n")).await;
         assert_eq!(status, 400, "{p}");

@@ -279,3 +279,61 @@ async fn an_overloaded_site_moves_connectors_to_a_site_with_capacity() {
     assert!(site.contains("shedding"), "{site}");
     hammer.abort();
 }
+
+/// CLI review: a control plane that answered with an empty site list made the connector say
+/// "the control plane … gave none", as if it had never answered. It says it answered with no
+/// gateway sites (a DR site alone is not one) and what to do.
+#[tokio::test]
+async fn a_control_plane_with_no_gateway_sites_is_named_as_such() {
+    let gw = TestGateway::init(BIN).unwrap();
+    let cport = gw.use_control_port().unwrap();
+    let public = gw.cli_ok(&["keys", "snapshot-public"]).unwrap();
+    std::fs::write(gw.data().join("snapshot-trust.pem"), &public).unwrap();
+    gw.cli_ok(&[
+        "site",
+        "add",
+        "dr",
+        "--host",
+        "localhost",
+        "--endpoint",
+        "127.0.0.1:9",
+        "--dr",
+    ])
+    .unwrap();
+    let _control = gw.start_control().await.unwrap();
+    let cache = gw.data_dir().join("connector-sites.json");
+    let out = Command::new(BIN)
+        .args([
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-domain",
+            "localhost",
+        ])
+        .arg("--control")
+        .arg(format!("https://127.0.0.1:{cport}"))
+        .arg("--control-trust")
+        .arg(gw.data().join("snapshot-trust.pem"))
+        .arg("--control-ca")
+        .arg(gw.data().join("tls").join("ca.pem"))
+        .arg("--site-cache")
+        .arg(&cache)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the control plane at https://127.0.0.1:{cport} answered with no gateway sites"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("tsuzuku site add"), "{err}");
+    assert!(!err.contains("gave none"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{err}"
+    );
+}

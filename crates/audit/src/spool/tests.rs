@@ -325,3 +325,39 @@ async fn one_process_at_a_time_uses_a_spool() {
     drop(first);
     Spooled::open(backend, path).unwrap();
 }
+
+/// A spool left under an earlier version's name (by port alone) is taken over, so its
+/// acknowledged events are shipped; one a live process holds is left to it.
+#[tokio::test]
+async fn a_spool_of_an_earlier_name_is_taken_over_and_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("gateway-8443.jsonl");
+    std::fs::write(&legacy, line(1)).unwrap();
+    std::fs::write(legacy.with_extension("shipping"), line(0)).unwrap();
+    let backend = Arc::new(Switchable::default());
+    let s = Spooled::open(
+        backend.clone(),
+        dir.path().join("gateway-127.0.0.1-8443.jsonl"),
+    )
+    .unwrap();
+    assert!(!s.has_pending());
+    assert!(s.adopt(&legacy).unwrap());
+    assert!(s.has_pending());
+    assert!(!legacy.exists());
+    drain_all(&s).await;
+    assert_eq!(seen(&backend), [0, 1]);
+    // Nothing left to take over the second time.
+    assert!(!s.adopt(&legacy).unwrap());
+
+    // Held by a live process: left alone.
+    std::fs::write(&legacy, line(2)).unwrap();
+    let holder = Spooled::open(backend.clone(), legacy.clone()).unwrap();
+    let other = Spooled::open(
+        backend.clone(),
+        dir.path().join("gateway-10.0.0.1-8443.jsonl"),
+    )
+    .unwrap();
+    assert!(!other.adopt(&legacy).unwrap());
+    assert!(legacy.exists());
+    drop(holder);
+}

@@ -283,3 +283,29 @@ fn forwarded_for_from_a_trusted_proxy_is_extended() {
         "198.51.100.7, 10.0.0.5, 10.0.0.2"
     );
 }
+
+/// An app cannot plant the gateway's own cookies (a session, the sign-in nonce) through its
+/// responses; its own cookies pass.
+#[test]
+fn an_upstream_cannot_set_the_gateway_s_cookies() {
+    let mut h = map(&[
+        (
+            "set-cookie",
+            "__Host-tsuzuku_signin=planted; Path=/; Secure",
+        ),
+        ("set-cookie", "theme=dark; Path=/"),
+        ("set-cookie", "__HOST-Tsuzuku_session=x; Path=/; Secure"),
+        ("set-cookie", " __Host-tsuzuku_bind=y"),
+        ("set-cookie", "app_session=z; HttpOnly"),
+    ]);
+    strip_own_set_cookies(&mut h);
+    let left: Vec<&str> = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(left, ["theme=dark; Path=/", "app_session=z; HttpOnly"]);
+    let mut none = map(&[("content-type", "text/plain")]);
+    strip_own_set_cookies(&mut none);
+    assert_eq!(none.len(), 1);
+}

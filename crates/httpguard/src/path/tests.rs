@@ -65,12 +65,12 @@ fn a_second_spelling_of_a_path_is_refused() {
         ("/%61dmin/secret", PathError::NeedlessPercent('a')),
         ("/%41dmin", PathError::NeedlessPercent('A')),
         ("/admin%2Dpanel", PathError::NeedlessPercent('-')),
-        ("/a%7Eb", PathError::NeedlessPercent('~')),
+        ("/a%5Fb", PathError::NeedlessPercent('_')),
+        ("/%6Ddmin", PathError::NeedlessPercent('m')),
+        ("/%6ddmin", PathError::NeedlessPercent('m')),
         ("/v%31/x", PathError::NeedlessPercent('1')),
-        ("/caf%c3%a9", PathError::LowercasePercent(4)),
-        ("/a%3fb", PathError::LowercasePercent(2)),
         ("/caf\u{e9}", PathError::RawNonAscii(4)),
-        ("/%c0%ae%c0%ae/etc", PathError::LowercasePercent(1)),
+        ("/%c0%ae%c0%ae/etc", PathError::NotUtf8),
         ("/admin;x/secret", PathError::Parameter),
         ("/a;jsessionid=1", PathError::Parameter),
     ];
@@ -91,6 +91,10 @@ fn a_second_spelling_of_a_path_is_refused() {
         "/a%3Ab",
         "/a%2Bb",
         "/q%3Dx%26y",
+        // Apache and .NET write hex in lower case, Java's URLEncoder writes `~` encoded.
+        "/caf%c3%a9",
+        "/a%3fb",
+        "/%7Euser",
     ] {
         assert_eq!(check_path(ok), Ok(()), "{ok}");
     }

@@ -70,3 +70,22 @@ fn refusal_names_the_host() {
         "the return address names host \"evil.com\", which is not a configured application"
     );
 }
+
+/// With path parameters allowed (`[gateway] path_parameters`), a path that can be requested can
+/// also be returned to after sign-in; by default neither.
+#[test]
+fn return_paths_follow_the_gateway_s_path_rules() {
+    use crate::path::PathRules;
+    let known = |h: &str| h == "app.example.com";
+    let on = PathRules { parameters: true };
+    assert!(check_local_path("/a;jsessionid=1").is_err());
+    assert_eq!(
+        check_local_path_with("/a;jsessionid=1?x=1", on).unwrap(),
+        "/a;jsessionid=1?x=1"
+    );
+    assert!(parse_return_to("https://app.example.com/a;jsessionid=1", known).is_err());
+    let r = parse_return_to_with("https://app.example.com/a;jsessionid=1", on, known).unwrap();
+    assert_eq!(r.path, "/a;jsessionid=1");
+    // Dot segments stay refused whatever the rules.
+    assert!(check_local_path_with("/public/..;/admin", on).is_err());
+}

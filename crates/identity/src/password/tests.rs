@@ -63,6 +63,34 @@ fn empty_and_oversized_passwords_are_errors() {
     ));
 }
 
+/// Review: `user add --password-stdin` took a 5-character password. New passwords need 12
+/// characters (counted as characters, not bytes) and at most 1024 bytes.
+#[test]
+fn new_passwords_need_twelve_characters_and_at_most_1024_bytes() {
+    assert!(matches!(check_new(""), Err(IdentityError::EmptyPassword)));
+    let err = check_new("abcde").unwrap_err();
+    assert!(
+        matches!(err, IdentityError::PasswordTooShort { chars: 5, min: 12 }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("fewer than the 12 required"),
+        "{err}"
+    );
+    assert!(matches!(
+        check_new("abcdefghijk"),
+        Err(IdentityError::PasswordTooShort { chars: 11, .. })
+    ));
+    check_new("abcdefghijkl").unwrap();
+    // Twelve two-byte characters are twelve characters.
+    check_new(&"é".repeat(12)).unwrap();
+    check_new(&"x".repeat(MAX_PASSWORD_BYTES)).unwrap();
+    assert!(matches!(
+        check_new(&"x".repeat(MAX_PASSWORD_BYTES + 1)),
+        Err(IdentityError::PasswordTooLong { len: 1025, .. })
+    ));
+}
+
 #[test]
 fn garbage_phc_is_an_error_not_a_mismatch() {
     let err = verify("pw", "not a phc string").unwrap_err();

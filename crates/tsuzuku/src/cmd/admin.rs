@@ -35,6 +35,7 @@ fn read_password_stdin() -> Result<String> {
     if pw.is_empty() {
         bail!("the password read from standard input is empty");
     }
+    password::check_new(&pw).context("--password-stdin")?;
     Ok(pw)
 }
 
@@ -643,6 +644,13 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
             if capacity_rps.is_some_and(|c| c <= 0) {
                 bail!("--capacity-rps must be more than zero");
             }
+            // A DR site is never in the connectors' ordinary site list, so no load shedding
+            // ever reads its capacity (docs/CONNECTOR.md): refuse rather than store a no-op.
+            if dr && let Some(c) = capacity_rps {
+                bail!(
+                    "--capacity-rps {c} with --dr: a DR gateway site takes no part in load shedding, so it has no capacity; leave out --capacity-rps"
+                );
+            }
             if name.is_empty()
                 || !name
                     .bytes()
@@ -653,12 +661,22 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
             if !tsuzuku_config::valid_host_port(&host) {
                 bail!("--host {host:?} is not a valid lowercase host name");
             }
+            let mut seen: Vec<(std::net::SocketAddr, &str)> = Vec::with_capacity(endpoints.len());
             for e in &endpoints {
-                e.parse::<std::net::SocketAddr>().with_context(|| {
+                let addr = e.parse::<std::net::SocketAddr>().with_context(|| {
                     format!(
                         "--endpoint {e:?} is not an IP address with a port, e.g. 192.0.2.10:443"
                     )
                 })?;
+                if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+                    let what = if first == e {
+                        "is given twice".to_owned()
+                    } else {
+                        format!("is the same address as --endpoint {first:?}")
+                    };
+                    bail!("--endpoint {e:?} {what}: give each gateway node once");
+                }
+                seen.push((addr, e));
             }
             store
                 .add_gateway_site(&GatewaySite {
@@ -704,6 +722,11 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
             valid_for,
             reason,
         } => {
+            if reason.trim().is_empty() {
+                bail!(
+                    "--reason {reason:?} is empty: say why the site is excluded (operators and the audit trail see it), e.g. --reason \"switch replacement\""
+                );
+            }
             let d = super::dr::parse_duration("--for", &valid_for)?;
             let until_ms = now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             store
@@ -786,7 +809,8 @@ async fn gateway_site(env: &Env, store: tsuzuku_store::Store, c: SiteCmd) -> Res
                         let ex = exclusions.iter().find(|e| e.site == s.name);
                         serde_json::json!({
                             "name": s.name, "preference": s.preference, "host": s.host,
-                            "endpoints": s.endpoints,
+                            "endpoints": s.endpoints, "capacity_rps": s.capacity_rps,
+                            "dr": s.dr,
                             "excluded_until_ms": ex.map(|e| e.until_ms),
                             "exclusion_reason": ex.map(|e| e.reason.clone()),
                         })

@@ -60,14 +60,22 @@ pub async fn run(a: crate::cli::ConnectArgs) -> Result<ExitCode> {
     let sites = match &a.control {
         Some(url) => {
             let source = site_list_source(&a, url)?;
-            let list = tsuzuku_connector::sitelist::initial(&source, Duration::from_secs(3))
-                .await?
-                .with_context(|| {
+            let initial =
+                tsuzuku_connector::sitelist::initial(&source, Duration::from_secs(3)).await;
+            let list = match initial {
+                // It answered, with nothing usable in it: say so, not "gave none".
+                Err(tsuzuku_connector::sitelist::SiteListError::Empty) => bail!(
+                    "no site list: the control plane at {url} answered with no gateway sites \
+                     (a DR site alone is not one); add one on the control plane's data \
+                     directory with `tsuzuku site add NAME --host HOST --endpoint IP:PORT`"
+                ),
+                other => other?.with_context(|| {
                     format!(
                         "no site list: the control plane at {url} gave none and {} holds none",
                         source.cache_file.display()
                     )
-                })?;
+                })?,
+            };
             exclusions = list.exclusions.clone();
             sheds = list.sheds.clone();
             first_list = Some(list.clone());

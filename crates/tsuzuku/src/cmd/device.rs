@@ -13,6 +13,10 @@ use crate::env::{self, Env};
 use crate::outln;
 use crate::output::{print, time};
 
+/// The longest an enrolment token can be valid (docs/DEVICES.md): a token is a bearer secret
+/// that enrols a device with no one watching, so it should not lie around for long.
+const MAX_TOKEN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
     let store = env.store().await?;
     let now = jiff::Timestamp::now().as_second();
@@ -23,6 +27,12 @@ pub async fn run(env: &Env, cmd: DeviceCmd) -> Result<ExitCode> {
             user,
         } => {
             let valid = super::dr::parse_duration("--valid-for", &valid_for)?;
+            if valid > MAX_TOKEN_VALIDITY {
+                bail!(
+                    "--valid-for {valid_for:?} is longer than the {}-day maximum for a one-time enrolment token: give 30d or less and issue a new token when it runs out",
+                    MAX_TOKEN_VALIDITY.as_secs() / 86_400
+                );
+            }
             let owner = match &user {
                 None => None,
                 Some(name) => Some(store.get_user_by_name(name).await?.with_context(|| {

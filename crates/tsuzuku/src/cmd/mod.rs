@@ -438,6 +438,15 @@ async fn serve(
     // port (or node id) stops here, before its drainer could ship the same events again, with
     // a one-line error naming the spool.
     let backend = Arc::new(Spooled::open(store.clone(), spool_path)?);
+    // Before spools were named per listen address they were named by port alone: a spool an
+    // earlier version left under that name is taken over, so none of its events is stranded.
+    if a.node_id.is_none() && !c.gateway.listen.ip().is_unspecified() {
+        let legacy = env
+            .data_dir
+            .join("audit-spool")
+            .join(format!("gateway-{}.jsonl", c.gateway.listen.port()));
+        backend.adopt(&legacy)?;
+    }
     let _drainer = backend.spawn_drainer(Duration::from_secs(1));
     let (audit, audit_task) = AuditWriter::spawn(backend, 4096);
     let oidc_settings = match &c.oidc {

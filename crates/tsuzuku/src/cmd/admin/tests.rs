@@ -31,3 +31,12 @@ fn clip_keeps_short_text_and_marks_a_cut() {
     assert_eq!(clip("a\tb\nc", 10), "a b c");
     assert_eq!(clip("ééééééééééé", 5), "éééé…");
 }
+
+/// Generated passwords pass the rules for chosen ones (12 characters or more).
+#[test]
+fn generated_passwords_pass_the_new_password_rules() {
+    for _ in 0..20 {
+        let pw = generate_password();
+        password::check_new(&pw).unwrap();
+    }
+}
