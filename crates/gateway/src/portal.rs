@@ -10,8 +10,9 @@
 //! attacker obtained for their own account and sent as a link must not sign a victim's browser
 //! in). The app host's redirect to the portal ([`login_redirect`]) sets a random nonce in a
 //! host-only cookie ([`SIGNIN_COOKIE`], 10 min) and sends only its SHA-256 (`bind`) to the
-//! portal; the portal keeps `bind` in a cookie of its own ([`BIND_COOKIE`]) for the sign-in
-//! form's POST and the OIDC callback, and redeems the code only together with it: the store
+//! portal; the portal keeps `bind`, per app host, in a cookie of its own ([`BIND_COOKIE`]) for
+//! the sign-in form's POST and the OIDC callback, and redeems the code only together with it
+//! (sign-ins started in tabs of different apps keep one entry each): the store
 //! keeps the SHA-256 of `code.bind`, a code sealed during read-only failover carries `bind`
 //! inside its seal. The handoff looks the code up with the `bind` of the browser's own nonce,
 //! so a code opened in any other browser finds nothing and sets no cookie. A sign-in that
@@ -360,13 +361,54 @@ async fn login_form(gw: &Arc<Gateway>, ctx: &Ctx, req: &Request<Incoming>) -> Re
         "",
         owner.as_ref().map(|(u, d)| (u, d.as_ref())),
     );
-    // The form's sign-in (password, device or OIDC) hands off with this `bind`; a form shown
-    // without one forgets any earlier one.
-    let cookie = match bind {
-        Some(b) => set_cookie(BIND_COOKIE, b, Some(SIGNIN_SECS)),
-        None => set_cookie(BIND_COOKIE, "", Some(0)),
+    // The form's sign-in (password, device or OIDC) hands off to its app with the `bind` kept
+    // for that app's host; a form for a host shown without one forgets any earlier one.
+    let Some(t) = target else {
+        return page;
     };
-    respond::with_cookie(page, &cookie)
+    let entries = binds(req.headers());
+    respond::with_cookie(page, &binds_cookie(&entries, &t.host, bind))
+}
+
+/// Most apps whose sign-ins the portal's bind cookie keeps at once (one entry per app host, so
+/// that sign-ins started in tabs of different apps do not take each other's place).
+const MAX_BINDS: usize = 8;
+
+/// The entries of the portal's bind cookie: `<app host>=<bind>`, separated by `/` (characters a
+/// cookie value may hold; a host name holds neither).
+fn binds(hdrs: &http::HeaderMap) -> Vec<(String, String)> {
+    headers::cookie(hdrs, BIND_COOKIE)
+        .unwrap_or("")
+        .split('/')
+        .filter_map(|e| e.split_once('='))
+        .filter(|(host, bind)| !host.is_empty() && is_bind(bind))
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
+        .take(MAX_BINDS)
+        .collect()
+}
+
+/// The `bind` kept for sign-ins to `host`.
+fn bind_for(hdrs: &http::HeaderMap, host: &str) -> Option<String> {
+    binds(hdrs)
+        .into_iter()
+        .find(|(h, _)| h == host)
+        .map(|(_, b)| b)
+}
+
+/// The bind cookie with `host`'s entry set to `bind` (newest first), or removed for `None`;
+/// an empty cookie is deleted.
+fn binds_cookie(entries: &[(String, String)], host: &str, bind: Option<&str>) -> String {
+    let kept = entries.iter().filter(|(h, _)| h != host);
+    let value: Vec<String> = bind
+        .map(|b| format!("{host}={b}"))
+        .into_iter()
+        .chain(kept.map(|(h, b)| format!("{h}={b}")))
+        .take(MAX_BINDS)
+        .collect();
+    if value.is_empty() {
+        return set_cookie(BIND_COOKIE, "", Some(0));
+    }
+    set_cookie(BIND_COOKIE, &value.join("/"), Some(SIGNIN_SECS))
 }
 
 async fn read_form(
@@ -645,14 +687,16 @@ async fn finish_login(
         let _ = gw.store.delete_session(&hash_token(old)).await;
     }
     let cookie = set_cookie(SESSION_COOKIE, &token, None);
-    let bind = headers::cookie(hdrs, BIND_COOKIE).filter(|b| is_bind(b));
-    let resp = match target {
-        Some(t) => continue_to(gw, ctx, &session, &t, bind).await,
-        None => respond::redirect(StatusCode::SEE_OTHER, "/"),
+    let Some(t) = target else {
+        return respond::with_cookie(respond::redirect(StatusCode::SEE_OTHER, "/"), &cookie);
     };
+    let entries = binds(hdrs);
+    let bind = bind_for(hdrs, &t.host);
+    let resp = continue_to(gw, ctx, &session, &t, bind.as_deref()).await;
     let resp = respond::with_cookie(resp, &cookie);
     if bind.is_some() {
-        return respond::with_cookie(resp, &set_cookie(BIND_COOKIE, "", Some(0)));
+        // This app's sign-in is done; the others' entries stay.
+        return respond::with_cookie(resp, &binds_cookie(&entries, &t.host, None));
     }
     resp
 }

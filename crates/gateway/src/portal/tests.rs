@@ -48,3 +48,55 @@ fn the_sign_in_link_keeps_the_path_and_query() {
         "/.tsuzuku/signin?rd=%2Freports%3Fq%3D1%26x%3D%252F"
     );
 }
+
+/// The request headers a browser sends back for a `Set-Cookie` of the bind cookie.
+fn sent_back(set_cookie_value: &str) -> http::HeaderMap {
+    let pair = set_cookie_value.split(';').next().unwrap();
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::COOKIE, pair.parse().unwrap());
+    h
+}
+
+/// Sign-ins started in tabs of two apps keep a bind each: finishing one neither loses nor
+/// takes the other's.
+#[test]
+fn the_bind_cookie_keeps_one_entry_per_app_host() {
+    let (a, b) = (hash_token("nonce-a"), hash_token("nonce-b"));
+    let first = binds_cookie(&[], "crm.example:8443", Some(&a));
+    let h = sent_back(&first);
+    assert_eq!(
+        bind_for(&h, "crm.example:8443").as_deref(),
+        Some(a.as_str())
+    );
+    let second = binds_cookie(&binds(&h), "wiki.example", Some(&b));
+    let h = sent_back(&second);
+    assert_eq!(
+        bind_for(&h, "crm.example:8443").as_deref(),
+        Some(a.as_str())
+    );
+    assert_eq!(bind_for(&h, "wiki.example").as_deref(), Some(b.as_str()));
+    // A new sign-in for the same host replaces its entry; finishing it removes only it.
+    let again = binds_cookie(&binds(&h), "wiki.example", Some(&a));
+    assert_eq!(
+        bind_for(&sent_back(&again), "wiki.example").as_deref(),
+        Some(a.as_str())
+    );
+    let done = binds_cookie(&binds(&h), "crm.example:8443", None);
+    let h = sent_back(&done);
+    assert_eq!(bind_for(&h, "crm.example:8443"), None);
+    assert_eq!(bind_for(&h, "wiki.example").as_deref(), Some(b.as_str()));
+    // The last entry gone, the cookie is deleted.
+    let empty = binds_cookie(&binds(&h), "wiki.example", None);
+    assert!(empty.contains("Max-Age=0"), "{empty}");
+    // Bounded, and entries that are not binds are ignored.
+    let mut entries = Vec::new();
+    for i in 0..20 {
+        let host = format!("app{i}.example");
+        let c = binds_cookie(&entries, &host, Some(&a));
+        entries = binds(&sent_back(&c));
+    }
+    assert_eq!(entries.len(), MAX_BINDS);
+    assert_eq!(entries[0].0, "app19.example");
+    let forged = sent_back("__Host-tsuzuku_bind=x.example=not-a-bind/y.example=");
+    assert!(binds(&forged).is_empty());
+}
