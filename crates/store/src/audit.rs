@@ -104,17 +104,31 @@ fn verify_row(row: &AnyRow, tenant: &str, verifier: &mut Verifier) -> Option<i64
         return None;
     };
     let mut reasons: Vec<String> = Vec::new();
-    let mut text = |col: &str| match row.try_get::<String, _>(col) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            reasons.push(format!("its {col} is not text but {}", shown(row, col)));
+    let mut text = |col: &str| match stored_text(row, col) {
+        Ok(Some(v)) => Some(Some(v)),
+        Ok(None) => Some(None),
+        Err(why) => {
+            reasons.push(why);
             None
         }
+    };
+    let required = |v: Option<Option<String>>, col: &str, reasons: &mut Vec<String>| match v {
+        Some(Some(v)) => Some(v),
+        Some(None) => {
+            reasons.push(format!("its {col} is not text but NULL"));
+            None
+        }
+        None => None,
     };
     let prev_hash = text("prev_hash");
     let hash = text("hash");
     let kind_text = text("kind");
     let detail_text = text("detail");
+    let actor = text("actor");
+    let prev_hash = required(prev_hash, "prev_hash", &mut reasons);
+    let hash = required(hash, "hash", &mut reasons);
+    let kind_text = required(kind_text, "kind", &mut reasons);
+    let detail_text = required(detail_text, "detail", &mut reasons);
     let time_ms = match row.try_get::<i64, _>("time_ms") {
         Ok(v) => Some(v),
         Err(_) => {
@@ -122,13 +136,6 @@ fn verify_row(row: &AnyRow, tenant: &str, verifier: &mut Verifier) -> Option<i64
                 "its time_ms is not an integer but {}",
                 shown(row, "time_ms")
             ));
-            None
-        }
-    };
-    let actor = match row.try_get::<Option<String>, _>("actor") {
-        Ok(v) => Some(v),
-        Err(_) => {
-            reasons.push(format!("its actor is not text but {}", shown(row, "actor")));
             None
         }
     };
@@ -181,6 +188,24 @@ fn verify_row(row: &AnyRow, tenant: &str, verifier: &mut Verifier) -> Option<i64
         ),
     }
     Some(seq)
+}
+
+/// A text column of an audit row: `None` for NULL. On SQLite the text comes as bytes with its
+/// storage class in `<col>_type` (see `verify_audit_in_pages`), and bytes that are not UTF-8
+/// are named as such.
+fn stored_text(row: &AnyRow, col: &str) -> Result<Option<String>, String> {
+    if let Ok(v) = row.try_get::<Option<String>, _>(col) {
+        return Ok(v);
+    }
+    let stored_as = row
+        .try_get::<String, _>(format!("{col}_type").as_str())
+        .ok();
+    match (stored_as.as_deref(), row.try_get::<Vec<u8>, _>(col)) {
+        (Some("text"), Ok(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| format!("its {col} is text that is not UTF-8 ({e})")),
+        _ => Err(format!("its {col} is not text but {}", shown(row, col))),
+    }
 }
 
 /// A stored value as an operator can recognise it in a report: integers and reals as numbers,
@@ -519,7 +544,8 @@ impl Store {
         let what = "verifying the audit chain";
         let mut tx = self.pool.begin().await.map_err(|e| self.db(what, e))?;
         let conn = tx.acquire().await.map_err(|e| self.db(what, e))?;
-        if !conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        let sqlite = conn.backend_name().eq_ignore_ascii_case("sqlite");
+        if !sqlite {
             // PostgreSQL: one snapshot for every query of the transaction (SQLite's read
             // transactions are snapshots already).
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -551,23 +577,43 @@ impl Store {
                 verifier.expect_unreadable_head(&reasons.join("; "));
             }
         }
+        // SQLite keeps whatever bytes a tamperer wrote into a text column, and text that is not
+        // UTF-8 fails the driver's decoding of its whole page: there, text columns are read as
+        // bytes (with their storage class), and `verify_row` names such a row instead.
+        let columns = if sqlite {
+            let raw = |c: &str| {
+                format!(
+                    "CASE WHEN typeof({c}) = 'text' THEN CAST({c} AS BLOB) ELSE {c} END AS {c}, \
+                     typeof({c}) AS {c}_type"
+                )
+            };
+            format!(
+                "seq, {}, {}, time_ms, {}, {}, {}",
+                raw("prev_hash"),
+                raw("hash"),
+                raw("kind"),
+                raw("actor"),
+                raw("detail")
+            )
+        } else {
+            "seq, prev_hash, hash, time_ms, kind, actor, detail".to_owned()
+        };
         // Keyset pages by seq. A row whose seq is no integer (possible in SQLite only) sorts
         // among or after the numbers; such rows after the last integer of a page are skipped
         // by an OFFSET on the next page, so every row is read once.
         let mut after: Option<i64> = None;
         let mut skip: i64 = 0;
         loop {
-            let sql = match after {
-                None => {
-                    "SELECT seq, prev_hash, hash, time_ms, kind, actor, detail FROM audit_events
-                     WHERE tenant_id = $1 ORDER BY seq LIMIT $2 OFFSET $3"
-                }
-                Some(_) => {
-                    "SELECT seq, prev_hash, hash, time_ms, kind, actor, detail FROM audit_events
-                     WHERE tenant_id = $1 AND seq > $4 ORDER BY seq LIMIT $2 OFFSET $3"
-                }
-            };
-            let mut q = sqlx::query(sql).bind(&*self.tenant).bind(page).bind(skip);
+            let sql = format!(
+                "SELECT {columns} FROM audit_events WHERE tenant_id = $1{} ORDER BY seq \
+                 LIMIT $2 OFFSET $3",
+                if after.is_some() { " AND seq > $4" } else { "" }
+            );
+            // Built from the constant column lists above only: nothing of the data.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&*self.tenant)
+                .bind(page)
+                .bind(skip);
             if let Some(after) = after {
                 q = q.bind(after);
             }

@@ -543,3 +543,35 @@ async fn verification_reads_every_row_once_across_pages() {
         );
     }
 }
+
+/// SQLite keeps any bytes written into a text column. A row whose text is not UTF-8 is named
+/// (and verification goes on past it), not a failure to read its whole page.
+#[tokio::test]
+async fn text_that_is_not_utf8_is_named_not_a_read_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_file(&dir).await;
+    let s = root.tenant("bytes");
+    s.append_audit((1..=4).map(|i| event("bytes", i)).collect())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE audit_events SET actor = CAST(X'626fff62' AS TEXT) WHERE tenant_id = $1 AND seq = 2",
+    )
+    .bind("bytes")
+    .execute(root.raw_pool())
+    .await
+    .unwrap();
+    for page in [1, 3, 10_000] {
+        let report = s.verify_audit_in_pages(page).await.unwrap();
+        assert_eq!(report.checked, 4, "page {page}: {report}");
+        match report.problems.as_slice() {
+            [ChainProblem::Unreadable { seq: 2, reason }] => {
+                assert!(
+                    reason.contains("actor is text that is not UTF-8"),
+                    "{reason}"
+                );
+            }
+            other => panic!("page {page}: {other:?}"),
+        }
+    }
+}
