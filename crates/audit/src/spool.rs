@@ -88,13 +88,15 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `map_err` for an I/O failure on `path` while opening or taking over a spool.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SpoolOpenError {
+    let path = path.to_path_buf();
+    move |source| SpoolOpenError::Io { path, what, source }
+}
+
 /// Opens `<spool>.lock` and takes its exclusive lock, held while the returned file lives.
 fn lock_spool(path: &Path) -> Result<std::fs::File, SpoolOpenError> {
     let lock_path = beside(path, ".lock");
-    let io = |what| {
-        let path = lock_path.clone();
-        move |source| SpoolOpenError::Io { path, what, source }
-    };
     let owner = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -102,14 +104,14 @@ fn lock_spool(path: &Path) -> Result<std::fs::File, SpoolOpenError> {
         .truncate(false)
         .mode(0o600)
         .open(&lock_path)
-        .map_err(io("opening its lock file"))?;
+        .map_err(io("opening its lock file", &lock_path))?;
     match owner.try_lock() {
         Ok(()) => Ok(owner),
         Err(std::fs::TryLockError::WouldBlock) => Err(SpoolOpenError::InUse {
             spool: path.to_path_buf(),
             lock: lock_path,
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io("locking")(e)),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("locking", &lock_path)(e)),
     }
 }
 
@@ -136,10 +138,6 @@ impl<B: AuditBackend> Spooled<B> {
     /// before a restart is kept and shipped first). Fails with [`SpoolOpenError::InUse`] while
     /// another process uses the same spool.
     pub fn open(inner: B, path: PathBuf) -> Result<Self, SpoolOpenError> {
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SpoolOpenError::Io { path, what, source }
-        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("creating its directory", &path))?;
         }
@@ -162,10 +160,6 @@ impl<B: AuditBackend> Spooled<B> {
     /// (the spool, its shipping file, its rejected lines) become this spool's. Returns whether
     /// anything was taken over. Call it before the first append or drain.
     pub fn adopt(&self, legacy: &Path) -> Result<bool, SpoolOpenError> {
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SpoolOpenError::Io { path, what, source }
-        };
         let legacy_rejected = beside(legacy, ".rejected");
         let has_rejected = legacy_rejected
             .try_exists()

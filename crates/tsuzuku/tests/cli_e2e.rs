@@ -108,6 +108,16 @@ fn run_stdin(gw: &TestGateway, args: &[&str], stdin: &str) -> Out {
     run_in(&gw.data(), args, Some(stdin))
 }
 
+/// The value printed after `label` on a line of `text` (quickstart's password and TOTP URI).
+#[track_caller]
+fn printed(text: &str, label: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
+        .trim()
+        .to_owned()
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -227,19 +237,9 @@ async fn quickstart_shows_credentials_once_and_reuses_the_directory() {
     assert!(text.contains("Created data directory"), "{text}");
     assert_eq!(text.matches("One-time password:").count(), 1, "{text}");
     assert_eq!(text.matches("otpauth://").count(), 1, "{text}");
-    let password = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("One-time password:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let password = printed(text, "One-time password:");
     assert_eq!(password.len(), 20, "generated password: {password:?}");
-    let uri = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("TOTP enrolment:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let uri = printed(text, "TOTP enrolment:");
     assert!(
         uri.starts_with("otpauth://totp/Tsuzuku:admin?"),
         "TOTP URI: {uri}"
@@ -356,18 +356,8 @@ async fn quickstart_completes_a_directory_made_by_init() {
         "{text}"
     );
     assert_eq!(text.matches("One-time password:").count(), 1, "{text}");
-    let password = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("One-time password:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let uri = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("TOTP enrolment:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let password = printed(text, "One-time password:");
+    let uri = printed(text, "TOTP enrolment:");
     let admin = stored_user(&data, "admin").await;
     assert!(password_matches(&admin, &password));
     assert_eq!(
